@@ -1,0 +1,170 @@
+"""Input checks. Each runs at trace time, on shapes and dtypes only.
+
+Every message says the rule, what was received and how to fix it. Shapes
+raise ``ValueError``; dtypes and wrong kinds of object raise ``TypeError``.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+
+
+def positive_int(value: Any, name: str, where: str, *, allow_zero: bool = False) -> int:
+    """``value`` as an int, which must be > 0 (or ≥ 0 with ``allow_zero``)."""
+    if isinstance(value, bool):
+        raise TypeError(f"{where}: {name} must be an int; got the bool {value!r}.")
+    try:
+        number = operator.index(value)
+    except TypeError:
+        raise TypeError(
+            f"{where}: {name} must be an int; got {value!r} of type {type(value).__name__}. "
+            f"Pass a whole number, e.g. {name}=int(...)."
+        ) from None
+    if number < 0 or (number == 0 and not allow_zero):
+        bound = "≥ 0" if allow_zero else "> 0"
+        raise ValueError(f"{where}: {name} must be {bound}; got {number}.")
+    return number
+
+
+def floating_dtype(dtype: Any, where: str) -> np.dtype:
+    """``dtype`` as a numpy dtype, which must be floating point."""
+    try:
+        dtype = jnp.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{where}: dtype must be a floating dtype such as jnp.float32; got {dtype!r}.") from None
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"{where}: dtype must be a floating dtype such as jnp.float32; got {dtype}.")
+    return dtype
+
+
+def floating_array(value: Any, name: str, where: str) -> Array:
+    """``value`` as a JAX array, which must have a floating dtype."""
+    try:
+        array = jnp.asarray(value)
+    except TypeError:
+        raise TypeError(f"{where}: {name} must be an array; got {type(value).__name__}.") from None
+    if not jnp.issubdtype(array.dtype, jnp.floating):
+        raise TypeError(
+            f"{where}: {name} must have a floating dtype; got {array.dtype}. "
+            f"Cast it, e.g. {name}.astype(jnp.float32) (embed integer token ids first)."
+        )
+    return array
+
+
+def params(cell, params: Any, where: str):
+    """Checks ``params`` against ``cell``; returns ``(params, input_size, hidden_size)``.
+
+    Accepts the cell's own params NamedTuple, or a mapping with the same keys
+    (as a checkpoint may restore them).
+    """
+    params_type = cell.params_type
+    fields = params_type._fields
+    if isinstance(params, Mapping):
+        if set(params) != set(fields):
+            raise ValueError(
+                f"{where}: {cell!r} params need exactly the keys {list(fields)}; got {sorted(params)}. "
+                f"Make them with {cell!r}.init(key, input_size, hidden_size)."
+            )
+        params = params_type(**params)
+    elif not isinstance(params, params_type):
+        kind = type(params).__name__
+        hint = " (params of another cell type)" if hasattr(params, "_fields") else ""
+        raise TypeError(
+            f"{where}: {cell!r} needs {params_type.__name__}; got {kind}{hint}. "
+            f"Make them with {cell!r}.init(key, input_size, hidden_size), or use the cell they belong to."
+        )
+    arrays = {name: floating_array(value, f"params.{name}", where) for name, value in zip(fields, params)}
+
+    num_gates = len(cell.gates)
+    w_hh = arrays["w_hh"]
+    hidden = w_hh.shape[0] if w_hh.ndim == 2 else -1
+    if hidden <= 0 or w_hh.shape != (hidden, num_gates * hidden):
+        raise ValueError(
+            f"{where}: {cell!r} has {num_gates} gate(s), so params.w_hh must be (hidden, {num_gates}·hidden) "
+            f"with hidden > 0; got shape {w_hh.shape}. These may be params of another cell type."
+        )
+    width = num_gates * hidden
+    w_ih = arrays["w_ih"]
+    if w_ih.ndim != 2 or w_ih.shape[1] != width or w_ih.shape[0] == 0:
+        raise ValueError(
+            f"{where}: params.w_ih must be (input_size, {width}) to match w_hh {w_hh.shape}; got {w_ih.shape}."
+        )
+    for name in ("b_ih", "b_hh"):
+        if arrays[name].shape != (width,):
+            raise ValueError(
+                f"{where}: params.{name} must have shape ({width},) to match w_hh {w_hh.shape}; "
+                f"got {arrays[name].shape}."
+            )
+    return params_type(**arrays), w_ih.shape[0], hidden
+
+
+def carry(cell, carry: Any, batch: int, hidden: int, where: str):
+    """Checks a carry of ``(batch, hidden)`` arrays; returns it as the cell's carry type."""
+    carry_type = cell.carry_type
+    if carry_type is None:
+        if isinstance(carry, (tuple, list)):
+            raise TypeError(
+                f"{where}: {cell!r} carries one array h of shape (batch, hidden); got a "
+                f"{type(carry).__name__} of {len(carry)}. Only the LSTM carries a pair (h, c)."
+            )
+        names, values = ("h",), (carry,)
+    else:
+        names = carry_type._fields
+        if not isinstance(carry, (tuple, list)) or len(carry) != len(names):
+            got = f"a {type(carry).__name__} of {len(carry)}" if isinstance(carry, (tuple, list)) else (
+                f"a {type(carry).__name__}"
+            )
+            raise TypeError(
+                f"{where}: {cell!r} carries the tuple ({', '.join(names)}), each (batch, hidden); got {got}. "
+                f"Make one with {cell!r}.initial_carry(batch_size, hidden_size)."
+            )
+        values = tuple(carry)
+    arrays = []
+    for name, value in zip(names, values):
+        array = floating_array(value, f"carry.{name}", where)
+        if array.shape != (batch, hidden):
+            raise ValueError(
+                f"{where}: carry.{name} must be (batch, hidden) = ({batch}, {hidden}), from the inputs' "
+                f"batch size and the params' hidden size; got {array.shape}. Pass carry=None for zeros, "
+                f"or make it with {cell!r}.initial_carry({batch}, {hidden})."
+            )
+        arrays.append(array)
+    return arrays[0] if carry_type is None else carry_type(*arrays)
+
+
+def inputs(value: Any, rank: int, layout: str, input_size: int, name: str, where: str) -> Array:
+    """Checks inputs of ``rank`` dims laid out as ``layout``, features last."""
+    array = floating_array(value, name, where)
+    if array.ndim != rank:
+        raise ValueError(
+            f"{where}: {name} must have rank {rank}, shaped {layout}; got shape {array.shape}."
+            + (" For a single sequence add a batch axis: xs[:, None, :]." if rank == 3 and array.ndim == 2 else "")
+        )
+    if array.shape[-1] != input_size:
+        raise ValueError(
+            f"{where}: {name} has {array.shape[-1]} features on its last axis, but the params expect "
+            f"input_size {input_size} (params.w_ih is ({input_size}, ...)). Pass inputs with {input_size} "
+            f"features, or init the params with input_size={array.shape[-1]}."
+        )
+    return array
+
+
+def promote(*trees):
+    """Casts every array in ``trees`` to their common float dtype (e.g. f32 with f64 gives f64)."""
+    dtype = jnp.result_type(*jax.tree.leaves(trees))
+    return jax.tree.map(lambda a: a.astype(dtype), trees)
+
+
+def step_arguments(cell, params_, carry_, x, where: str):
+    """Checks and promotes the arguments of ``cell.step``."""
+    params_, input_size, hidden = params(cell, params_, where)
+    x = inputs(x, 2, "(batch, input_size)", input_size, "x", where)
+    carry_ = carry(cell, carry_, x.shape[0], hidden, where)
+    return promote(params_, carry_, x)
