@@ -1,0 +1,292 @@
+"""Weights to and from PyTorch's ``torch.nn.RNN``, ``LSTM`` and ``GRU``.
+
+Our params hold the same four arrays as one layer of a torch recurrent
+module, with the same gate order (LSTM ``i, f, g, o``, GRU ``r, z, n``); only
+the weights are transposed, since we compute ``x @ W`` and torch
+``x @ Wᵀ``. For layer ``k`` of a module::
+
+    w_ih = state_dict["weight_ih_lk"].T    # torch (G·H, input) -> (input, G·H)
+    w_hh = state_dict["weight_hh_lk"].T    # torch (G·H, H)     -> (H, G·H)
+    b_ih = state_dict["bias_ih_lk"]        # (G·H,)
+    b_hh = state_dict["bias_hh_lk"]        # (G·H,)
+
+so conversions are exact both ways. This module never imports torch: it
+takes any mapping of arrays, turning tensors into numpy by duck typing, and
+returns numpy arrays that ``torch.from_numpy`` takes as they are.
+
+Limits:
+
+* ``torch.nn.RNN`` must use ``nonlinearity='tanh'`` (its default), the only
+  one :data:`jaxrnn.simple_rnn` has. A state dict cannot show which one a
+  module used, so ``'relu'`` weights convert without error but compute
+  something else.
+* Only the forward direction converts: the ``*_reverse`` weights of a
+  ``bidirectional=True`` module are a later feature.
+* An ``LSTM`` with ``proj_size > 0`` (key ``weight_hr_l{k}``) is not supported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrnn import _checks
+from jaxrnn._cells import Cell
+
+__all__ = ["from_torch", "to_torch"]
+
+# torch key stems, in the order of the params' fields (w_ih, w_hh, b_ih, b_hh).
+_STEMS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+# The torch layer types of our cells, and the cell of each gate count, for messages.
+_TORCH_NAMES = {"simple_rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
+_CELL_OF_GATES = {1: ("jaxrnn.simple_rnn", "RNN"), 3: ("jaxrnn.gru", "GRU"), 4: ("jaxrnn.lstm", "LSTM")}
+
+# How many present keys an error message shows.
+_SHOWN_KEYS = 6
+
+
+def from_torch(cell: Cell, state_dict: Mapping[str, Any], *, layer: int = 0, prefix: str = ""):
+    """Params for ``cell`` from one layer of a torch recurrent module's state dict.
+
+    Reads, with H the hidden size, X the input size of that layer (the
+    module's ``input_size`` for layer 0, H above it) and G the cell's gate
+    count (RNN 1, GRU 3, LSTM 4):
+
+    * ``{prefix}weight_ih_l{layer}``, (G·H, X): becomes ``w_ih``, (X, G·H);
+    * ``{prefix}weight_hh_l{layer}``, (G·H, H): becomes ``w_hh``, (H, G·H);
+    * ``{prefix}bias_ih_l{layer}`` and ``{prefix}bias_hh_l{layer}``, (G·H,):
+      become ``b_ih`` and ``b_hh`` as they are.
+
+    A ``torch.nn.RNNCell``/``LSTMCell``/``GRUCell`` state dict has the same
+    keys without the ``_l{layer}`` suffix; those are read when ``layer`` is 0
+    and the suffixed keys are absent. A module made with ``bias=False`` has
+    no bias keys: both biases are then zeros, which compute the same thing.
+
+    Only the forward direction is read (``*_reverse`` keys are ignored), and
+    a ``torch.nn.RNN`` must have used ``nonlinearity='tanh'``; see the module
+    docstring.
+
+    Args:
+        cell: :data:`jaxrnn.simple_rnn` for ``torch.nn.RNN``,
+            :data:`jaxrnn.lstm` for ``LSTM``, :data:`jaxrnn.gru` for ``GRU``.
+        state_dict: ``module.state_dict()`` or any mapping of key to array.
+            Values may be torch tensors (on any device, requiring grad or
+            not) or anything ``np.asarray`` takes.
+        layer: which layer of a multi-layer module, ≥ 0. Layer ``k > 0``
+            takes layer ``k - 1``'s outputs as its inputs.
+        prefix: prepended to every key, for a module inside another, e.g.
+            ``"encoder.rnn."`` for ``model.state_dict()``.
+
+    Returns:
+        ``cell.params_type``, as JAX arrays of the state dict's dtype
+        (float64 stays float64 when JAX's x64 mode is on). They are copies,
+        so updating the torch module in place later leaves them as they are.
+
+    Raises:
+        ValueError: keys missing, shapes that do not fit ``cell`` (such as an
+            LSTM's weights given to :data:`jaxrnn.gru`), a negative
+            ``layer`` or an LSTM with ``proj_size``.
+        TypeError: ``cell`` not a :class:`jaxrnn.Cell`, ``state_dict`` not a
+            mapping, ``layer`` not an int, or non-floating arrays.
+    """
+    where = "jaxrnn.interop.from_torch"
+    layer, prefix = _common_arguments(cell, layer, prefix, where)
+    if not isinstance(state_dict, Mapping):
+        hint = " Pass module.state_dict(), not the module." if hasattr(state_dict, "state_dict") else ""
+        raise TypeError(
+            f"{where}: state_dict must be a mapping of key to array, such as module.state_dict(); "
+            f"got {type(state_dict).__name__}.{hint}"
+        )
+    if f"{prefix}weight_hr_l{layer}" in state_dict:
+        raise ValueError(
+            f"{where}: the state dict has {prefix}weight_hr_l{layer}, so it comes from a torch.nn.LSTM with "
+            f"proj_size > 0, whose projected hidden state jaxrnn.lstm does not support. "
+            f"Use a torch.nn.LSTM made with proj_size=0."
+        )
+
+    keys = _find_keys(cell, state_dict, layer, prefix, where)
+    w_ih, w_hh = (_to_numpy(state_dict[key], key, where) for key in keys[:2])
+    _check_weight_hh(cell, w_hh, keys[1], where)
+    if keys[2] in state_dict and keys[3] in state_dict:
+        b_ih, b_hh = (_to_numpy(state_dict[key], key, where) for key in keys[2:])
+    elif keys[2] in state_dict or keys[3] in state_dict:
+        have, lack = (keys[2], keys[3]) if keys[2] in state_dict else (keys[3], keys[2])
+        raise ValueError(
+            f"{where}: the state dict has {have} but not {lack}; a torch module has both biases "
+            f"(bias=True) or neither (bias=False). Add the missing one, or drop both."
+        )
+    else:  # bias=False: zero biases compute the same function.
+        b_ih = b_hh = np.zeros(w_hh.shape[:1], w_hh.dtype)
+
+    # Copies (jnp.array), not views: a torch optimizer updates the tensors in place.
+    params = cell.params_type(
+        w_ih=jnp.array(w_ih.T), w_hh=jnp.array(w_hh.T), b_ih=jnp.array(b_ih), b_hh=jnp.array(b_hh)
+    )
+    # The shared shape rules, read in our layout; the context says how it maps to the keys.
+    context = f"{where} (w_ih = {keys[0]}.T, w_hh = {keys[1]}.T)"
+    params, _, _ = _checks.params(cell, params, context)
+    return params
+
+
+def to_torch(cell: Cell, params, *, layer: int = 0, prefix: str = "") -> dict[str, np.ndarray]:
+    """One layer of a torch recurrent module's state dict, from ``cell``'s params.
+
+    The inverse of :func:`from_torch`: with H the hidden size, X the input
+    size and G the cell's gate count, returns the numpy arrays
+
+    * ``{prefix}weight_ih_l{layer}``: ``w_ih.T``, (G·H, X);
+    * ``{prefix}weight_hh_l{layer}``: ``w_hh.T``, (G·H, H);
+    * ``{prefix}bias_ih_l{layer}``, ``{prefix}bias_hh_l{layer}``: ``b_ih``,
+      ``b_hh``, (G·H,).
+
+    They are fresh, writable, C-contiguous arrays of the params' dtype, so::
+
+        sd = jaxrnn.interop.to_torch(jaxrnn.lstm, params)
+        module.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})
+
+    loads a one-layer ``torch.nn.LSTM(X, H)`` (cast the module with
+    ``.double()`` first for float64 params). For a multi-layer module, merge
+    the dicts of each ``layer``. For a ``torch.nn.LSTMCell`` (keys without
+    the suffix) drop it: ``{k.removesuffix("_l0"): v ...}``; for a module
+    made with ``bias=False`` drop the bias keys.
+
+    Args:
+        cell: the cell the params belong to.
+        params: ``cell``'s params, or a mapping with the same keys.
+        layer: the layer number used in the keys, ≥ 0.
+        prefix: prepended to every key, e.g. ``"encoder.rnn."``.
+
+    Returns:
+        A dict of the four keys above to numpy arrays.
+
+    Raises:
+        ValueError: params of the wrong shapes, or a negative ``layer``.
+        TypeError: ``cell`` not a :class:`jaxrnn.Cell`, params of another
+            type, or ``layer`` not an int.
+    """
+    where = "jaxrnn.interop.to_torch"
+    layer, prefix = _common_arguments(cell, layer, prefix, where)
+    params, _, _ = _checks.params(cell, params, where)
+    keys = _keys(prefix, f"_l{layer}")
+    # np.array copies into a C-ordered, writable array: what torch.from_numpy wants.
+    arrays = (params.w_ih.T, params.w_hh.T, params.b_ih, params.b_hh)
+    return {key: np.array(array, order="C") for key, array in zip(keys, arrays)}
+
+
+# --------------------------------------------------------------------------
+# Helpers.
+
+
+def _common_arguments(cell: Any, layer: Any, prefix: Any, where: str) -> tuple[int, str]:
+    """Checks the arguments both directions share; returns ``(layer, prefix)``."""
+    if not isinstance(cell, Cell):
+        raise TypeError(
+            f"{where}: cell must be a jaxrnn.Cell (jaxrnn.simple_rnn, jaxrnn.lstm or jaxrnn.gru); "
+            f"got {type(cell).__name__}. Pass the cell first, e.g. {where.rsplit('.', 1)[1]}(jaxrnn.lstm, ...)."
+        )
+    layer = _checks.positive_int(layer, "layer", where, allow_zero=True)
+    if not isinstance(prefix, str):
+        raise TypeError(
+            f"{where}: prefix must be a str such as 'encoder.rnn.'; got {type(prefix).__name__}."
+        )
+    return layer, prefix
+
+
+def _keys(prefix: str, suffix: str) -> tuple[str, ...]:
+    """The four keys, in the order of the params' fields."""
+    return tuple(f"{prefix}{stem}{suffix}" for stem in _STEMS)
+
+
+def _torch_name(cell: Cell) -> str:
+    """E.g. ``"LSTM"``, for messages; a generic phrase for cells torch lacks."""
+    return _TORCH_NAMES.get(cell.name, "RNN/LSTM/GRU")
+
+
+def _find_keys(cell: Cell, state_dict: Mapping, layer: int, prefix: str, where: str) -> tuple[str, ...]:
+    """The keys to read: module-style (``_l{layer}``), else cell-style for layer 0."""
+    candidates = [_keys(prefix, f"_l{layer}")]
+    if layer == 0:
+        candidates.append(_keys(prefix, ""))
+    for keys in candidates:
+        if keys[0] in state_dict and keys[1] in state_dict:
+            return keys
+
+    name = _torch_name(cell)
+    looked_for = f"looked for {list(candidates[0][:2])}"
+    if layer == 0:
+        looked_for += f" and, as a torch.nn.{name}Cell names them, {list(candidates[1][:2])}"
+    present = [str(key) for key in state_dict]
+    shown = present[:_SHOWN_KEYS] + (["..."] if len(present) > _SHOWN_KEYS else [])
+    raise ValueError(
+        f"{where}: no weights for layer {layer} of a torch.nn.{name}: {looked_for}; "
+        f"the state dict's {len(present)} key(s) are {shown}. "
+        + _missing_keys_hint(state_dict, candidates, layer, prefix)
+    )
+
+
+def _missing_keys_hint(state_dict: Mapping, candidates: list, layer: int, prefix: str) -> str:
+    """Guesses the fix for missing keys: one weight lost, another prefix, or another layer."""
+    for keys in candidates:
+        if (keys[0] in state_dict) != (keys[1] in state_dict):
+            have, lack = keys[:2] if keys[0] in state_dict else keys[1::-1]
+            return f"It has {have} but not {lack}: the state dict looks incomplete."
+    present = [str(key) for key in state_dict]
+    stems = [f"weight_ih_l{layer}"] + (["weight_ih"] if layer == 0 else [])
+    for stem in stems:
+        for key in present:
+            if key.endswith(stem) and key != prefix + stem:
+                return f"The weights seem to be under another prefix: pass prefix={key[: -len(stem)]!r}."
+    start = prefix + "weight_ih_l"
+    suffixes = [key[len(start) :] for key in present if key.startswith(start)]
+    layers = sorted(int(suffix) for suffix in suffixes if suffix.isdigit())
+    if layers:
+        return f"The state dict has layers {layers}: pass one of those as layer."
+    if prefix + "weight_ih" in state_dict:
+        return "Cell-style keys (without _l0) hold a single layer: pass layer=0."
+    if not present:
+        return "The state dict is empty."
+    return "Pass the state dict of a torch.nn.RNN, LSTM or GRU (or its Cell), with prefix= for a submodule."
+
+
+def _to_numpy(value: Any, key: str, where: str) -> np.ndarray:
+    """A state dict value as a numpy array of its own dtype, without importing torch."""
+    if hasattr(value, "detach"):  # a torch tensor: leave autograd, come to host memory
+        try:
+            return value.detach().cpu().numpy()
+        except TypeError as error:  # e.g. bfloat16, which numpy lacks
+            raise TypeError(
+                f"{where}: cannot turn {key} into a numpy array ({error}). Cast the module first, "
+                f"e.g. module.float() or module.double()."
+            ) from None
+    return np.asarray(value)
+
+
+def _check_weight_hh(cell: Cell, w_hh: np.ndarray, key: str, where: str) -> None:
+    """weight_hh must be (G·H, H) in torch's layout; a wrong G names the cell it fits.
+
+    Checked here, in torch's terms, because this is the array that tells the
+    cell types apart; :func:`jaxrnn._checks.params` checks the rest.
+    """
+    num_gates = len(cell.gates)
+    name = _torch_name(cell)
+    if w_hh.ndim == 2 and w_hh.shape[1] > 0 and w_hh.shape[0] == num_gates * w_hh.shape[1]:
+        return
+    message = (
+        f"{where}: {cell!r} has {num_gates} gate(s), so {key} must be ({num_gates}·H, H) as in a "
+        f"torch.nn.{name}; got shape {w_hh.shape}."
+    )
+    if w_hh.ndim == 2 and w_hh.shape[1] > 0 and w_hh.shape[0] % w_hh.shape[1] == 0:
+        rows = w_hh.shape[0] // w_hh.shape[1]
+        message += f" It has {rows}·H rows where {num_gates}·H are expected"
+        if rows in _CELL_OF_GATES:
+            other_cell, other_torch = _CELL_OF_GATES[rows]
+            message += (
+                f", so it looks like the state dict of a torch.nn.{other_torch}: convert it with {other_cell}."
+            )
+        else:
+            message += "."
+    raise ValueError(message)

@@ -1,0 +1,50 @@
+"""Memory of the compiled gradient, manual against autodiff BPTT (XLA's memory_analysis).
+
+    python benchmarks/gradient_memory.py [--batch 16 --input 64 --hidden 128 --steps 100,1000]
+
+Prints a markdown table of temp (scratch) bytes per compiled gradient; nothing is run, only compiled.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import jax
+import jax.numpy as jnp
+
+import jaxrnn
+from jaxrnn._cells import CELLS
+
+
+def temp_bytes(cell, grad: str, batch: int, input_size: int, hidden: int, steps: int) -> int:
+    params = cell.init(jax.random.key(0), input_size, hidden)
+    xs = jax.ShapeDtypeStruct((steps, batch, input_size), jnp.float32)
+
+    def loss(params, xs):
+        _, hs = jaxrnn.unroll(cell, params, xs, grad=grad)
+        return jnp.sum(hs**2)
+
+    compiled = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(params, xs).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--input", type=int, default=64)
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--steps", default="100,1000", help="comma-separated sequence lengths")
+    args = parser.parse_args()
+    print(f"batch {args.batch}, input {args.input}, hidden {args.hidden}, float32; "
+          f"jax {jax.__version__} on {jax.default_backend()}\n")
+    print("| cell | T | manual temp MiB | autodiff temp MiB | manual / autodiff |")
+    print("|---|---|---|---|---|")
+    for cell in CELLS:
+        for steps in map(int, args.steps.split(",")):
+            sizes = (args.batch, args.input, args.hidden, steps)
+            manual, autodiff = (temp_bytes(cell, grad, *sizes) for grad in ("manual", "autodiff"))
+            print(f"| {cell.name} | {steps} | {manual / 2**20:.2f} | {autodiff / 2**20:.2f} | {manual / autodiff:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

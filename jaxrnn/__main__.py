@@ -1,0 +1,5 @@
+import sys
+
+from jaxrnn._cli import main
+
+sys.exit(main())

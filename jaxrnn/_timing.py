@@ -1,0 +1,32 @@
+"""Side-by-side timing: calls interleaved A B A B..., after warm-up, compared by medians."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any, Callable
+
+import jax
+
+
+def interleaved(calls: dict[str, Callable[[], Any]], *, rounds: int, warmup: int = 2) -> dict[str, list[float]]:
+    """Seconds per call of each zero-argument function, one call of each per round.
+
+    Interleaving puts every function under the same machine load, so their
+    per-round ratios are fair even when the load drifts.
+    """
+    for _ in range(warmup):
+        for call in calls.values():
+            jax.block_until_ready(call())
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            jax.block_until_ready(call())
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def median_ratio(numerator: list[float], denominator: list[float]) -> float:
+    """The median of per-round ratios ``numerator[r] / denominator[r]``."""
+    return statistics.median(a / b for a, b in zip(numerator, denominator))

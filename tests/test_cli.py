@@ -1,0 +1,39 @@
+"""The `jaxrnn` command: `python -m jaxrnn` runs the gradient check."""
+
+import subprocess
+import sys
+
+import pytest
+
+from jaxrnn import _bptt, _cli
+
+TINY = ["--batch", "2", "--input", "3", "--hidden", "4", "--steps", "5", "--rounds", "2"]
+
+
+def test_check_fails_when_the_manual_gradient_is_wrong(monkeypatch, capsys):
+    real_backward = _bptt.backward
+
+    def off_by_a_bit(*args):
+        d_params, d_carry, d_xs = real_backward(*args)
+        return d_params, d_carry, d_xs * 1.001
+
+    monkeypatch.setattr(_bptt, "backward", off_by_a_bit)
+    assert _cli.main(["check", *TINY, "--cells", "gru"]) == 1
+    assert "NO" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flags, message", [(["--hidden", "0"], "expected a number > 0"),
+                                            (["--cells", "lstm,tcn"], "unknown cell")])
+def test_bad_flags_exit_with_a_message(flags, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        _cli.main(flags)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_python_dash_m_jaxrnn_reports_agreement_for_every_cell():
+    result = subprocess.run([sys.executable, "-m", "jaxrnn", *TINY], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    for name in ("simple_rnn", "lstm", "gru"):
+        row = next(line for line in result.stdout.splitlines() if line.startswith(name))
+        assert row.split()[1] == "yes", row
