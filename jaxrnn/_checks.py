@@ -29,7 +29,7 @@ def positive_int(value: Any, name: str, where: str, *, allow_zero: bool = False)
         ) from None
     if number < 0 or (number == 0 and not allow_zero):
         bound = "≥ 0" if allow_zero else "> 0"
-        raise ValueError(f"{where}: {name} must be {bound}; got {number}.")
+        raise ValueError(f"{where}: {name} must be {bound}; got {number}. Pass {name}={0 if allow_zero else 1} or more.")
     return number
 
 
@@ -51,9 +51,10 @@ def floating_array(value: Any, name: str, where: str) -> Array:
     except TypeError:
         raise TypeError(f"{where}: {name} must be an array; got {type(value).__name__}.") from None
     if not jnp.issubdtype(array.dtype, jnp.floating):
+        tokens = "" if name.startswith("params") else " (embed integer token ids first)"
         raise TypeError(
             f"{where}: {name} must have a floating dtype; got {array.dtype}. "
-            f"Cast it, e.g. {name}.astype(jnp.float32) (embed integer token ids first)."
+            f"Cast it, e.g. {name}.astype(jnp.float32){tokens}."
         )
     return array
 
@@ -68,9 +69,14 @@ def params(cell, params: Any, where: str):
     fields = params_type._fields
     if isinstance(params, Mapping):
         if set(params) != set(fields):
+            torch_like = any(str(key).startswith("weight_ih") for key in params)
+            fix = (
+                f"It looks like a torch state dict: convert it with jaxrnn.interop.from_torch({cell!r}, state_dict)."
+                if torch_like
+                else f"Make them with {cell!r}.init(key, input_size, hidden_size)."
+            )
             raise ValueError(
-                f"{where}: {cell!r} params need exactly the keys {list(fields)}; got {sorted(params)}. "
-                f"Make them with {cell!r}.init(key, input_size, hidden_size)."
+                f"{where}: {cell!r} params need exactly the keys {list(fields)}; got {sorted(map(str, params))}. {fix}"
             )
         params = params_type(**params)
     elif not isinstance(params, params_type):
@@ -118,9 +124,10 @@ def carry(cell, carry: Any, batch: int, hidden: int, where: str):
     else:
         names = carry_type._fields
         if not isinstance(carry, (tuple, list)) or len(carry) != len(names):
-            got = f"a {type(carry).__name__} of {len(carry)}" if isinstance(carry, (tuple, list)) else (
-                f"a {type(carry).__name__}"
-            )
+            if isinstance(carry, (tuple, list)):
+                got = f"a {type(carry).__name__} of {len(carry)}"
+            else:
+                got = f"a single array of shape {jnp.shape(carry)}"
             raise TypeError(
                 f"{where}: {cell!r} carries the tuple ({', '.join(names)}), each (batch, hidden); got {got}. "
                 f"Make one with {cell!r}.initial_carry(batch_size, hidden_size)."
@@ -149,7 +156,8 @@ def inputs(value: Any, rank: int, layout: str, input_size: int, name: str, where
         )
     if array.shape[-1] != input_size:
         raise ValueError(
-            f"{where}: {name} has {array.shape[-1]} features on its last axis, but the params expect "
+            f"{where}: {name} has {array.shape[-1]} feature{'s' * (array.shape[-1] != 1)} on its last axis, "
+            f"but the params expect "
             f"input_size {input_size} (params.w_ih is ({input_size}, ...)). Pass inputs with {input_size} "
             f"features, or init the params with input_size={array.shape[-1]}."
         )

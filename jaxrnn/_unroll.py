@@ -44,7 +44,10 @@ def unroll(cell: Cell, params, xs: Array, carry=None, *, grad: Literal["manual",
         Both are raised at trace time, before any compute.
 
     Mixed float dtypes are promoted to their common dtype. ``jit``, ``vmap``
-    (e.g. over an ensemble of params) and ``grad`` compose with it.
+    (e.g. over an ensemble of params) and reverse-mode ``grad``/``vjp``
+    (to any order) compose with it. Forward mode (``jax.jvp``, ``jacfwd``)
+    needs ``grad="autodiff"``: JAX cannot push tangents through a
+    ``custom_vjp``.
     """
     where = "jaxrnn.unroll"
     if not isinstance(cell, Cell):
