@@ -120,37 +120,108 @@ GRU = CellBPTT(_gru_step_vjp, _gru_split)
 
 # --------------------------------------------------------------------------
 # The sequence level, the same for every cell.
+#
+# Per-step side inputs, each (T, B) bool or None (None costs nothing):
+#   valid:  step t of row b is real (t < lengths[b]). At other steps the row
+#           outputs zeros and keeps its carry.
+#   resets: the row's carry is reset to ``init`` (the initial carry) before
+#           step t. Invalid steps ignore resets.
+# With ``reverse`` the steps run from T-1 down to 0; outputs stay in place.
 
 
-def forward(cell, params, carry, xs: Array):
-    """Runs ``cell`` over ``xs`` (T, B, X), keeping :class:`Residuals`.
+def _select(mask: Array, on_true, on_false):
+    """Per-row choice between two carries (or cotangents); mask (B,) bool."""
+    return jax.tree.map(lambda a, b: jnp.where(mask[:, None], a, b), on_true, on_false)
+
+
+def masked_step(step: Callable, init) -> Callable:
+    """A scan body from ``step(carry, input_t) -> (carry, h, extra)``, with resets and validity.
+
+    ``carry_in = init if reset_t else carry``; then ``step(carry_in, input_t)``
+    where ``valid_t``, else the carry is kept and ``h = 0``. Rows are
+    independent, so the choices are per row.
+    """
+
+    def body(carry, inputs):
+        input_t, valid_t, reset_t = inputs
+        carry_in = carry if reset_t is None else _select(reset_t, init, carry)
+        new, h, extra = step(carry_in, input_t)
+        if valid_t is not None:
+            new = _select(valid_t, new, carry)
+            h = jnp.where(valid_t[:, None], h, 0)
+        return new, (h, extra)
+
+    return body
+
+
+def forward(cell, params, carry, xs: Array, init, valid, resets, reverse: bool, save: bool = True):
+    """Runs ``cell`` over ``xs`` (T, B, X) from ``carry``, keeping :class:`Residuals` if ``save``.
 
     Returns:
-        ``(final carry, hs (T, B, H), residuals)``.
+        ``(final carry, hs (T, B, H), residuals or None)``.
     """
     gx = cell.project(params, xs)  # all T steps in one matmul
 
-    def body(carry, gx_t):
-        carry, h, residual = cell.recurrence(params, carry, gx_t)
-        return carry, (h, residual)
+    def step(c, gx_t):
+        new, h, residual = cell.recurrence(params, c, gx_t)
+        return new, h, residual if save else ()
 
-    final, (hs, steps) = jax.lax.scan(body, carry, gx)
-    return final, hs, Residuals(xs, carry, hs, steps)
+    final, (hs, steps) = jax.lax.scan(masked_step(step, init), carry, (gx, valid, resets), reverse=reverse)
+    return final, hs, Residuals(xs, carry, hs, steps) if save else None
 
 
-def backward(cell, params, res: Residuals, d_final, d_hs: Array):
+def _previous_hidden(h_start: Array, h_init: Array, hs: Array, valid, resets, reverse: bool) -> Array:
+    """The ``h`` entering each step, rebuilt from the outputs rather than saved.
+
+    It is the previous step's output in running order, ``h_start`` for the
+    first step, and ``h_init`` after a reset. A step after an invalid one
+    sees ``h_init``: with ``valid`` from lengths, invalid steps only come
+    before a row's first real step (``reverse``) or after its last (forward),
+    and before the first they keep the initial carry.
+    """
+    if reverse:
+        h_prev = jnp.concatenate([hs[1:], h_start[None]])
+        prev_valid = None if valid is None else jnp.concatenate([valid[1:], jnp.ones_like(valid[:1])])
+    else:
+        h_prev = jnp.concatenate([h_start[None], hs[:-1]])
+        prev_valid = None if valid is None else jnp.concatenate([jnp.ones_like(valid[:1]), valid[:-1]])
+    if valid is not None:
+        h_prev = jnp.where(prev_valid[..., None], h_prev, h_init)
+    if resets is not None:
+        h_prev = jnp.where(resets[..., None], h_init, h_prev)
+    return h_prev
+
+
+def backward(cell, params, res: Residuals, d_final, d_hs: Array, init, valid, resets, reverse: bool):
     """The VJP of :func:`forward` for cotangents ``d_final`` (carry) and ``d_hs`` (T, B, H).
 
     Returns:
-        ``(d_params, d_carry0, d_xs)``, shaped like ``params``, ``carry0``, ``xs``.
+        ``(d_params, d_carry, d_xs, d_init)``: cotangents of ``params``, of the
+        carry the run started from, of ``xs``, and of ``init`` through resets
+        (None without resets).
     """
-    xs, carry0, hs, steps = res
-    h_prev = jnp.concatenate([cell.hidden(carry0)[None], hs[:-1]])
+    xs, carry, hs, steps = res
+    h_prev = _previous_hidden(cell.hidden(carry), cell.hidden(init), hs, valid, resets, reverse)
 
-    def body(d_carry, step):
-        return cell.bptt.step_vjp(params, d_carry, *step)
+    def body(acc, inputs):
+        d_carry, d_init = acc
+        dh_out, h, h_prev_t, residual, valid_t, reset_t = inputs
+        d_new = d_carry
+        if valid_t is not None:  # an invalid step passes its carry's cotangent straight through
+            d_new = jax.tree.map(lambda d: jnp.where(valid_t[:, None], d, 0), d_carry)
+            dh_out = jnp.where(valid_t[:, None], dh_out, 0)
+        d_in, gate_grads = cell.bptt.step_vjp(params, d_new, dh_out, h, h_prev_t, residual)
+        if reset_t is not None:
+            d_init = jax.tree.map(lambda a, d: a + jnp.where(reset_t[:, None], d, 0), d_init, d_in)
+            d_in = jax.tree.map(lambda d: jnp.where(reset_t[:, None], 0, d), d_in)
+        if valid_t is not None:
+            d_in = _select(valid_t, d_in, d_carry)
+        return (d_in, d_init), gate_grads
 
-    d_carry0, gate_grads = jax.lax.scan(body, d_final, (d_hs, hs, h_prev, steps), reverse=True)
+    d_init0 = None if resets is None else jax.tree.map(jnp.zeros_like, init)
+    (d_carry, d_init), gate_grads = jax.lax.scan(
+        body, (d_final, d_init0), (d_hs, hs, h_prev, steps, valid, resets), reverse=not reverse
+    )
     dgx, dgh = cell.bptt.split_gate_grads(gate_grads)
 
     def rows(a: Array) -> Array:  # (T, B, n) -> (T·B, n)
@@ -162,29 +233,74 @@ def backward(cell, params, res: Residuals, d_final, d_hs: Array):
         b_ih=dgx.sum(axis=(0, 1)),
         b_hh=dgh.sum(axis=(0, 1)),
     )
-    return d_params, d_carry0, dgx @ params.w_ih.T
+    return d_params, d_carry, dgx @ params.w_ih.T, d_init
+
+
+def _add(a, b):
+    return a if b is None else jax.tree.map(jnp.add, a, b)
 
 
 @functools.cache
-def manual_unroll(cell) -> Callable:
-    """``(params, carry, xs) -> (carry, hs)`` for ``cell``, with the hand-written VJP.
+def manual_unroll(cell, reverse: bool = False, checkpoint: int | None = None) -> Callable:
+    """``(params, carry, xs, valid, resets) -> (carry, hs)`` with the hand-written VJP.
 
-    One ``jax.custom_vjp`` per cell, made on first use and cached.
+    One ``jax.custom_vjp`` per cell (and direction and checkpointing), made on
+    first use and cached. ``valid`` and ``resets`` are (T, B) bool or None.
+
+    With ``checkpoint=k`` (T a multiple of k) the forward pass saves only the
+    carry entering every k-th step; the backward pass recomputes each chunk of
+    k steps with its residuals, then runs that chunk's reverse scan and its
+    weight-gradient matmuls over k·B rows. Memory for residuals falls from
+    O(T) to O(T/k + k) carries' worth, for one extra forward pass.
     """
 
+    def chunks(a):  # (T, ...) -> (T/k, k, ...)
+        return None if a is None else a.reshape(-1, checkpoint, *a.shape[1:])
+
     @jax.custom_vjp
-    def run(params, carry, xs):
-        final, hs, _ = forward(cell, params, carry, xs)
+    def run(params, carry, xs, valid, resets):
+        final, hs, _ = forward(cell, params, carry, xs, carry, valid, resets, reverse, save=False)
         return final, hs
 
-    def run_fwd(params, carry, xs):
-        final, hs, res = forward(cell, params, carry, xs)
-        return (final, hs), (params, res)
+    def run_fwd(params, carry, xs, valid, resets):
+        if checkpoint is None:
+            final, hs, res = forward(cell, params, carry, xs, carry, valid, resets, reverse)
+            return (final, hs), (params, carry, res, valid, resets)
+
+        def chunk(start, inputs):
+            xs_c, valid_c, resets_c = inputs
+            final, hs, _ = forward(cell, params, start, xs_c, carry, valid_c, resets_c, reverse, save=False)
+            return final, (hs, start)
+
+        final, (hs, starts) = jax.lax.scan(chunk, carry, (chunks(xs), chunks(valid), chunks(resets)), reverse=reverse)
+        return (final, hs.reshape(-1, *hs.shape[2:])), (params, carry, (xs, starts), valid, resets)
 
     def run_bwd(saved, cotangents):
-        params, res = saved
+        params, init, res, valid, resets = saved
         d_final, d_hs = cotangents
-        return backward(cell, params, res, d_final, d_hs)
+        if checkpoint is None:
+            d_params, d_carry, d_xs, d_init = backward(cell, params, res, d_final, d_hs, init, valid, resets, reverse)
+            return d_params, _add(d_carry, d_init), d_xs, None, None
+
+        xs, starts = res
+
+        def chunk(acc, inputs):
+            d_carry, d_params_sum, d_init_sum = acc
+            start, xs_c, valid_c, resets_c, d_hs_c = inputs
+            _, _, chunk_res = forward(cell, params, start, xs_c, init, valid_c, resets_c, reverse)
+            d_params, d_start, d_xs, d_init = backward(
+                cell, params, chunk_res, d_carry, d_hs_c, init, valid_c, resets_c, reverse
+            )
+            return (d_start, _add(d_params_sum, d_params), _add(d_init_sum, d_init)), d_xs
+
+        zeros = (jax.tree.map(jnp.zeros_like, params), None if resets is None else jax.tree.map(jnp.zeros_like, init))
+        (d_carry, d_params, d_init), d_xs = jax.lax.scan(
+            chunk,
+            (d_final, *zeros),
+            (starts, chunks(xs), chunks(valid), chunks(resets), chunks(d_hs)),
+            reverse=not reverse,
+        )
+        return d_params, _add(d_carry, d_init), d_xs.reshape(xs.shape), None, None
 
     run.defvjp(run_fwd, run_bwd)
     return run

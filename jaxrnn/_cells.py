@@ -171,6 +171,29 @@ def _gru_recurrence(params: GRUParams, h_prev: Array, gx: Array):
     return h, h, GRUResidual(r, z, n, hn)
 
 
+def _init_gated(cell: "Cell", key: Array, input_size: int, hidden_size: int, dtype) -> _Weights:
+    """Glorot input blocks, orthogonal recurrent blocks, zero biases (see :meth:`Cell.init`)."""
+    num_gates = len(cell.gates)
+    k_ih, k_hh = jax.random.split(key)
+    glorot = jax.nn.initializers.glorot_uniform(in_axis=-2, out_axis=-1, batch_axis=0)
+    w_ih = glorot(k_ih, (num_gates, input_size, hidden_size), dtype)
+    orthogonal = jax.nn.initializers.orthogonal()
+    w_hh = jax.vmap(lambda k: orthogonal(k, (hidden_size, hidden_size), dtype))(jax.random.split(k_hh, num_gates))
+    b_ih = jnp.zeros((num_gates, hidden_size), dtype)
+    if cell.unit_bias_gate is not None:
+        b_ih = b_ih.at[cell.gates.index(cell.unit_bias_gate)].set(1)
+
+    def gates_last(w: Array) -> Array:  # (G, rows, H) -> (rows, G*H)
+        return jnp.moveaxis(w, 0, -2).reshape(*w.shape[1:-1], num_gates * hidden_size)
+
+    return cell.params_type(
+        w_ih=gates_last(w_ih),
+        w_hh=gates_last(w_hh),
+        b_ih=b_ih.reshape(-1),
+        b_hh=jnp.zeros((num_gates * hidden_size,), dtype),
+    )
+
+
 # --------------------------------------------------------------------------
 # The cell value.
 
@@ -188,7 +211,16 @@ class Cell:
         carry_type: the NamedTuple its carry is, or None for a bare ``h``.
         project: ``(params, x) -> gx``, the input's share of the pre-activations.
         recurrence: ``(params, carry, gx) -> (carry, h, residual)``.
-        bptt: the hand-written backward pass, or None (autodiff only).
+        init_params: ``(cell, key, input_size, hidden_size, dtype) -> params``,
+            called by :meth:`init` after its checks.
+        check_shapes: ``(cell, params, where) -> (input_size, hidden_size)``:
+            reads the sizes off the params' shapes and raises ``ValueError``
+            if they are inconsistent.
+        bptt: the hand-written backward pass of ``recurrence``, or None
+            (autodiff only).
+        sequence: a whole-sequence implementation that replaces the scan of
+            ``recurrence`` (e.g. a parallel scan), or None. See
+            :func:`jaxrnn.unroll`'s ``scan`` argument.
         unit_bias_gate: name of the gate whose ``b_ih`` block starts at 1.
         doc: the cell's equations, shown by ``help(cell)``.
     """
@@ -199,7 +231,10 @@ class Cell:
     carry_type: type | None
     project: Callable[[Any, Array], Array]
     recurrence: Callable[[Any, Any, Array], tuple[Any, Array, Any]]
+    init_params: Callable[..., Any] = _init_gated
+    check_shapes: Callable[..., tuple[int, int]] = _checks.gated_shapes
     bptt: _bptt.CellBPTT | None = None
+    sequence: Callable[..., Any] | None = None
     unit_bias_gate: str | None = None
     doc: str = ""
 
@@ -210,7 +245,9 @@ class Cell:
         return f"jaxrnn.{self.name}"
 
     def init(self, key: Array, input_size: int, hidden_size: int, *, dtype=jnp.float32):
-        """Makes parameters, following Keras' recurrent defaults.
+        """Makes parameters with the cell's ``init_params``.
+
+        The built-in gated cells follow Keras' recurrent defaults:
 
         * ``w_ih``: Glorot-uniform per gate block (fan-in ``input_size``,
           fan-out ``hidden_size``), which keeps the pre-activation variance
@@ -229,33 +266,14 @@ class Cell:
             dtype: a floating dtype for every array.
 
         Returns:
-            ``params_type(w_ih (X, G*H), w_hh (H, G*H), b_ih (G*H,), b_hh (G*H,))``.
+            ``params_type``; for the gated cells ``(w_ih (X, G*H), w_hh (H, G*H),
+            b_ih (G*H,), b_hh (G*H,))``.
         """
         where = f"{self!r}.init"
         input_size = _checks.positive_int(input_size, "input_size", where)
         hidden_size = _checks.positive_int(hidden_size, "hidden_size", where)
         dtype = _checks.floating_dtype(dtype, where)
-        num_gates = len(self.gates)
-        k_ih, k_hh = jax.random.split(key)
-        glorot = jax.nn.initializers.glorot_uniform(in_axis=-2, out_axis=-1, batch_axis=0)
-        w_ih = glorot(k_ih, (num_gates, input_size, hidden_size), dtype)
-        orthogonal = jax.nn.initializers.orthogonal()
-        w_hh = jax.vmap(lambda k: orthogonal(k, (hidden_size, hidden_size), dtype))(
-            jax.random.split(k_hh, num_gates)
-        )
-        b_ih = jnp.zeros((num_gates, hidden_size), dtype)
-        if self.unit_bias_gate is not None:
-            b_ih = b_ih.at[self.gates.index(self.unit_bias_gate)].set(1)
-
-        def gates_last(w: Array) -> Array:  # (G, rows, H) -> (rows, G*H)
-            return jnp.moveaxis(w, 0, -2).reshape(*w.shape[1:-1], num_gates * hidden_size)
-
-        return self.params_type(
-            w_ih=gates_last(w_ih),
-            w_hh=gates_last(w_hh),
-            b_ih=b_ih.reshape(-1),
-            b_hh=jnp.zeros((num_gates * hidden_size,), dtype),
-        )
+        return self.init_params(self, key, input_size, hidden_size, dtype)
 
     def initial_carry(self, batch_size: int, hidden_size: int, *, dtype=jnp.float32):
         """The all-zero state: ``(batch, hidden)`` arrays, as ``carry_type`` if it has one."""

@@ -87,9 +87,15 @@ def params(cell, params: Any, where: str):
             f"Make them with {cell!r}.init(key, input_size, hidden_size), or use the cell they belong to."
         )
     arrays = {name: floating_array(value, f"params.{name}", where) for name, value in zip(fields, params)}
+    params = params_type(**arrays)
+    input_size, hidden = cell.check_shapes(cell, params, where)
+    return params, input_size, hidden
 
+
+def gated_shapes(cell, params, where: str) -> tuple[int, int]:
+    """Shape rules of the gated cells' ``(w_ih, w_hh, b_ih, b_hh)``; returns ``(input_size, hidden)``."""
     num_gates = len(cell.gates)
-    w_hh = arrays["w_hh"]
+    w_hh = params.w_hh
     hidden = w_hh.shape[0] if w_hh.ndim == 2 else -1
     if hidden <= 0 or w_hh.shape != (hidden, num_gates * hidden):
         raise ValueError(
@@ -97,18 +103,18 @@ def params(cell, params: Any, where: str):
             f"with hidden > 0; got shape {w_hh.shape}. These may be params of another cell type."
         )
     width = num_gates * hidden
-    w_ih = arrays["w_ih"]
+    w_ih = params.w_ih
     if w_ih.ndim != 2 or w_ih.shape[1] != width or w_ih.shape[0] == 0:
         raise ValueError(
             f"{where}: params.w_ih must be (input_size, {width}) to match w_hh {w_hh.shape}; got {w_ih.shape}."
         )
     for name in ("b_ih", "b_hh"):
-        if arrays[name].shape != (width,):
+        if getattr(params, name).shape != (width,):
             raise ValueError(
                 f"{where}: params.{name} must have shape ({width},) to match w_hh {w_hh.shape}; "
-                f"got {arrays[name].shape}."
+                f"got {getattr(params, name).shape}."
             )
-    return params_type(**arrays), w_ih.shape[0], hidden
+    return w_ih.shape[0], hidden
 
 
 def carry(cell, carry: Any, batch: int, hidden: int, where: str):
@@ -176,3 +182,36 @@ def step_arguments(cell, params_, carry_, x, where: str):
     x = inputs(x, 2, "(batch, input_size)", input_size, "x", where)
     carry_ = carry(cell, carry_, x.shape[0], hidden, where)
     return promote(params_, carry_, x)
+
+
+def lengths(value: Any, batch: int, where: str) -> Array:
+    """Sequence lengths: an integer (batch,) array (values are checked by the caller)."""
+    array = jnp.asarray(value)
+    if not jnp.issubdtype(array.dtype, jnp.integer):
+        raise TypeError(
+            f"{where}: lengths must be an integer array of shape (batch,); got dtype {array.dtype}. "
+            f"Cast it, e.g. lengths.astype(jnp.int32)."
+        )
+    if array.shape != (batch,):
+        raise ValueError(
+            f"{where}: lengths must have shape (batch,) = ({batch},), one length per row of xs; got {array.shape}."
+        )
+    return array
+
+
+def step_mask(value: Any, steps: int, batch: int, name: str, where: str) -> Array | None:
+    """A per-step, per-row bool mask of shape (T, batch), or None."""
+    if value is None:
+        return None
+    array = jnp.asarray(value)
+    if array.dtype != jnp.bool_:
+        raise TypeError(
+            f"{where}: {name} must be a bool array of shape (T, batch); got dtype {array.dtype}. "
+            f"Convert it, e.g. {name} != 0."
+        )
+    if array.shape != (steps, batch):
+        raise ValueError(
+            f"{where}: {name} must have shape (T, batch) = ({steps}, {batch}) (time first, whatever "
+            f"time_major says); got {array.shape}."
+        )
+    return array

@@ -7,24 +7,41 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array
 
 from jaxrnn import _bptt, _checks
 from jaxrnn._cells import Cell
 
 GRAD_MODES = ("manual", "autodiff")
+SCANS = ("auto", "sequential", "parallel")
 
 
-def unroll(cell: Cell, params, xs: Array, carry=None, *, grad: Literal["manual", "autodiff"] = "manual"):
+def unroll(
+    cell: Cell,
+    params,
+    xs: Array,
+    carry=None,
+    *,
+    grad: Literal["manual", "autodiff"] = "manual",
+    lengths: Array | None = None,
+    reverse: bool = False,
+    time_major: bool = True,
+    resets: Array | None = None,
+    checkpoint: int | None = None,
+    scan: Literal["auto", "sequential", "parallel"] = "auto",
+):
     """Runs ``cell`` over a sequence with ``jax.lax.scan``.
 
-    ``hs[t], carry_{t+1} = cell.step(params, carry_t, xs[t])`` for t = 0..T-1.
+    ``hs[t], carry_{t+1} = cell.step(params, carry_t, xs[t])`` for t = 0..T-1,
+    with the options below.
 
     Args:
         cell: :data:`jaxrnn.simple_rnn`, :data:`jaxrnn.lstm`, :data:`jaxrnn.gru`
             or another :class:`jaxrnn.Cell`.
         params: the cell's params, from ``cell.init``.
-        xs: inputs, (T, batch, input_size), floating point.
+        xs: inputs, (T, batch, input_size), or (batch, T, input_size) with
+            ``time_major=False``; floating point.
         carry: the initial state, as from ``cell.initial_carry``; None means zeros.
             The LSTM takes an :class:`LSTMCarry` or a plain ``(h, c)`` tuple.
         grad: how ``jax.grad``/``jax.vjp`` differentiate the result.
@@ -32,16 +49,43 @@ def unroll(cell: Cell, params, xs: Array, carry=None, *, grad: Literal["manual",
             which projects the inputs for all steps in one matmul and forms
             the weight gradients as single matmuls after the reverse scan.
             ``"autodiff"``: JAX differentiates the scan of ``cell.step``.
-            Both give the same values and (to rounding) the same gradients.
+            Both give the same values and (to rounding) the same gradients,
+            with every option below.
+        lengths: int (batch,) with values in 0..T, or None (all T). Row b's
+            steps t ≥ lengths[b] are padding: it outputs zeros there and keeps
+            its carry, so the returned carry is the state after its last real
+            step (the initial carry if its length is 0). Padding values never
+            reach the outputs or gradients. These are torch's packed-sequence
+            semantics.
+        reverse: run each row from its last real step back to step 0, like the
+            backward direction of a torch bidirectional RNN on a packed
+            sequence. Outputs stay at their time positions; the returned carry
+            is the state after step 0.
+        time_major: False takes ``xs`` as (batch, T, input) and returns ``hs``
+            as (batch, T, hidden). ``lengths`` and ``resets`` keep their shapes.
+        resets: bool (T, batch), or None. Where true, that row's carry is reset
+            to the initial carry before the step (episode boundaries, or
+            documents packed end to end). Padding steps ignore it.
+        checkpoint: store only the carry entering every ``checkpoint``-th step
+            and recompute the steps in between during the backward pass: memory
+            O(T/k + k) instead of O(T) residuals, for one extra forward pass.
+            None stores every step's residuals.
+        scan: ``"sequential"`` scans ``cell.step``; ``"parallel"`` uses the
+            cell's whole-sequence implementation (the parallel-scan cells);
+            ``"auto"`` picks parallel where the cell has one.
 
     Returns:
-        ``(carry, hs)``: the state after the last step, and the outputs
-        (T, batch, hidden). With T = 0, ``carry`` comes back unchanged.
+        ``(carry, hs)``: the final state, and the outputs (T, batch, hidden)
+        (batch-major with ``time_major=False``). With T = 0 the carry comes
+        back unchanged.
 
     Raises:
-        ValueError: bad shapes or an unknown ``grad``. TypeError: integer
-        inputs, a non-cell, or params or a carry of the wrong kind.
-        Both are raised at trace time, before any compute.
+        ValueError: bad shapes or values (lengths outside 0..T, checkpoint ≤ 0),
+        an unknown ``grad`` or ``scan``. TypeError: non-float inputs, integer
+        lengths of the wrong kind, non-bool resets, a non-cell, or params or a
+        carry of the wrong kind. All are raised at trace time, before any
+        compute. Under ``jit`` lengths are not concrete, so rows whose length
+        is outside 0..T come back as NaN instead.
 
     Mixed float dtypes are promoted to their common dtype. ``jit``, ``vmap``
     (e.g. over an ensemble of params) and reverse-mode ``grad``/``vjp``
@@ -57,18 +101,114 @@ def unroll(cell: Cell, params, xs: Array, carry=None, *, grad: Literal["manual",
         )
     if grad not in GRAD_MODES:
         raise ValueError(f"{where}: grad must be one of {GRAD_MODES}; got {grad!r}.")
-    if grad == "manual" and cell.bptt is None:
+    if scan not in SCANS:
+        raise ValueError(f"{where}: scan must be one of {SCANS}; got {scan!r}.")
+    if scan == "parallel" and cell.sequence is None:
+        raise ValueError(f"{where}: {cell!r} has no parallel scan; use scan='sequential' or 'auto'.")
+    parallel = cell.sequence is not None and scan != "sequential"
+    if grad == "manual" and not parallel and cell.bptt is None:
         raise ValueError(f"{where}: {cell!r} has no hand-written backward pass; use grad='autodiff'.")
+    if checkpoint is not None:
+        checkpoint = _checks.positive_int(checkpoint, "checkpoint", where)
+        if parallel:
+            raise ValueError(
+                f"{where}: checkpoint applies to sequential scans; {cell!r}'s parallel scan keeps O(T) "
+                "memory by design. Pass scan='sequential' to checkpoint it."
+            )
     params, input_size, hidden = _checks.params(cell, params, where)
-    xs = _checks.inputs(xs, 3, "(time, batch, input_size)", input_size, "xs", where)
-    batch = xs.shape[1]
+    layout = "(time, batch, input_size)" if time_major else "(batch, time, input_size)"
+    xs = _checks.inputs(xs, 3, layout, input_size, "xs", where)
+    if not time_major:
+        xs = jnp.swapaxes(xs, 0, 1)
+    steps, batch = xs.shape[:2]
+    valid, bad_rows = _validity(lengths, steps, batch, where)
+    resets = _checks.step_mask(resets, steps, batch, "resets", where)
     if carry is None:
         carry = cell.initial_carry(batch, hidden, dtype=jnp.result_type(xs, *params))
     carry = _checks.carry(cell, carry, batch, hidden, where)
     params, carry, xs = _checks.promote(params, carry, xs)
 
-    if xs.shape[0] == 0:
-        return carry, jnp.zeros((0, batch, hidden), xs.dtype)
-    if grad == "autodiff":
-        return jax.lax.scan(partial(cell.step_unchecked, params), carry, xs)
-    return _bptt.manual_unroll(cell)(params, carry, xs)
+    if steps == 0:
+        hs = jnp.zeros((0, batch, hidden), xs.dtype)
+        return carry, (hs if time_major else jnp.swapaxes(hs, 0, 1))
+    if valid is not None:  # padding (even NaN) must not reach outputs or gradients
+        xs = jnp.where(valid[..., None], xs, 0)
+    if parallel:
+        carry, hs = cell.sequence(params, carry, xs, valid=valid, resets=resets, reverse=reverse, grad=grad)
+    else:
+        padded = _pad_to_chunks(checkpoint, xs, valid, resets)
+        if grad == "manual":
+            carry, hs = _bptt.manual_unroll(cell, reverse, checkpoint)(params, carry, *padded)
+        else:
+            carry, hs = _autodiff_unroll(cell, params, carry, *padded, reverse, checkpoint)
+        hs = hs[:steps]
+    if bad_rows is not None:
+        carry = jax.tree.map(lambda a: jnp.where(bad_rows[:, None], jnp.nan, a), carry)
+        hs = jnp.where(bad_rows[:, None], jnp.nan, hs)
+    return carry, (hs if time_major else jnp.swapaxes(hs, 0, 1))
+
+
+def _validity(lengths, steps: int, batch: int, where: str):
+    """``(valid (T, B) bool, bad_rows)`` from lengths; both None without lengths.
+
+    Concrete lengths outside 0..T raise here. Traced ones cannot be read at
+    trace time, so ``bad_rows`` (B,) marks the rows to poison with NaN.
+    """
+    if lengths is None:
+        return None, None
+    lengths = _checks.lengths(lengths, batch, where)
+    try:
+        concrete = np.asarray(lengths)
+    except jax.errors.TracerArrayConversionError:
+        bad_rows = (lengths < 0) | (lengths > steps)
+    else:
+        outside = np.flatnonzero((concrete < 0) | (concrete > steps))
+        if outside.size:
+            raise ValueError(
+                f"{where}: lengths must lie in 0..T = 0..{steps}; rows {outside.tolist()[:8]} have "
+                f"{concrete[outside].tolist()[:8]}. Clip them, or pad xs to the longest sequence."
+            )
+        bad_rows = None
+    return jnp.arange(steps)[:, None] < lengths[None, :], bad_rows
+
+
+def _pad_to_chunks(checkpoint: int | None, xs: Array, valid, resets):
+    """Pads the time axis to a multiple of ``checkpoint`` with invalid steps at the end.
+
+    Invalid steps keep the carry wherever they run, and padding at the end
+    runs last forward and first in reverse, where lengths' padding already is.
+    """
+    steps = xs.shape[0]
+    extra = 0 if checkpoint is None else -steps % checkpoint
+    if extra == 0:
+        return xs, valid, resets
+
+    def pad(a, value):
+        return jnp.concatenate([a, jnp.full((extra, *a.shape[1:]), value, a.dtype)])
+
+    if valid is None:
+        valid = jnp.ones(xs.shape[:2], bool)
+    return pad(xs, 0), pad(valid, False), None if resets is None else pad(resets, False)
+
+
+def _autodiff_unroll(cell, params, carry, xs, valid, resets, reverse: bool, checkpoint: int | None):
+    """The scan of ``cell.step`` that JAX differentiates; ``jax.checkpoint`` per chunk if asked."""
+
+    def step(c, x_t):
+        new, h = cell.step_unchecked(params, c, x_t)
+        return new, h, ()
+
+    body = _bptt.masked_step(step, carry)
+    if checkpoint is None:
+        final, (hs, _) = jax.lax.scan(body, carry, (xs, valid, resets), reverse=reverse)
+        return final, hs
+
+    def chunk(c, inputs):
+        return jax.lax.scan(body, c, inputs, reverse=reverse)
+
+    def chunks(a):
+        return None if a is None else a.reshape(-1, checkpoint, *a.shape[1:])
+
+    final, (hs, _) = jax.lax.scan(jax.checkpoint(chunk), carry, jax.tree.map(chunks, (xs, valid, resets)),
+                                  reverse=reverse)
+    return final, hs.reshape(-1, *hs.shape[2:])

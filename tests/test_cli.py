@@ -14,8 +14,8 @@ def test_check_fails_when_the_manual_gradient_is_wrong(monkeypatch, capsys):
     real_backward = _bptt.backward
 
     def off_by_a_bit(*args):
-        d_params, d_carry, d_xs = real_backward(*args)
-        return d_params, d_carry, d_xs * 1.001
+        d_params, d_carry, d_xs, d_init = real_backward(*args)
+        return d_params, d_carry, d_xs * 1.001, d_init
 
     monkeypatch.setattr(_bptt, "backward", off_by_a_bit)
     assert _cli.main(["check", *TINY, "--cells", "gru"]) == 1
