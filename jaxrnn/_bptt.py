@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
+from jaxrnn._precision import accumulation_dtype, matmul
+
 
 class CellBPTT(NamedTuple):
     """A cell's hand-written backward pass, as pure functions.
@@ -88,7 +90,7 @@ def _lstm_step_vjp(params, d_carry, dh_out, h, h_prev, res):
     dh, dc = d_carry
     d_gates, dc_prev = lstm_state_vjp(dh + dh_out, dc, *res)
     dz = jnp.concatenate(d_gates, axis=-1)  # (B, 4H): one matmul, not four
-    return type(d_carry)(dz @ params.w_hh.T, dc_prev), dz
+    return type(d_carry)(matmul(dz, params.w_hh.T), dc_prev), dz.astype(params.w_hh.dtype)
 
 
 def _gru_step_vjp(params, dh, dh_out, h, h_prev, res):
@@ -98,7 +100,8 @@ def _gru_step_vjp(params, dh, dh_out, h, h_prev, res):
     d_r = dn * hn * r * (1 - r)
     d_z = dh * (h_prev - n) * z * (1 - z)
     dgh = jnp.concatenate([d_r, d_z, dn * r], axis=-1)  # (B, 3H) at h W_hh + b_hh
-    return dh * z + dgh @ params.w_hh.T, (dgh, dn)
+    dtype = params.w_hh.dtype
+    return dh * z + matmul(dgh, params.w_hh.T), (dgh.astype(dtype), dn.astype(dtype))
 
 
 def _gru_split(gate_grads):
@@ -109,8 +112,8 @@ def _gru_split(gate_grads):
 
 
 def _simple_rnn_step_vjp(params, dh, dh_out, h, h_prev, res):
-    dz = (dh + dh_out) * (1 - h**2)
-    return dz @ params.w_hh.T, dz
+    dz = (dh + dh_out) * (1 - h.astype(dh.dtype) ** 2)
+    return matmul(dz, params.w_hh.T), dz.astype(params.w_hh.dtype)
 
 
 SIMPLE_RNN = CellBPTT(_simple_rnn_step_vjp)
@@ -227,13 +230,16 @@ def backward(cell, params, res: Residuals, d_final, d_hs: Array, init, valid, re
     def rows(a: Array) -> Array:  # (T, B, n) -> (T·B, n)
         return a.reshape(-1, a.shape[-1])
 
+    # Sums over all T·B rows, accumulated in at least float32.
+    dtype = params.w_ih.dtype
+    total = accumulation_dtype(dtype)
     d_params = type(params)(
-        w_ih=rows(xs).T @ rows(dgx),
-        w_hh=rows(h_prev).T @ rows(dgh),
-        b_ih=dgx.sum(axis=(0, 1)),
-        b_hh=dgh.sum(axis=(0, 1)),
+        w_ih=matmul(rows(xs).T, rows(dgx)).astype(dtype),
+        w_hh=matmul(rows(h_prev).T, rows(dgh)).astype(dtype),
+        b_ih=dgx.sum(axis=(0, 1), dtype=total).astype(dtype),
+        b_hh=dgh.sum(axis=(0, 1), dtype=total).astype(dtype),
     )
-    return d_params, d_carry, dgx @ params.w_ih.T, d_init
+    return d_params, d_carry, matmul(dgx, params.w_ih.T).astype(xs.dtype), d_init
 
 
 def _add(a, b):

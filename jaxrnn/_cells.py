@@ -34,6 +34,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from jaxrnn import _bptt, _checks
+from jaxrnn._precision import matmul
 
 
 # --------------------------------------------------------------------------
@@ -121,20 +122,25 @@ class GRUResidual(NamedTuple):
 # The maths of one step. Shapes: x (B, X), h and c (B, H), gx (B, G*H).
 
 
+# Every recurrence returns its new carry in the carry's dtype (the state dtype)
+# and its output and residual in the params' dtype (the compute dtype); see
+# jaxrnn._precision. For float32 and float64 those casts are no-ops.
+
+
 def _project(params: _Weights, x: Array) -> Array:
     """``x W_ih + b_ih + b_hh``: both biases fold into the input side."""
-    return x @ params.w_ih + (params.b_ih + params.b_hh)
+    return (matmul(x, params.w_ih) + (params.b_ih + params.b_hh)).astype(params.w_ih.dtype)
 
 
 def _gru_project(params: GRUParams, x: Array) -> Array:
     """``x W_ih + b_ih``; ``b_hh`` stays inside, as the reset gate scales part of it."""
-    return x @ params.w_ih + params.b_ih
+    return (matmul(x, params.w_ih) + params.b_ih).astype(params.w_ih.dtype)
 
 
-def _simple_rnn_recurrence(params: SimpleRNNParams, h: Array, gx: Array):
+def _simple_rnn_recurrence(params: SimpleRNNParams, h_prev: Array, gx: Array):
     """``h' = tanh(W_ih x + b_ih + W_hh h + b_hh)``. Saves nothing: ``h'`` is the output."""
-    h = jnp.tanh(gx + h @ params.w_hh)
-    return h, h, ()
+    h = jnp.tanh(gx + matmul(h_prev, params.w_hh))
+    return h.astype(h_prev.dtype), h.astype(params.w_hh.dtype), ()
 
 
 def lstm_state(i: Array, f: Array, g: Array, o: Array, c_prev: Array):
@@ -150,10 +156,13 @@ def lstm_state(i: Array, f: Array, g: Array, o: Array, c_prev: Array):
 def _lstm_recurrence(params: LSTMParams, carry: LSTMCarry, gx: Array):
     """``i, f, o = σ(·)``, ``g = tanh(·)`` of ``gx + h W_hh``, then :func:`lstm_state`."""
     h_prev, c_prev = carry
-    i, f, g, o = jnp.split(gx + h_prev @ params.w_hh, 4, axis=-1)
+    i, f, g, o = jnp.split(gx + matmul(h_prev, params.w_hh), 4, axis=-1)
     i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
     h, c = lstm_state(i, f, g, o, c_prev)
-    return LSTMCarry(h, c), h, LSTMResidual(i, f, g, o, c_prev)
+    dtype = params.w_hh.dtype
+    # c_prev is saved in the state dtype: the backward pass recomputes tanh(c) from it.
+    residual = LSTMResidual(i.astype(dtype), f.astype(dtype), g.astype(dtype), o.astype(dtype), c_prev)
+    return LSTMCarry(h.astype(h_prev.dtype), c.astype(c_prev.dtype)), h.astype(dtype), residual
 
 
 def _gru_recurrence(params: GRUParams, h_prev: Array, gx: Array):
@@ -163,12 +172,14 @@ def _gru_recurrence(params: GRUParams, h_prev: Array, gx: Array):
     ``h' = (1 − z) ⊙ n + z ⊙ h``.
     """
     x_r, x_z, x_n = jnp.split(gx, 3, axis=-1)
-    h_r, h_z, hn = jnp.split(h_prev @ params.w_hh + params.b_hh, 3, axis=-1)
+    h_r, h_z, hn = jnp.split(matmul(h_prev, params.w_hh) + params.b_hh, 3, axis=-1)
     r = jax.nn.sigmoid(x_r + h_r)
     z = jax.nn.sigmoid(x_z + h_z)
     n = jnp.tanh(x_n + r * hn)
     h = (1 - z) * n + z * h_prev
-    return h, h, GRUResidual(r, z, n, hn)
+    dtype = params.w_hh.dtype
+    residual = GRUResidual(r.astype(dtype), z.astype(dtype), n.astype(dtype), hn.astype(dtype))
+    return h.astype(h_prev.dtype), h.astype(dtype), residual
 
 
 def _init_gated(cell: "Cell", key: Array, input_size: int, hidden_size: int, dtype) -> _Weights:
@@ -293,7 +304,8 @@ class Cell:
     def step(self, params, carry, x: Array):
         """One time step, checked: ``(carry, x (batch, input)) -> (carry, h (batch, hidden))``.
 
-        Mixed float dtypes are promoted to their common dtype. Raises
+        Params and ``x`` compute in their common dtype; the carry keeps at
+        least float32 (see :func:`jaxrnn.unroll`). Raises
         ``ValueError``/``TypeError`` at trace time on bad shapes or dtypes.
         """
         params, carry, x = _checks.step_arguments(self, params, carry, x, f"{self!r}.step")

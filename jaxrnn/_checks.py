@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from jaxrnn._precision import accumulation_dtype
+
 
 def positive_int(value: Any, name: str, where: str, *, allow_zero: bool = False) -> int:
     """``value`` as an int, which must be > 0 (or ≥ 0 with ``allow_zero``)."""
@@ -170,10 +172,18 @@ def inputs(value: Any, rank: int, layout: str, input_size: int, name: str, where
     return array
 
 
-def promote(*trees):
-    """Casts every array in ``trees`` to their common float dtype (e.g. f32 with f64 gives f64)."""
-    dtype = jnp.result_type(*jax.tree.leaves(trees))
-    return jax.tree.map(lambda a: a.astype(dtype), trees)
+def promote(params, carry, x):
+    """Casts to the compute dtype and the state dtype.
+
+    The compute dtype D is the common dtype of ``params`` and ``x`` (float32
+    with float64 gives float64); both are cast to it. The carry is the
+    running state: it is cast to its own common dtype with D and float32, so
+    16-bit compute keeps a float32 state and no carry is ever downcast.
+    """
+    dtype = jnp.result_type(*jax.tree.leaves(params), x)
+    state = jnp.result_type(*jax.tree.leaves(carry), accumulation_dtype(dtype))
+    params, x = jax.tree.map(lambda a: a.astype(dtype), (params, x))
+    return params, jax.tree.map(lambda a: a.astype(state), carry), x
 
 
 def step_arguments(cell, params_, carry_, x, where: str):

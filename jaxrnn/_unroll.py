@@ -87,7 +87,15 @@ def unroll(
         compute. Under ``jit`` lengths are not concrete, so rows whose length
         is outside 0..T come back as NaN instead.
 
-    Mixed float dtypes are promoted to their common dtype. ``jit``, ``vmap``
+    Precision: params and ``xs`` compute in their common dtype D, which is
+    also the dtype of ``hs``. The carry is the running state and keeps at
+    least float32 and at least D: with bfloat16 or float16 params and inputs,
+    matmuls take 16-bit operands and accumulate in float32, the cell state and
+    the gradient sums stay float32, and the returned carry is float32 (so
+    chained calls, as in truncated BPTT, lose nothing). Gradients come back in
+    each argument's own dtype.
+
+    ``jit``, ``vmap``
     (e.g. over an ensemble of params) and reverse-mode ``grad``/``vjp``
     (to any order) compose with it. Forward mode (``jax.jvp``, ``jacfwd``)
     needs ``grad="autodiff"``: JAX cannot push tangents through a

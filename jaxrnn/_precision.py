@@ -1,0 +1,22 @@
+"""Mixed precision: 16-bit operands, float32 sums and state.
+
+With bfloat16 or float16 params and inputs, matmuls take 16-bit operands and
+accumulate in float32; the carry (the cell state) and the gradient sums stay
+float32; outputs and saved residuals are 16-bit. For float32 and float64
+every cast here is a no-op.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from jax import Array
+
+
+def accumulation_dtype(dtype) -> jnp.dtype:
+    """float32 for 16-bit floats, else ``dtype`` itself."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def matmul(a: Array, w: Array) -> Array:
+    """``a @ w`` with ``w``'s dtype for both operands, summed in at least float32."""
+    return jnp.matmul(a.astype(w.dtype), w, preferred_element_type=accumulation_dtype(w.dtype))
