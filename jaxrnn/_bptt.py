@@ -157,6 +157,22 @@ def masked_step(step: Callable, init) -> Callable:
     return body
 
 
+def step_scan(cell, params, carry, xs: Array, init, valid, resets, reverse: bool):
+    """The plain scan of ``cell.step``: what autodiff differentiates, and the primal of the manual path.
+
+    Projecting inside each step is faster here than the hoisted projection of
+    :func:`forward` when no residuals are needed (measured in
+    benchmarks/RESULTS.md), so inference takes this path in both modes.
+    """
+
+    def step(c, x_t):
+        new, h = cell.step_unchecked(params, c, x_t)
+        return new, h, ()
+
+    final, (hs, _) = jax.lax.scan(masked_step(step, init), carry, (xs, valid, resets), reverse=reverse)
+    return final, hs
+
+
 def forward(cell, params, carry, xs: Array, init, valid, resets, reverse: bool, save: bool = True):
     """Runs ``cell`` over ``xs`` (T, B, X) from ``carry``, keeping :class:`Residuals` if ``save``.
 
@@ -265,8 +281,7 @@ def manual_unroll(cell, reverse: bool = False, checkpoint: int | None = None) ->
 
     @jax.custom_vjp
     def run(params, carry, xs, valid, resets):
-        final, hs, _ = forward(cell, params, carry, xs, carry, valid, resets, reverse, save=False)
-        return final, hs
+        return step_scan(cell, params, carry, xs, carry, valid, resets, reverse)
 
     def run_fwd(params, carry, xs, valid, resets):
         if checkpoint is None:

@@ -201,22 +201,15 @@ def _pad_to_chunks(checkpoint: int | None, xs: Array, valid, resets):
 
 def _autodiff_unroll(cell, params, carry, xs, valid, resets, reverse: bool, checkpoint: int | None):
     """The scan of ``cell.step`` that JAX differentiates; ``jax.checkpoint`` per chunk if asked."""
-
-    def step(c, x_t):
-        new, h = cell.step_unchecked(params, c, x_t)
-        return new, h, ()
-
-    body = _bptt.masked_step(step, carry)
     if checkpoint is None:
-        final, (hs, _) = jax.lax.scan(body, carry, (xs, valid, resets), reverse=reverse)
-        return final, hs
+        return _bptt.step_scan(cell, params, carry, xs, carry, valid, resets, reverse)
 
-    def chunk(c, inputs):
-        return jax.lax.scan(body, c, inputs, reverse=reverse)
+    def chunk(start, inputs):  # resets go back to the initial carry, not the chunk's start
+        xs_c, valid_c, resets_c = inputs
+        return _bptt.step_scan(cell, params, start, xs_c, carry, valid_c, resets_c, reverse)
 
     def chunks(a):
         return None if a is None else a.reshape(-1, checkpoint, *a.shape[1:])
 
-    final, (hs, _) = jax.lax.scan(jax.checkpoint(chunk), carry, jax.tree.map(chunks, (xs, valid, resets)),
-                                  reverse=reverse)
+    final, hs = jax.lax.scan(jax.checkpoint(chunk), carry, jax.tree.map(chunks, (xs, valid, resets)), reverse=reverse)
     return final, hs.reshape(-1, *hs.shape[2:])
