@@ -157,19 +157,38 @@ def masked_step(step: Callable, init) -> Callable:
     return body
 
 
-def step_scan(cell, params, carry, xs: Array, init, valid, resets, reverse: bool):
+def step_scan(cell, params, carry, xs: Array, init, valid, resets, reverse: bool, time_major: bool = True):
     """The plain scan of ``cell.step``: what autodiff differentiates, and the primal of the manual path.
 
     Projecting inside each step is faster here than the hoisted projection of
     :func:`forward` when no residuals are needed (measured in
     benchmarks/RESULTS.md), so inference takes this path in both modes.
+
+    With ``time_major=False``, ``xs`` is (B, T, X) and ``hs`` comes back
+    (B, T, H): each step reads ``xs[:, t]`` and writes ``hs[:, t]`` in place,
+    which costs less than transposing both whole arrays (``valid`` and
+    ``resets`` stay (T, B)).
     """
 
     def step(c, x_t):
         new, h = cell.step_unchecked(params, c, x_t)
         return new, h, ()
 
-    final, (hs, _) = jax.lax.scan(masked_step(step, init), carry, (xs, valid, resets), reverse=reverse)
+    body = masked_step(step, init)
+    if time_major:
+        final, (hs, _) = jax.lax.scan(body, carry, (xs, valid, resets), reverse=reverse)
+        return final, hs
+
+    def batch_major_body(state, t):
+        c, hs = state
+        x_t = jax.lax.dynamic_index_in_dim(xs, t, axis=1, keepdims=False)
+        masks = tuple(None if m is None else m[t] for m in (valid, resets))
+        c, (h, _) = body(c, (x_t, *masks))
+        return (c, jax.lax.dynamic_update_index_in_dim(hs, h, t, axis=1)), None
+
+    batch, steps = xs.shape[:2]
+    hs = jnp.zeros((batch, steps, cell.hidden(carry).shape[-1]), xs.dtype)
+    (final, hs), _ = jax.lax.scan(batch_major_body, (carry, hs), jnp.arange(steps), reverse=reverse)
     return final, hs
 
 
@@ -263,11 +282,14 @@ def _add(a, b):
 
 
 @functools.cache
-def manual_unroll(cell, reverse: bool = False, checkpoint: int | None = None) -> Callable:
+def manual_unroll(cell, reverse: bool = False, checkpoint: int | None = None, time_major: bool = True) -> Callable:
     """``(params, carry, xs, valid, resets) -> (carry, hs)`` with the hand-written VJP.
 
-    One ``jax.custom_vjp`` per cell (and direction and checkpointing), made on
-    first use and cached. ``valid`` and ``resets`` are (T, B) bool or None.
+    One ``jax.custom_vjp`` per cell (and direction, checkpointing and
+    layout), made on first use and cached. ``valid`` and ``resets`` are
+    (T, B) bool or None. With ``time_major=False`` (no checkpointing), ``xs``
+    and ``hs`` are batch-major: the primal reads them in place, and the
+    backward pass works time-major on transposed copies.
 
     With ``checkpoint=k`` (T a multiple of k) the forward pass saves only the
     carry entering every k-th step; the backward pass recomputes each chunk of
@@ -279,14 +301,17 @@ def manual_unroll(cell, reverse: bool = False, checkpoint: int | None = None) ->
     def chunks(a):  # (T, ...) -> (T/k, k, ...)
         return None if a is None else a.reshape(-1, checkpoint, *a.shape[1:])
 
+    def time_first(a):  # batch-major in, time-major inside
+        return a if time_major else jnp.swapaxes(a, 0, 1)
+
     @jax.custom_vjp
     def run(params, carry, xs, valid, resets):
-        return step_scan(cell, params, carry, xs, carry, valid, resets, reverse)
+        return step_scan(cell, params, carry, xs, carry, valid, resets, reverse, time_major)
 
     def run_fwd(params, carry, xs, valid, resets):
         if checkpoint is None:
-            final, hs, res = forward(cell, params, carry, xs, carry, valid, resets, reverse)
-            return (final, hs), (params, carry, res, valid, resets)
+            final, hs, res = forward(cell, params, carry, time_first(xs), carry, valid, resets, reverse)
+            return (final, time_first(hs)), (params, carry, res, valid, resets)
 
         def chunk(start, inputs):
             xs_c, valid_c, resets_c = inputs
@@ -300,8 +325,10 @@ def manual_unroll(cell, reverse: bool = False, checkpoint: int | None = None) ->
         params, init, res, valid, resets = saved
         d_final, d_hs = cotangents
         if checkpoint is None:
-            d_params, d_carry, d_xs, d_init = backward(cell, params, res, d_final, d_hs, init, valid, resets, reverse)
-            return d_params, _add(d_carry, d_init), d_xs, None, None
+            d_params, d_carry, d_xs, d_init = backward(
+                cell, params, res, d_final, time_first(d_hs), init, valid, resets, reverse
+            )
+            return d_params, _add(d_carry, d_init), time_first(d_xs), None, None
 
         xs, starts = res
 

@@ -126,9 +126,15 @@ def unroll(
     params, input_size, hidden = _checks.params(cell, params, where)
     layout = "(time, batch, input_size)" if time_major else "(batch, time, input_size)"
     xs = _checks.inputs(xs, 3, layout, input_size, "xs", where)
-    if not time_major:
+    # Batch-major inputs stay as they are for the manual path's per-step scan
+    # (_bptt.step_scan reads and writes them in place). Everything else works
+    # time-major on transposed copies: under autodiff the in-place loop is
+    # slower than the transposes (benchmarks/RESULTS.md).
+    swap = not time_major and (checkpoint is not None or parallel or grad == "autodiff")
+    if swap:
         xs = jnp.swapaxes(xs, 0, 1)
-    steps, batch = xs.shape[:2]
+    inner_time_major = time_major or swap
+    steps, batch = xs.shape[:2] if inner_time_major else xs.shape[1::-1]
     valid, bad_rows = _validity(lengths, steps, batch, where)
     resets = _checks.step_mask(resets, steps, batch, "resets", where)
     if carry is None:
@@ -137,23 +143,26 @@ def unroll(
     params, carry, xs = _checks.promote(params, carry, xs)
 
     if steps == 0:
-        hs = jnp.zeros((0, batch, hidden), xs.dtype)
-        return carry, (hs if time_major else jnp.swapaxes(hs, 0, 1))
+        return carry, jnp.zeros((0, batch, hidden) if time_major else (batch, 0, hidden), xs.dtype)
     if valid is not None:  # padding (even NaN) must not reach outputs or gradients
-        xs = jnp.where(valid[..., None], xs, 0)
+        xs = jnp.where((valid if inner_time_major else valid.T)[..., None], xs, 0)
     if parallel:
         carry, hs = cell.sequence(params, carry, xs, valid=valid, resets=resets, reverse=reverse, grad=grad)
-    else:
+    elif checkpoint is not None:
         padded = _pad_to_chunks(checkpoint, xs, valid, resets)
         if grad == "manual":
             carry, hs = _bptt.manual_unroll(cell, reverse, checkpoint)(params, carry, *padded)
         else:
             carry, hs = _autodiff_unroll(cell, params, carry, *padded, reverse, checkpoint)
         hs = hs[:steps]
+    elif grad == "manual":
+        carry, hs = _bptt.manual_unroll(cell, reverse, None, inner_time_major)(params, carry, xs, valid, resets)
+    else:
+        carry, hs = _bptt.step_scan(cell, params, carry, xs, carry, valid, resets, reverse)
     if bad_rows is not None:
         carry = jax.tree.map(lambda a: jnp.where(bad_rows[:, None], jnp.nan, a), carry)
-        hs = jnp.where(bad_rows[:, None], jnp.nan, hs)
-    return carry, (hs if time_major else jnp.swapaxes(hs, 0, 1))
+        hs = jnp.where((bad_rows[:, None] if inner_time_major else bad_rows[:, None, None]), jnp.nan, hs)
+    return carry, (jnp.swapaxes(hs, 0, 1) if swap else hs)
 
 
 def _validity(lengths, steps: int, batch: int, where: str):
@@ -199,10 +208,8 @@ def _pad_to_chunks(checkpoint: int | None, xs: Array, valid, resets):
     return pad(xs, 0), pad(valid, False), None if resets is None else pad(resets, False)
 
 
-def _autodiff_unroll(cell, params, carry, xs, valid, resets, reverse: bool, checkpoint: int | None):
-    """The scan of ``cell.step`` that JAX differentiates; ``jax.checkpoint`` per chunk if asked."""
-    if checkpoint is None:
-        return _bptt.step_scan(cell, params, carry, xs, carry, valid, resets, reverse)
+def _autodiff_unroll(cell, params, carry, xs, valid, resets, reverse: bool, checkpoint: int):
+    """The checkpointed scan of ``cell.step`` that JAX differentiates: ``jax.checkpoint`` per chunk."""
 
     def chunk(start, inputs):  # resets go back to the initial carry, not the chunk's start
         xs_c, valid_c, resets_c = inputs
