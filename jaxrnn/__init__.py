@@ -16,21 +16,31 @@ from jaxrnn._cells import (
     lstm,
     simple_rnn,
 )
+from jaxrnn._parallel import MinGRUParams, MinLSTMParams, mingru, minlstm
+from jaxrnn._stack import Bidirectional, Stack, bidirectional, stack
 from jaxrnn._unroll import GRAD_MODES, unroll
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Bidirectional",
     "Cell",
     "GRAD_MODES",
     "GRUParams",
     "LSTMCarry",
     "LSTMParams",
+    "MinGRUParams",
+    "MinLSTMParams",
     "SimpleRNNParams",
+    "Stack",
+    "bidirectional",
     "gru",
     "interop",
     "lstm",
+    "mingru",
+    "minlstm",
     "notebook",
     "simple_rnn",
+    "stack",
     "unroll",
 ]

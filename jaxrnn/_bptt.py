@@ -43,7 +43,8 @@ class CellBPTT(NamedTuple):
         split_gate_grads: ``gate_grads (stacked) -> (dgx, dgh)``, the
             cotangents of the input-side and hidden-side pre-activations, each
             (T, B, G·H). They are one array for cells whose biases all fold
-            into the input side.
+            into the input side; ``dgh`` is None for cells without hidden-side
+            weights (``w_hh``, ``b_hh``), whose gates see only the input.
     """
 
     step_vjp: Callable[..., tuple[Any, Any]]
@@ -268,13 +269,14 @@ def backward(cell, params, res: Residuals, d_final, d_hs: Array, init, valid, re
     # Sums over all T·B rows, accumulated in at least float32.
     dtype = params.w_ih.dtype
     total = accumulation_dtype(dtype)
-    d_params = type(params)(
-        w_ih=matmul(rows(xs).T, rows(dgx)).astype(dtype),
-        w_hh=matmul(rows(h_prev).T, rows(dgh)).astype(dtype),
-        b_ih=dgx.sum(axis=(0, 1), dtype=total).astype(dtype),
-        b_hh=dgh.sum(axis=(0, 1), dtype=total).astype(dtype),
-    )
-    return d_params, d_carry, matmul(dgx, params.w_ih.T).astype(xs.dtype), d_init
+    d_params = {
+        "w_ih": matmul(rows(xs).T, rows(dgx)).astype(dtype),
+        "b_ih": dgx.sum(axis=(0, 1), dtype=total).astype(dtype),
+    }
+    if dgh is not None:
+        d_params["w_hh"] = matmul(rows(h_prev).T, rows(dgh)).astype(dtype)
+        d_params["b_hh"] = dgh.sum(axis=(0, 1), dtype=total).astype(dtype)
+    return type(params)(**d_params), d_carry, matmul(dgx, params.w_ih.T).astype(xs.dtype), d_init
 
 
 def _add(a, b):

@@ -13,9 +13,10 @@ import numpy as np
 
 from jaxrnn import _timing
 from jaxrnn._cells import CELLS
+from jaxrnn._parallel import PARALLEL_CELLS
 from jaxrnn._unroll import unroll
 
-CELL_NAMES = {cell.name: cell for cell in CELLS}
+CELL_NAMES = {cell.name: cell for cell in CELLS + PARALLEL_CELLS}
 F64_TOLERANCE = 1e-10  # relative; the hand-written and autodiff BPTT differ only by rounding
 F32_TOLERANCE = 1e-4
 

@@ -10,9 +10,15 @@ the weights are transposed, since we compute ``x @ W`` and torch
     b_ih = state_dict["bias_ih_lk"]        # (G·H,)
     b_hh = state_dict["bias_hh_lk"]        # (G·H,)
 
-so conversions are exact both ways. This module never imports torch: it
-takes any mapping of arrays, turning tensors into numpy by duck typing, and
-returns numpy arrays that ``torch.from_numpy`` takes as they are.
+so conversions are exact both ways. The reverse direction of a
+``bidirectional=True`` module has the same keys with ``_reverse`` appended,
+which ``reverse=True`` reads and writes. :func:`stack_from_torch` and
+:func:`stack_to_torch` convert a whole multi-layer, optionally bidirectional
+module for a :func:`jaxrnn.stack` network in one call.
+
+This module never imports torch: it takes any mapping of arrays, turning
+tensors into numpy by duck typing, and returns numpy arrays that
+``torch.from_numpy`` takes as they are.
 
 Limits:
 
@@ -20,8 +26,8 @@ Limits:
   one :data:`jaxrnn.simple_rnn` has. A state dict cannot show which one a
   module used, so ``'relu'`` weights convert without error but compute
   something else.
-* Only the forward direction converts: the ``*_reverse`` weights of a
-  ``bidirectional=True`` module are a later feature.
+* Dropout is not part of a state dict: make the :func:`jaxrnn.stack` with
+  the module's ``dropout`` yourself.
 * An ``LSTM`` with ``proj_size > 0`` (key ``weight_hr_l{k}``) is not supported.
 """
 
@@ -35,8 +41,9 @@ import numpy as np
 
 from jaxrnn import _checks
 from jaxrnn._cells import Cell
+from jaxrnn._stack import Bidirectional, Stack
 
-__all__ = ["from_torch", "to_torch"]
+__all__ = ["from_torch", "stack_from_torch", "stack_to_torch", "to_torch"]
 
 # torch key stems, in the order of the params' fields (w_ih, w_hh, b_ih, b_hh).
 _STEMS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
@@ -49,7 +56,7 @@ _CELL_OF_GATES = {1: ("jaxrnn.simple_rnn", "RNN"), 3: ("jaxrnn.gru", "GRU"), 4: 
 _SHOWN_KEYS = 6
 
 
-def from_torch(cell: Cell, state_dict: Mapping[str, Any], *, layer: int = 0, prefix: str = ""):
+def from_torch(cell: Cell, state_dict: Mapping[str, Any], *, layer: int = 0, prefix: str = "", reverse: bool = False):
     """Params for ``cell`` from one layer of a torch recurrent module's state dict.
 
     Reads, with H the hidden size, X the input size of that layer (the
@@ -61,14 +68,18 @@ def from_torch(cell: Cell, state_dict: Mapping[str, Any], *, layer: int = 0, pre
     * ``{prefix}bias_ih_l{layer}`` and ``{prefix}bias_hh_l{layer}``, (G·H,):
       become ``b_ih`` and ``b_hh`` as they are.
 
+    With ``reverse=True`` it reads the reverse direction of a bidirectional
+    module instead, the same keys with ``_reverse`` appended (e.g.
+    ``weight_ih_l{layer}_reverse``); run those params with
+    ``unroll(..., reverse=True)`` or as ``backward`` of :func:`jaxrnn.bidirectional`.
+
     A ``torch.nn.RNNCell``/``LSTMCell``/``GRUCell`` state dict has the same
     keys without the ``_l{layer}`` suffix; those are read when ``layer`` is 0
     and the suffixed keys are absent. A module made with ``bias=False`` has
     no bias keys: both biases are then zeros, which compute the same thing.
 
-    Only the forward direction is read (``*_reverse`` keys are ignored), and
-    a ``torch.nn.RNN`` must have used ``nonlinearity='tanh'``; see the module
-    docstring.
+    A ``torch.nn.RNN`` must have used ``nonlinearity='tanh'``; see the module
+    docstring. For all layers and directions at once use :func:`stack_from_torch`.
 
     Args:
         cell: :data:`jaxrnn.simple_rnn` for ``torch.nn.RNN``,
@@ -80,6 +91,7 @@ def from_torch(cell: Cell, state_dict: Mapping[str, Any], *, layer: int = 0, pre
             takes layer ``k - 1``'s outputs as its inputs.
         prefix: prepended to every key, for a module inside another, e.g.
             ``"encoder.rnn."`` for ``model.state_dict()``.
+        reverse: read the ``_reverse`` keys of a bidirectional module.
 
     Returns:
         ``cell.params_type``, as JAX arrays of the state dict's dtype
@@ -94,13 +106,8 @@ def from_torch(cell: Cell, state_dict: Mapping[str, Any], *, layer: int = 0, pre
             mapping, ``layer`` not an int, or non-floating arrays.
     """
     where = "jaxrnn.interop.from_torch"
-    layer, prefix = _common_arguments(cell, layer, prefix, where)
-    if not isinstance(state_dict, Mapping):
-        hint = " Pass module.state_dict(), not the module." if hasattr(state_dict, "state_dict") else ""
-        raise TypeError(
-            f"{where}: state_dict must be a mapping of key to array, such as module.state_dict(); "
-            f"got {type(state_dict).__name__}.{hint}"
-        )
+    layer, prefix = _common_arguments(cell, layer, prefix, reverse, where)
+    _check_mapping(state_dict, where)
     if f"{prefix}weight_hr_l{layer}" in state_dict:
         raise ValueError(
             f"{where}: the state dict has {prefix}weight_hr_l{layer}, so it comes from a torch.nn.LSTM with "
@@ -108,7 +115,7 @@ def from_torch(cell: Cell, state_dict: Mapping[str, Any], *, layer: int = 0, pre
             f"Use a torch.nn.LSTM made with proj_size=0."
         )
 
-    keys = _find_keys(cell, state_dict, layer, prefix, where)
+    keys = _find_keys(cell, state_dict, layer, prefix, reverse, where)
     w_ih, w_hh = (_to_numpy(state_dict[key], key, where) for key in keys[:2])
     _check_weight_hh(cell, w_hh, keys[1], where)
     if keys[2] in state_dict and keys[3] in state_dict:
@@ -132,7 +139,7 @@ def from_torch(cell: Cell, state_dict: Mapping[str, Any], *, layer: int = 0, pre
     return params
 
 
-def to_torch(cell: Cell, params, *, layer: int = 0, prefix: str = "") -> dict[str, np.ndarray]:
+def to_torch(cell: Cell, params, *, layer: int = 0, prefix: str = "", reverse: bool = False) -> dict[str, np.ndarray]:
     """One layer of a torch recurrent module's state dict, from ``cell``'s params.
 
     The inverse of :func:`from_torch`: with H the hidden size, X the input
@@ -149,8 +156,10 @@ def to_torch(cell: Cell, params, *, layer: int = 0, prefix: str = "") -> dict[st
         module.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})
 
     loads a one-layer ``torch.nn.LSTM(X, H)`` (cast the module with
-    ``.double()`` first for float64 params). For a multi-layer module, merge
-    the dicts of each ``layer``. For a ``torch.nn.LSTMCell`` (keys without
+    ``.double()`` first for float64 params). ``reverse=True`` names the keys
+    of a bidirectional module's reverse direction (``..._l{layer}_reverse``).
+    For a multi-layer module, merge the dicts of each ``layer`` and direction,
+    or use :func:`stack_to_torch`. For a ``torch.nn.LSTMCell`` (keys without
     the suffix) drop it: ``{k.removesuffix("_l0"): v ...}``; for a module
     made with ``bias=False`` drop the bias keys.
 
@@ -159,6 +168,7 @@ def to_torch(cell: Cell, params, *, layer: int = 0, prefix: str = "") -> dict[st
         params: ``cell``'s params, or a mapping with the same keys.
         layer: the layer number used in the keys, ≥ 0.
         prefix: prepended to every key, e.g. ``"encoder.rnn."``.
+        reverse: name the keys of the reverse direction (``_reverse`` appended).
 
     Returns:
         A dict of the four keys above to numpy arrays.
@@ -169,19 +179,152 @@ def to_torch(cell: Cell, params, *, layer: int = 0, prefix: str = "") -> dict[st
             type, or ``layer`` not an int.
     """
     where = "jaxrnn.interop.to_torch"
-    layer, prefix = _common_arguments(cell, layer, prefix, where)
+    layer, prefix = _common_arguments(cell, layer, prefix, reverse, where)
     params, _, _ = _checks.params(cell, params, where)
-    keys = _keys(prefix, f"_l{layer}")
+    keys = _keys(prefix, _suffix(layer, reverse))
     # np.array copies into a C-ordered, writable array: what torch.from_numpy wants.
     arrays = (params.w_ih.T, params.w_hh.T, params.b_ih, params.b_hh)
     return {key: np.array(array, order="C") for key, array in zip(keys, arrays)}
+
+
+def stack_from_torch(net: Stack, state_dict: Mapping[str, Any], *, prefix: str = "") -> tuple:
+    """Params for a :func:`jaxrnn.stack` network from a whole torch module's state dict.
+
+    For ``torch.nn.LSTM(X, H, num_layers=L, bidirectional=B)`` use
+    ``net = jaxrnn.stack(jaxrnn.lstm, L, bidirectional=B)`` (and the module's
+    ``dropout``); then ``net.apply(stack_from_torch(net, module.state_dict()), xs)``
+    computes what the module does. Each layer and direction is read by
+    :func:`from_torch`, with ``reverse=True`` for the ``_reverse`` keys.
+
+    The number of layers and whether the module is bidirectional are read
+    off the keys (``weight_ih_l{k}`` and ``weight_ih_l{k}_reverse``) and must
+    match ``net``.
+
+    Args:
+        net: the network, from :func:`jaxrnn.stack`.
+        state_dict: ``module.state_dict()`` or any mapping of key to array.
+        prefix: prepended to every key, e.g. ``"encoder.rnn."``.
+
+    Returns:
+        A tuple of ``net.num_layers`` params, each a :class:`jaxrnn.Bidirectional`
+        ``(forward, backward)`` pair if ``net.bidirectional``; layer ``k``
+        direction ``d`` is torch's ``h_n[k·D + d]`` state.
+
+    Raises:
+        ValueError: layers or directions that differ from ``net``'s, and
+            everything :func:`from_torch` raises.
+        TypeError: ``net`` not a :class:`jaxrnn.Stack`, ``state_dict`` not a mapping.
+    """
+    where = "jaxrnn.interop.stack_from_torch"
+    _check_stack(net, where, "from_torch")
+    _common_arguments(net.cell, 0, prefix, False, where)
+    _check_mapping(state_dict, where)
+    layers = _layers_present(state_dict, prefix)
+    # Without module-style keys there is nothing to count; from_torch names what is missing.
+    if layers:
+        expected = list(range(net.num_layers))
+        if layers != list(range(len(layers))):
+            raise ValueError(
+                f"{where}: the state dict has the layers {layers} ({prefix}weight_ih_l{{k}}), "
+                f"not 0..{len(layers) - 1}; it looks incomplete. Pass the module's whole state_dict()."
+            )
+        if layers != expected:
+            raise ValueError(
+                f"{where}: the state dict has {len(layers)} layer(s) ({prefix}weight_ih_l0..l{layers[-1]}), but "
+                f"{net!r} has num_layers={net.num_layers}. Make the net with "
+                f"jaxrnn.stack({net.cell!r}, num_layers={len(layers)}, bidirectional={net.bidirectional})."
+            )
+        has_reverse = any(f"{prefix}weight_ih_l{k}_reverse" in state_dict for k in layers)
+        if has_reverse != net.bidirectional:
+            found = (
+                "has _reverse keys (a bidirectional module)"
+                if has_reverse
+                else "has no _reverse keys (a unidirectional module)"
+            )
+            raise ValueError(
+                f"{where}: the state dict {found}, but {net!r} has bidirectional={net.bidirectional}. Make the net "
+                f"with jaxrnn.stack({net.cell!r}, num_layers={net.num_layers}, bidirectional={has_reverse})."
+            )
+    params = []
+    for k in range(net.num_layers):
+        directions = [from_torch(net.cell, state_dict, layer=k, prefix=prefix, reverse=d == 1)
+                      for d in range(net.num_directions)]
+        params.append(Bidirectional(*directions) if net.bidirectional else directions[0])
+    # Layer k > 0 must read D·H features: a hand-made state dict may not.
+    return net._check_params(tuple(params), where)
+
+
+def stack_to_torch(net: Stack, params, *, prefix: str = "") -> dict[str, np.ndarray]:
+    """A whole torch module's state dict from a :func:`jaxrnn.stack` network's params.
+
+    The inverse of :func:`stack_from_torch`: the keys of every layer and
+    direction, from :func:`to_torch`, in torch's own order (layer by layer,
+    forward before ``_reverse``), so::
+
+        sd = jaxrnn.interop.stack_to_torch(net, params)
+        module.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})
+
+    loads ``torch.nn.LSTM(X, H, num_layers=L, bidirectional=B)`` for
+    ``net = jaxrnn.stack(jaxrnn.lstm, L, bidirectional=B)``.
+
+    Args:
+        net: the network, from :func:`jaxrnn.stack`.
+        params: its params, as from ``net.init``.
+        prefix: prepended to every key.
+
+    Returns:
+        A dict of key to numpy array.
+
+    Raises:
+        TypeError, ValueError: params that do not fit ``net`` (per layer and
+            direction), or ``net`` not a :class:`jaxrnn.Stack`.
+    """
+    where = "jaxrnn.interop.stack_to_torch"
+    _check_stack(net, where, "to_torch")
+    _common_arguments(net.cell, 0, prefix, False, where)
+    params = net._check_params(params, where)
+    state_dict = {}
+    for k, layer in enumerate(params):
+        for d, p in enumerate(layer if net.bidirectional else (layer,)):
+            state_dict.update(to_torch(net.cell, p, layer=k, prefix=prefix, reverse=d == 1))
+    return state_dict
 
 
 # --------------------------------------------------------------------------
 # Helpers.
 
 
-def _common_arguments(cell: Any, layer: Any, prefix: Any, where: str) -> tuple[int, str]:
+def _check_stack(net: Any, where: str, single: str) -> None:
+    if not isinstance(net, Stack):
+        hint = (
+            f" For one layer of a cell use jaxrnn.interop.{single}(cell, ...), or make a network with "
+            f"jaxrnn.stack({net!r}, num_layers, bidirectional=...)."
+            if isinstance(net, Cell)
+            else ""
+        )
+        raise TypeError(
+            f"{where}: net must be a network from jaxrnn.stack, e.g. jaxrnn.stack(jaxrnn.lstm, 2, "
+            f"bidirectional=True); got {type(net).__name__}.{hint}"
+        )
+
+
+def _check_mapping(state_dict: Any, where: str) -> None:
+    if not isinstance(state_dict, Mapping):
+        hint = " Pass module.state_dict(), not the module." if hasattr(state_dict, "state_dict") else ""
+        raise TypeError(
+            f"{where}: state_dict must be a mapping of key to array, such as module.state_dict(); "
+            f"got {type(state_dict).__name__}.{hint}"
+        )
+
+
+def _layers_present(state_dict: Mapping, prefix: str) -> list[int]:
+    """The k of every ``{prefix}weight_ih_l{k}`` key (forward direction), sorted."""
+    start = prefix + "weight_ih_l"
+    suffixes = [str(key)[len(start) :] for key in state_dict if str(key).startswith(start)]
+    return sorted(int(suffix) for suffix in suffixes if suffix.isdigit())
+
+
+def _common_arguments(cell: Any, layer: Any, prefix: Any, reverse: Any, where: str) -> tuple[int, str]:
     """Checks the arguments both directions share; returns ``(layer, prefix)``."""
     if not isinstance(cell, Cell):
         raise TypeError(
@@ -193,7 +336,14 @@ def _common_arguments(cell: Any, layer: Any, prefix: Any, where: str) -> tuple[i
         raise TypeError(
             f"{where}: prefix must be a str such as 'encoder.rnn.'; got {type(prefix).__name__}."
         )
+    if not isinstance(reverse, bool):
+        raise TypeError(f"{where}: reverse must be a bool; got {reverse!r}. Pass True for the _reverse keys.")
     return layer, prefix
+
+
+def _suffix(layer: int, reverse: bool) -> str:
+    """The key suffix of a module's layer and direction, e.g. ``_l1_reverse``."""
+    return f"_l{layer}" + ("_reverse" if reverse else "")
 
 
 def _keys(prefix: str, suffix: str) -> tuple[str, ...]:
@@ -206,10 +356,10 @@ def _torch_name(cell: Cell) -> str:
     return _TORCH_NAMES.get(cell.name, "RNN/LSTM/GRU")
 
 
-def _find_keys(cell: Cell, state_dict: Mapping, layer: int, prefix: str, where: str) -> tuple[str, ...]:
-    """The keys to read: module-style (``_l{layer}``), else cell-style for layer 0."""
-    candidates = [_keys(prefix, f"_l{layer}")]
-    if layer == 0:
+def _find_keys(cell: Cell, state_dict: Mapping, layer: int, prefix: str, reverse: bool, where: str):
+    """The keys to read: module-style (``_l{layer}``, ``_reverse`` if asked), else cell-style for layer 0."""
+    candidates = [_keys(prefix, _suffix(layer, reverse))]
+    if layer == 0 and not reverse:  # torch's single-step cells have one direction only
         candidates.append(_keys(prefix, ""))
     for keys in candidates:
         if keys[0] in state_dict and keys[1] in state_dict:
@@ -217,14 +367,21 @@ def _find_keys(cell: Cell, state_dict: Mapping, layer: int, prefix: str, where: 
 
     name = _torch_name(cell)
     looked_for = f"looked for {list(candidates[0][:2])}"
-    if layer == 0:
+    if len(candidates) > 1:
         looked_for += f" and, as a torch.nn.{name}Cell names them, {list(candidates[1][:2])}"
     present = [str(key) for key in state_dict]
     shown = present[:_SHOWN_KEYS] + (["..."] if len(present) > _SHOWN_KEYS else [])
+    direction = "the reverse direction of " if reverse else ""
+    if reverse and prefix + f"weight_ih_l{layer}" in state_dict:
+        hint = (
+            f"It has the forward direction's {prefix}weight_ih_l{layer} but no _reverse keys: the module is "
+            "not bidirectional. Pass reverse=False."
+        )
+    else:
+        hint = _missing_keys_hint(state_dict, candidates, layer, prefix)
     raise ValueError(
-        f"{where}: no weights for layer {layer} of a torch.nn.{name}: {looked_for}; "
-        f"the state dict's {len(present)} key(s) are {shown}. "
-        + _missing_keys_hint(state_dict, candidates, layer, prefix)
+        f"{where}: no weights for {direction}layer {layer} of a torch.nn.{name}: {looked_for}; "
+        f"the state dict's {len(present)} key(s) are {shown}. " + hint
     )
 
 
@@ -240,9 +397,7 @@ def _missing_keys_hint(state_dict: Mapping, candidates: list, layer: int, prefix
         for key in present:
             if key.endswith(stem) and key != prefix + stem:
                 return f"The weights seem to be under another prefix: pass prefix={key[: -len(stem)]!r}."
-    start = prefix + "weight_ih_l"
-    suffixes = [key[len(start) :] for key in present if key.startswith(start)]
-    layers = sorted(int(suffix) for suffix in suffixes if suffix.isdigit())
+    layers = _layers_present(state_dict, prefix)
     if layers:
         return f"The state dict has layers {layers}: pass one of those as layer."
     if prefix + "weight_ih" in state_dict:
