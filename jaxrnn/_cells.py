@@ -230,8 +230,11 @@ class Cell:
         bptt: the hand-written backward pass of ``recurrence``, or None
             (autodiff only).
         sequence: a whole-sequence implementation that replaces the scan of
-            ``recurrence`` (e.g. a parallel scan), or None. See
-            :func:`jaxrnn.unroll`'s ``scan`` argument.
+            ``recurrence`` (e.g. a parallel scan), or None:
+            ``sequence(params, carry, xs, *, valid, resets, reverse, grad) ->
+            (carry, hs)``, called by :func:`jaxrnn.unroll` (see its ``scan``
+            argument) with checked, promoted, time-major inputs whose padding
+            is already zeroed; ``valid`` and ``resets`` are (T, B) bool or None.
         unit_bias_gate: name of the gate whose ``b_ih`` block starts at 1.
         doc: the cell's equations, shown by ``help(cell)``.
     """

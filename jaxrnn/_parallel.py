@@ -71,8 +71,8 @@ from jax import Array
 from jaxrnn import _bptt
 from jaxrnn._cells import Cell
 from jaxrnn._precision import accumulation_dtype, matmul
+from jaxrnn._unroll import GRAD_MODES
 
-GRAD_MODES = ("manual", "autodiff")
 
 
 # --------------------------------------------------------------------------
@@ -296,8 +296,7 @@ def _effective_log_a(log_a: Array, valid, resets) -> Array:
 
 def _forward(gates: _Gates, params, carry, xs, valid, resets, reverse: bool):
     """Returns ``(final carry, hs, gx, states)``; see :func:`sequence`."""
-    xs_m = _mask(valid, xs, 0)  # padding (even NaN) never reaches the gates
-    gx = _project(params, xs_m)  # (T, B, G·H): one matmul for every step
+    gx = _project(params, xs)  # (T, B, G·H): one matmul for every step; unroll zeroed the padding
     log_a, a, b = gates.coefficients(gx.astype(carry.dtype))  # in the state dtype
     if resets is not None:  # h_t = a_t h_0 + b_t: the carry enters through b
         b = _at_resets(resets, b, b + a * carry)
@@ -348,7 +347,7 @@ def _backward(gates: _Gates, reverse: bool, res: ScanResiduals, d_final: Array, 
     # Sums over all T·B rows, accumulated in at least float32; each cotangent in its primal's dtype.
     dtype = params.w_ih.dtype
     d_params = type(params)(
-        w_ih=matmul(rows(_mask(valid, xs, 0)).T, rows(dgx)).astype(dtype),
+        w_ih=matmul(rows(xs).T, rows(dgx)).astype(dtype),
         b_ih=dgx.sum(axis=(0, 1), dtype=accumulation_dtype(dtype)).astype(dtype),
     )
     return d_params, d_carry, matmul(dgx, params.w_ih.T).astype(xs.dtype), None, None
@@ -381,8 +380,8 @@ def _make_sequence(gates: _Gates, name: str):
             xs: inputs (T, B, X), checked, T ≥ 1.
             valid: None, or bool (T, B): step t of row b is real (e.g.
                 ``t < lengths[b]``). Invalid steps output zeros and keep the
-                carry; their inputs are zeroed before projecting, so padding
-                (even NaN) reaches neither values nor gradients.
+                carry. ``unroll`` has zeroed their inputs, so padding (even
+                NaN) reaches neither values nor gradients.
             resets: None, or bool (T, B): where true (at a valid step) the
                 state is reset to ``carry`` before step t,
                 ``h_t = a_t ⊙ h_0 + b_t``.
