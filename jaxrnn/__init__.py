@@ -16,6 +16,7 @@ from jaxrnn._cells import (
     lstm,
     simple_rnn,
 )
+from jaxrnn._checks import CellMismatchError
 from jaxrnn._parallel import MinGRUParams, MinLSTMParams, mingru, minlstm
 from jaxrnn._stack import Bidirectional, Stack, bidirectional, stack
 from jaxrnn._unroll import GRAD_MODES, unroll
@@ -25,6 +26,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Bidirectional",
     "Cell",
+    "CellMismatchError",
     "GRAD_MODES",
     "GRUParams",
     "LSTMCarry",

@@ -18,6 +18,13 @@ from jax import Array
 from jaxrnn._precision import accumulation_dtype
 
 
+class CellMismatchError(TypeError, ValueError):
+    """Params (or a carry) of another cell type: a wrong kind of object, and a wrong value.
+
+    Both a ``TypeError`` and a ``ValueError``, so either ``except`` catches it.
+    """
+
+
 def positive_int(value: Any, name: str, where: str, *, allow_zero: bool = False) -> int:
     """``value`` as an int, which must be > 0 (or ≥ 0 with ``allow_zero``)."""
     if isinstance(value, bool):
@@ -83,8 +90,9 @@ def params(cell, params: Any, where: str):
         params = params_type(**params)
     elif not isinstance(params, params_type):
         kind = type(params).__name__
-        hint = " (params of another cell type)" if hasattr(params, "_fields") else ""
-        raise TypeError(
+        other_cell = hasattr(params, "_fields")  # a NamedTuple: another cell's params
+        hint = " (params of another cell type)" if other_cell else ""
+        raise (CellMismatchError if other_cell else TypeError)(
             f"{where}: {cell!r} needs {params_type.__name__}; got {kind}{hint}. "
             f"Make them with {cell!r}.init(key, input_size, hidden_size), or use the cell they belong to."
         )

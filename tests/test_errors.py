@@ -278,15 +278,16 @@ def test_params_of_another_cell_type(cell, mode):
     other = OTHER_CELL[cell.name]
     wanted, got = cell.params_type.__name__, other.params_type.__name__
     args = (make_params(other), make_xs(), make_carry(cell))
-    assert_raises_at_trace(unroll_fn(cell, mode), args, TypeError, esc(f"needs {wanted}"), esc(f"got {got}"))
+    mismatch = jaxrnn.CellMismatchError  # a TypeError and a ValueError
+    assert_raises_at_trace(unroll_fn(cell, mode), args, mismatch, esc(f"needs {wanted}"), esc(f"got {got}"))
     args = (make_params(other), make_carry(cell), make_xs((B, X)))
-    assert_raises_at_trace(step_fn(cell), args, TypeError, esc(f"needs {wanted}"), esc(f"got {got}"))
+    assert_raises_at_trace(step_fn(cell), args, mismatch, esc(f"needs {wanted}"), esc(f"got {got}"))
 
 
 def test_lstm_params_to_gru_example():
     args = (make_params(jaxrnn.lstm), make_xs(), make_carry(jaxrnn.gru))
     assert_raises_at_trace(
-        unroll_fn(jaxrnn.gru), args, TypeError, esc("jaxrnn.gru needs GRUParams"), esc("got LSTMParams")
+        unroll_fn(jaxrnn.gru), args, jaxrnn.CellMismatchError, esc("jaxrnn.gru needs GRUParams"), esc("got LSTMParams")
     )
 
 
@@ -490,3 +491,10 @@ def test_torch_state_dict_as_params_points_to_interop():
                   "bias_ih_l0": params.b_ih, "bias_hh_l0": params.b_hh}
     with pytest.raises(ValueError, match=esc("torch state dict", "jaxrnn.interop.from_torch(jaxrnn.lstm")):
         jaxrnn.unroll(jaxrnn.lstm, state_dict, make_xs())
+
+
+def test_params_of_another_cell_type_is_a_type_and_a_value_error():
+    args = (make_params(jaxrnn.lstm), make_xs(), make_carry(jaxrnn.gru))
+    for expected in (TypeError, ValueError, jaxrnn.CellMismatchError):
+        with pytest.raises(expected, match=esc("jaxrnn.gru needs GRUParams; got LSTMParams")):
+            jaxrnn.unroll(jaxrnn.gru, *args)
