@@ -18,7 +18,7 @@ from jaxrnn._cells import (
 )
 from jaxrnn._checks import CellMismatchError
 from jaxrnn._parallel import MinGRUParams, MinLSTMParams, mingru, minlstm
-from jaxrnn._stack import Bidirectional, Stack, bidirectional, stack
+from jaxrnn._stack import Bidirectional, Stack, bidirectional, stack, stacked
 from jaxrnn._unroll import GRAD_MODES, unroll
 
 __version__ = "0.1.0"
@@ -44,5 +44,6 @@ __all__ = [
     "notebook",
     "simple_rnn",
     "stack",
+    "stacked",
     "unroll",
 ]

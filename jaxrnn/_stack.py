@@ -168,6 +168,9 @@ def stack(cell: Cell, num_layers: int = 1, *, bidirectional: bool = False, dropo
     return Stack(cell, num_layers, bidirectional, dropout)
 
 
+stacked = stack  # issue 3's name for it; the shorter `stack` reads like the value it returns
+
+
 @dataclasses.dataclass(frozen=True)
 class Stack:
     """A stack of recurrent layers: a value bundling pure functions, made by :func:`stack`.
