@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn import _timing
+from jaxrnn import __version__, _timing
 from jaxrnn._cells import CELLS
 from jaxrnn._parallel import PARALLEL_CELLS
 from jaxrnn._unroll import unroll
@@ -59,7 +59,7 @@ def _agreement(cell, sizes, dtype) -> float:
 def check(args) -> int:
     """For each cell: do manual and autodiff gradients agree, and which is faster?"""
     sizes = (args.batch, args.input, args.hidden, args.steps)
-    print(f"jaxrnn {_version()} on {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}")
+    print(f"jaxrnn {__version__} on {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}")
     print(
         f"gradient of a loss on all outputs and the final state w.r.t. params, inputs and initial state;\n"
         f"batch {args.batch}, input {args.input}, hidden {args.hidden}, T {args.steps}; timings float32, "
@@ -94,12 +94,6 @@ def check(args) -> int:
         "compile s: first call, manual / autodiff."
     )
     return 0 if all_agree else 1
-
-
-def _version() -> str:
-    from jaxrnn import __version__
-
-    return __version__
 
 
 def _cell_list(text: str) -> list[str]:
