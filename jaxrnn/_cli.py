@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -14,7 +15,7 @@ import numpy as np
 from jaxrnn import __version__, _timing
 from jaxrnn._cells import CELLS
 from jaxrnn._parallel import PARALLEL_CELLS
-from jaxrnn._unroll import unroll
+from jaxrnn._unroll import GRAD_MODES, unroll
 
 CELL_NAMES = {cell.name: cell for cell in CELLS + PARALLEL_CELLS}
 F64_TOLERANCE = 1e-10  # relative; the hand-written and autodiff BPTT differ only by rounding
@@ -132,7 +133,126 @@ def build_parser() -> argparse.ArgumentParser:
         "--cells", type=_cell_list, default=list(CELL_NAMES), help="comma-separated cells (default: all)"
     )
     check_parser.set_defaults(run=check)
+    _add_train_parser(commands)
+    _add_sample_parser(commands)
     return parser
+
+
+def _number(kind, low: float, inclusive: bool = False):
+    """An argparse type: ``kind`` (int or float) above ``low`` (at or above it if ``inclusive``)."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+        if not (math.isfinite(value) and (value >= low if inclusive else value > low)):
+            raise argparse.ArgumentTypeError(f"expected a number {'≥' if inclusive else '>'} {low:g}, got {text}")
+        return value
+
+    return parse
+
+
+def _add_train_parser(commands) -> None:
+    # Imported here, not at the top: `import jaxrnn` stays free of the training modules.
+    from jaxrnn.training import TrainConfig
+    from jaxrnn.training._loop import DTYPES, OPTIMIZERS, SCHEDULES
+    from jaxrnn.training._model import MODEL_CELLS
+
+    defaults = TrainConfig()
+    parser = commands.add_parser(
+        "train",
+        help="train a character-level language model (default corpus: the Python standard library's source)",
+        description="Train embedding → recurrent cell → linear readout on characters, with optax and truncated "
+        "BPTT. Writes OUT/metrics.jsonl, OUT/curve.png and OUT/checkpoint.npz. With --resume, flags left out "
+        "take the checkpoint's values.",
+    )
+    positive, rate = _number(int, 0), _number(float, 0)
+    options = (
+        ("--out", str, "the run's folder"),
+        ("--corpus", str, "a UTF-8 text file (default: the Python standard library's .py files)"),
+        ("--cell", str, "the recurrent cell"),
+        ("--layers", positive, "stacked layers"),
+        ("--hidden", positive, "hidden size H"),
+        ("--embed", positive, "embedding size"),
+        ("--dropout", _number(float, 0, inclusive=True), "dropout between layers (needs --layers ≥ 2)"),
+        ("--batch", positive, "streams per step"),
+        ("--seq-len", positive, "characters per truncated-BPTT chunk"),
+        ("--steps", positive, "total optimiser steps"),
+        ("--optimizer", str, "the optax optimiser"),
+        ("--lr", rate, "peak learning rate"),
+        ("--schedule", str, "learning-rate schedule: cosine decays to lr/10 by --steps"),
+        ("--weight-decay", _number(float, 0, inclusive=True), "AdamW's weight decay"),
+        ("--clip", rate, "global gradient-norm clip"),
+        ("--seed", _number(int, 0, inclusive=True), "seed of params, dropout and data offsets"),
+        ("--eval-every", positive, "steps between validation evals"),
+        ("--checkpoint-every", positive, "steps between checkpoints"),
+        ("--val-chars", positive, "validation characters scored per eval"),
+        ("--grad", str, "the BPTT: manual (hand-written) or autodiff"),
+        ("--dtype", str, "bfloat16 is mixed precision"),
+        ("--devices", positive, "shard the batch over this many devices"),
+    )
+    choices = {"--cell": MODEL_CELLS, "--optimizer": OPTIMIZERS, "--schedule": SCHEDULES, "--grad": GRAD_MODES, "--dtype": DTYPES}
+    for flag, kind, help_text in options:
+        default = getattr(defaults, flag[2:].replace("-", "_"))
+        parser.add_argument(flag, type=kind, default=None, choices=choices.get(flag) and list(choices[flag]),
+                            help=f"{help_text} (default {default})")
+    parser.add_argument("--resume", action="store_true", help="continue exactly from OUT's checkpoint")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(run=train_command, options=[flag[2:].replace("-", "_") for flag, _, _ in options])
+
+
+def train_command(args) -> int:
+    """``jaxrnn train``: 0 when done, 130 after Ctrl-C (checkpoint saved), 1 on a NaN loss, 2 on bad input."""
+    from jaxrnn import training
+
+    given = {name: getattr(args, name) for name in args.options if getattr(args, name) is not None}
+    try:
+        base = {}
+        if args.resume:  # flags left out take the checkpoint's values
+            out = given.get("out", training.TrainConfig.out)
+            base = training.load_run_config(out)
+        config = training.TrainConfig(**{**base, **given})
+        result = training.train(config, resume=args.resume, progress=not args.no_progress)
+    except (training.TrainingError, training.CorpusError, training.CheckpointError) as error:
+        print(f"jaxrnn train: error: {error}", file=sys.stderr)
+        return 2
+    except training.NonFiniteLoss as error:
+        print(f"jaxrnn train: stopped: {error}", file=sys.stderr)
+        return 1
+    if result.interrupted:
+        return 130
+    last_val = next((r["val_bpc"] for r in reversed(result.records) if "val_bpc" in r), None)
+    print(f"done: step {result.step}" + (f", validation {last_val:.3f} bits per character" if last_val else "")
+          + f"; sample it with: jaxrnn sample --out {config.out}")
+    return 0
+
+
+def _add_sample_parser(commands) -> None:
+    parser = commands.add_parser("sample", help="print text generated by a trained model",
+                                 description="Generate text from OUT's checkpoint, one character at a time.")
+    parser.add_argument("--out", default="jaxrnn_run", help="the run's folder (default jaxrnn_run)")
+    parser.add_argument("--length", type=_positive, default=500, help="characters to generate (default 500)")
+    parser.add_argument("--temperature", type=_number(float, 0, inclusive=True), default=0.8,
+                        help="sampling temperature; 0 is greedy (default 0.8)")
+    parser.add_argument("--prime", default="", help="text to start from (default: a line start)")
+    parser.add_argument("--seed", type=_number(int, 0, inclusive=True), default=0, help="sampling seed (default 0)")
+    parser.set_defaults(run=sample_command)
+
+
+def sample_command(args) -> int:
+    """``jaxrnn sample``: prints the prime and its continuation."""
+    from jaxrnn import training
+
+    try:
+        model, params, vocab, _ = training.load_run(args.out)
+    except training.CheckpointError as error:
+        print(f"jaxrnn sample: error: {error}", file=sys.stderr)
+        return 2
+    text = training.sample(model, params, vocab, length=args.length, temperature=args.temperature,
+                           prime=args.prime, key=jax.random.key(args.seed))
+    print(args.prime + text)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

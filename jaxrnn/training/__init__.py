@@ -1,0 +1,36 @@
+"""Training with optax: a character-level language model (``jaxrnn train`` / ``sample``).
+
+The modules behind this one, one concern each:
+
+* ``_corpus``: the text, its vocabulary and the batch streams for truncated BPTT;
+* ``_model``: :class:`CharLM`, embedding → stacked cell → linear readout;
+* ``_loop``: :func:`train`, with metrics, curve, checkpoints, resume and data parallelism;
+* ``_checkpoint``: atomic ``.npz`` checkpoints with a JSON header;
+* ``_sample``: :func:`sample`, one character at a time through ``cell.step``;
+* ``_memory_task``: the adding problem, LSTM/GRU against a simple RNN;
+* ``_io``, ``_plot``: atomic files and PNG figures.
+"""
+
+from jaxrnn.training._checkpoint import CheckpointError
+from jaxrnn.training._corpus import CorpusError, Vocabulary, read_corpus, stdlib_files
+from jaxrnn.training._loop import NonFiniteLoss, TrainConfig, TrainingError, TrainResult, load_run, load_run_config, train
+from jaxrnn.training._model import CharLM, CharLMParams
+from jaxrnn.training._sample import sample
+
+__all__ = [
+    "CharLM",
+    "CharLMParams",
+    "CheckpointError",
+    "CorpusError",
+    "NonFiniteLoss",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingError",
+    "Vocabulary",
+    "load_run",
+    "load_run_config",
+    "read_corpus",
+    "sample",
+    "stdlib_files",
+    "train",
+]

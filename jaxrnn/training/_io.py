@@ -1,0 +1,51 @@
+"""Files that are either wholly written or not there: temp file, fsync, rename."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, IO
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+    """Writes ``path`` through ``write(file)`` so that a crash never leaves a partial file.
+
+    The bytes go to a temporary file in the same folder, which is flushed to
+    disk and then renamed over ``path`` (``os.replace`` is atomic on POSIX
+    and Windows). A reader sees the old file or the new one, never a mix.
+
+    Args:
+        path: the file to write; its folder must exist.
+        write: called once with the open binary temporary file.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    path = Path(path)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes it 0600; give it an ordinary file's mode
+        os.replace(temp, path)
+    except BaseException:  # KeyboardInterrupt included: never leave the temp file behind
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable where the OS allows it
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it is to set it
+    os.umask(mask)
+    return mask

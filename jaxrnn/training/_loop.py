@@ -1,0 +1,494 @@
+"""Training a :class:`CharLM` with optax: truncated BPTT, metrics, checkpoints, resume, many devices."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import NamedSharding, PartitionSpec
+
+from jaxrnn._unroll import GRAD_MODES
+from jaxrnn.training import _checkpoint, _plot
+from jaxrnn.training._corpus import Streams, Vocabulary, read_corpus, split, validation_slice
+from jaxrnn.training._io import atomic_write
+from jaxrnn.training._model import MODEL_CELLS, CharLM
+
+OPTIMIZERS = ("adam", "adamw")
+SCHEDULES = ("cosine", "constant")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+METRICS_NAME = "metrics.jsonl"
+CURVE_NAME = "curve.png"
+# What a checkpoint's arrays or data stream depend on: these cannot change on --resume.
+# (The corpus is checked by content, not by path: see _check_corpus.)
+RESUME_FIXED = ("cell", "layers", "hidden", "embed", "dropout", "batch", "seq_len", "seed", "optimizer")
+
+
+class TrainingError(ValueError):
+    """Bad options, or a state training cannot continue from; the message says what to change."""
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss or the updated params became NaN or inf; the last good checkpoint is kept."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a ``jaxrnn train`` run; the CLI flags map one to one onto these fields.
+
+    Attributes:
+        out: the run's folder: ``checkpoint.npz``, ``metrics.jsonl``, ``curve.png``.
+        corpus: a UTF-8 text file; None is the Python standard library's source.
+        cell, layers, hidden, embed, dropout: the :class:`CharLM`.
+        batch: B contiguous streams per step. seq_len: T characters per chunk.
+        steps: total optimiser steps (a resumed run continues up to this).
+        optimizer: ``"adam"`` or ``"adamw"``; lr, weight_decay (AdamW only) and
+            clip (global gradient norm) configure it.
+        schedule: ``"cosine"``: lr decays to lr/10 by ``steps`` (after a
+            warm-up of min(100, steps/10) steps); ``"constant"``: lr throughout.
+        seed: params, dropout and the per-epoch chunk offsets; same seed, same run.
+        eval_every: steps between validation evals (and curve refreshes).
+        checkpoint_every: steps between checkpoints (one is also written at the end).
+        val_chars: at most this many validation characters are scored at each eval.
+        grad: ``"manual"`` (hand-written BPTT) or ``"autodiff"``.
+        dtype: ``"float32"``, or ``"bfloat16"`` for mixed precision (float32 master params).
+        devices: shard the batch over this many devices (data parallel).
+    """
+
+    out: str = "jaxrnn_run"
+    corpus: str | None = None
+    cell: str = "lstm"
+    layers: int = 1
+    hidden: int = 256
+    embed: int = 64
+    dropout: float = 0.0
+    batch: int = 32
+    seq_len: int = 128
+    steps: int = 3600
+    optimizer: str = "adam"
+    lr: float = 2e-3
+    schedule: str = "cosine"
+    weight_decay: float = 1e-4
+    clip: float = 1.0
+    seed: int = 0
+    eval_every: int = 200
+    checkpoint_every: int = 500
+    val_chars: int = 131072
+    grad: str = "manual"
+    dtype: str = "float32"
+    devices: int = 1
+
+    def __post_init__(self):
+        for name in ("layers", "hidden", "embed", "batch", "seq_len", "steps", "eval_every", "checkpoint_every",
+                     "val_chars", "devices"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise TrainingError(f"--{_flag(name)} must be a whole number ≥ 1; got {value!r}.")
+        choices = {"cell": tuple(MODEL_CELLS), "optimizer": OPTIMIZERS, "schedule": SCHEDULES, "grad": GRAD_MODES,
+                   "dtype": tuple(DTYPES)}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise TrainingError(f"--{_flag(name)} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}.")
+        if not 0 <= self.dropout < 1:
+            raise TrainingError(f"--dropout must be in [0, 1); got {self.dropout}.")
+        if self.dropout > 0 and self.layers == 1:
+            raise TrainingError(f"--dropout {self.dropout} applies between layers, so it needs --layers 2 or more.")
+        for name in ("lr", "clip"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                raise TrainingError(f"--{name} must be a finite number > 0; got {getattr(self, name)}.")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise TrainingError(f"--weight-decay must be a finite number ≥ 0; got {self.weight_decay}.")
+        if self.batch % self.devices:
+            raise TrainingError(
+                f"--batch {self.batch} must be a multiple of --devices {self.devices}: each device takes an equal "
+                f"share of the streams. Use --batch {self.devices * max(1, round(self.batch / self.devices))}."
+            )
+
+    @property
+    def model_fields(self) -> dict:
+        return {name: getattr(self, name) for name in ("cell", "layers", "hidden", "embed", "dropout")}
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return Path(self.out) / _checkpoint.CHECKPOINT_NAME
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+class TrainState(NamedTuple):
+    """What a checkpoint holds besides its header: everything the next step depends on."""
+
+    params: Any
+    opt_state: Any
+    carry: Any  # the streams' state after the last chunk
+    rng: Any  # key data (uint32), the root of every dropout key
+
+
+class StepOutput(NamedTuple):
+    params: Any
+    opt_state: Any
+    carry: Any
+    loss: jax.Array
+    finite: jax.Array  # the loss and the updated params are all finite
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What :func:`train` returns: the last step, the final model and the metric records."""
+
+    step: int
+    model: CharLM
+    vocab: Vocabulary
+    params: Any
+    records: list[dict]
+    interrupted: bool = False
+
+
+def make_optimizer(optimizer: str = "adam", lr: float = 2e-3, weight_decay: float = 0.0, clip: float = 1.0,
+                   schedule: str = "constant", steps: int = 1) -> optax.GradientTransformation:
+    """Global-norm clipping, then Adam or AdamW (``weight_decay`` applies to AdamW only).
+
+    ``schedule="cosine"`` warms up linearly over min(100, steps/10) steps,
+    then decays the learning rate along a cosine to lr/10 at ``steps``.
+    """
+    if schedule == "cosine":
+        warmup = max(1, min(100, steps // 10))
+        lr = optax.warmup_cosine_decay_schedule(lr / warmup, lr, warmup, max(steps, warmup + 1), lr / 10)
+    inner = optax.adamw(lr, weight_decay=weight_decay) if optimizer == "adamw" else optax.adam(lr)
+    return optax.chain(optax.clip_by_global_norm(clip), inner)
+
+
+def make_step(model: CharLM, optimizer, *, grad: str, dtype) -> Callable[..., StepOutput]:
+    """The un-jitted training step ``(params, opt_state, carry, inputs, targets, key) -> StepOutput``."""
+
+    def train_step(params, opt_state, carry, inputs, targets, key):
+        (loss, carry), grads = jax.value_and_grad(model.loss, has_aux=True)(
+            params, carry, inputs, targets, key=key if model.dropout else None, grad=grad, dtype=dtype
+        )
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        finite = jnp.isfinite(loss) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
+        return StepOutput(params, opt_state, carry, loss, finite)
+
+    return train_step
+
+
+def make_eval(model: CharLM, *, dtype) -> Callable:
+    """``(params, window (T+1, rows) ids) -> mean nats per character``, from a zero state."""
+
+    def evaluate(params, window):
+        loss, _ = model.loss(params, model.initial_carry(window.shape[1]), window[:-1], window[1:], dtype=dtype)
+        return loss
+
+    return evaluate
+
+
+class _Placement:
+    """Where arrays live: the batch axis split over a 1-D device mesh, everything else replicated."""
+
+    def __init__(self, devices: int):
+        available = jax.devices()
+        if devices > len(available):
+            raise TrainingError(
+                f"--devices {devices} but JAX sees {len(available)} ({available[0].platform}). On a CPU, set "
+                f"XLA_FLAGS=--xla_force_host_platform_device_count={devices} before starting; on accelerators, "
+                f"use at most {len(available)}."
+            )
+        self.mesh = jax.sharding.Mesh(np.array(available[:devices]), ("data",))
+        self.replicated = NamedSharding(self.mesh, PartitionSpec())
+        self.rows = NamedSharding(self.mesh, PartitionSpec("data"))  # carry leaves (batch, H)
+        self.columns = NamedSharding(self.mesh, PartitionSpec(None, "data"))  # ids (T, batch)
+
+    def replicate(self, tree):
+        return jax.device_put(tree, self.replicated)
+
+    def carry(self, tree):
+        return jax.device_put(tree, self.rows)
+
+    def ids(self, array: np.ndarray):
+        return jax.device_put(array, self.columns)
+
+
+@functools.lru_cache(maxsize=8)
+def _placement(devices: int) -> _Placement:
+    """One placement per device count, so that :func:`_compiled`'s cache can hit."""
+    return _Placement(devices)
+
+
+def _log(message: str) -> None:
+    print(message, flush=True)
+
+
+def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, log=_log) -> TrainResult:
+    """Trains a character-level language model as ``config`` says; see ``jaxrnn train --help``.
+
+    Writes ``metrics.jsonl`` (one record per step), ``curve.png`` (at each
+    eval) and ``checkpoint.npz`` (every ``checkpoint_every`` steps, at the
+    end, and on Ctrl-C) into ``config.out``.
+
+    Args:
+        config: the run.
+        resume: continue exactly from ``config.out``'s checkpoint. Its
+            :data:`RESUME_FIXED` options must equal ``config``'s.
+        progress: show a tqdm progress bar.
+        log: prints the run's messages.
+
+    Returns:
+        A :class:`TrainResult`; ``interrupted`` is True after Ctrl-C (a
+        checkpoint was saved).
+
+    Raises:
+        TrainingError: bad options; a checkpoint in the way (without
+            ``resume``) or missing (with it); a mismatched checkpoint.
+        CorpusError: an unreadable or too short corpus.
+        CheckpointError: a corrupt checkpoint.
+        NonFiniteLoss: the loss became NaN or inf (the last good checkpoint is kept).
+    """
+    out = Path(config.out)
+    place = _placement(config.devices)
+    header = _check_out(config, resume)
+    text = read_corpus(config.corpus)
+    vocab = Vocabulary(header["vocab"]) if header else Vocabulary.from_text(text)
+    if header:
+        _check_corpus(header, text, config)
+    ids = vocab.encode(text)
+    train_ids, val_ids = split(ids)
+    streams = Streams.build(train_ids, config.batch, config.seq_len, config.seed)
+    val_window = validation_slice(val_ids, config.batch, config.val_chars)
+
+    model = CharLM(len(vocab), **config.model_fields)
+    optimizer = make_optimizer(*_optimizer_options(config))
+    step_fn, eval_fn = _compiled(model, _optimizer_options(config), config.grad, config.dtype, place)
+    template = _template(model, optimizer, config)
+    if header:
+        stored, header = _checkpoint.load(config.checkpoint_path, template)
+        start, elapsed = header["step"], header["elapsed_s"]
+        log(f"resuming {out} from step {start} (epoch {header['epoch']}, column {header['column']})")
+        if config.schedule == "cosine" and header["config"].get("steps") != config.steps:
+            log(f"note: --steps is now {config.steps} (was {header['config'].get('steps')}): the cosine schedule "
+                "is recomputed for the new length, so the learning rate jumps at this step")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        stored, start, elapsed = template, 0, 0.0
+    state = TrainState(place.replicate(stored.params), place.replicate(stored.opt_state), place.carry(stored.carry),
+                       np.asarray(stored.rng))
+    records = _restart_metrics(out / METRICS_NAME, start)
+    val_window = place.ids(val_window)
+    chars_per_step = config.batch * config.seq_len
+
+    fingerprint = _fingerprint(text)
+
+    def save(state: TrainState, step: int) -> None:
+        epoch, column = streams.position(step)
+        _checkpoint.save(config.checkpoint_path, state, {
+            "step": step, "epoch": epoch, "column": column, "elapsed_s": elapsed,
+            "config": dataclasses.asdict(config), "vocab": vocab.chars, "corpus_chars": len(text),
+            "corpus_sha256": fingerprint,
+        })
+
+    log(
+        f"jaxrnn train: {config.cell} × {config.layers}, hidden {config.hidden}, vocabulary {len(vocab)}, "
+        f"{len(train_ids):,} training / {len(val_ids):,} validation characters; batch {config.batch} × "
+        f"{config.seq_len}, grad {config.grad}, {config.dtype}, {config.devices} device(s) "
+        f"({jax.devices()[0].platform}); writing {out}"
+    )
+    bar = _progress_bar(config.steps, start, progress)
+    step, interrupted, speed = start, False, None
+    clock = time.perf_counter() - elapsed  # elapsed_s is wall time: steps, evals, plots and checkpoints
+    try:
+        while step < config.steps:
+            inputs, targets, fresh = streams.batch(step)
+            carry = place.carry(model.initial_carry(config.batch)) if fresh else state.carry
+            began = time.perf_counter()
+            result = step_fn(state.params, state.opt_state, carry, place.ids(inputs), place.ids(targets),
+                             jax.random.fold_in(jax.random.wrap_key_data(state.rng), step))
+            loss, finite = float(result.loss), bool(result.finite)
+            seconds = time.perf_counter() - began
+            if not finite:
+                saved = _checkpoint.read_header(config.checkpoint_path)["step"] if config.checkpoint_path.exists() else None
+                what = (f"the training loss is {loss}" if not math.isfinite(loss)
+                        else f"the update made the params NaN or inf (the loss was {loss:.4g})")
+                raise NonFiniteLoss(
+                    f"step {step + 1}: {what}. "
+                    + (f"The last good checkpoint (step {saved}) is kept in {config.checkpoint_path}. "
+                       if saved is not None else "No checkpoint was written yet. ")
+                    + f"Lower --lr (now {config.lr:g}) or --clip (now {config.clip:g}), then --resume."
+                )
+            record = {"step": step + 1, "train_loss": loss}
+            if (step + 1) % config.eval_every == 0 or step + 1 == config.steps:
+                record["val_bpc"] = float(eval_fn(result.params, val_window)) / math.log(2)
+            elapsed = time.perf_counter() - clock
+            record["elapsed_s"] = round(elapsed, 3)
+            _append(out / METRICS_NAME, record)
+            state = TrainState(result.params, result.opt_state, result.carry, state.rng)
+            step += 1
+            records.append(record)
+            if "val_bpc" in record:
+                _plot_curve(records, out / CURVE_NAME, config)
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                save(state, step)
+            bar.update(1)
+            rate = chars_per_step / seconds
+            speed = rate if speed is None or step == start + 2 else 0.9 * speed + 0.1 * rate  # skips the compile
+            bar.set_postfix(loss=f"{loss:.3f}", chars_s=f"{speed:,.0f}",
+                            **({"val_bpc": f"{record['val_bpc']:.3f}"} if "val_bpc" in record else {}))
+    except KeyboardInterrupt:
+        save(state, step)
+        interrupted = True
+        log(f"\ninterrupted: saved a checkpoint at step {step} in {config.checkpoint_path}; continue with --resume")
+    finally:
+        bar.close()
+    return TrainResult(step, model, vocab, jax.device_get(state.params), records, interrupted)
+
+
+def _optimizer_options(config: TrainConfig) -> tuple:
+    return config.optimizer, config.lr, config.weight_decay, config.clip, config.schedule, config.steps
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled(model: CharLM, optimizer_options: tuple, grad: str, dtype: str, place: "_Placement"):
+    """The jitted step and eval, cached so that runs of one configuration in one process compile once."""
+    optimizer = make_optimizer(*optimizer_options)
+    step_fn = jax.jit(
+        make_step(model, optimizer, grad=grad, dtype=DTYPES[dtype]),
+        out_shardings=StepOutput(place.replicated, place.replicated, place.rows, place.replicated, place.replicated),
+    )  # no buffer donation: Ctrl-C mid-step must still find the last state intact to save it
+    eval_fn = jax.jit(make_eval(model, dtype=DTYPES[dtype]), out_shardings=place.replicated)
+    return step_fn, eval_fn
+
+
+def _template(model: CharLM, optimizer, config: TrainConfig) -> TrainState:
+    """The fresh state of a run: initial params (from the seed), optimiser state, zero carry, root key."""
+    key = jax.random.key(config.seed)
+    params = model.init(key)
+    return TrainState(params, optimizer.init(params), model.initial_carry(config.batch), jax.random.key_data(key))
+
+
+def load_run_config(out: str | Path) -> dict:
+    """The :class:`TrainConfig` fields recorded in the checkpoint in ``out``, with ``out`` itself as given."""
+    header = _checkpoint.read_header(Path(out) / _checkpoint.CHECKPOINT_NAME)
+    fields = {field.name for field in dataclasses.fields(TrainConfig)}
+    stored = header.get("config")
+    if not isinstance(stored, dict):
+        raise _checkpoint.CheckpointError(f"{out}: the checkpoint's header has no configuration; it is corrupt.")
+    return {**{k: v for k, v in stored.items() if k in fields}, "out": str(out)}
+
+
+def load_run(out: str | Path) -> tuple[CharLM, Any, Vocabulary, dict]:
+    """``(model, params, vocabulary, header)`` from the checkpoint in the run folder ``out``.
+
+    Raises:
+        CheckpointError: no checkpoint, a corrupt one, or one that does not
+            match the configuration recorded in its own header.
+    """
+    path = Path(out) / _checkpoint.CHECKPOINT_NAME
+    try:
+        config = TrainConfig(**load_run_config(out))
+        vocab = Vocabulary(_checkpoint.read_header(path)["vocab"])
+    except (KeyError, TypeError, TrainingError) as error:
+        raise _checkpoint.CheckpointError(f"{path}: its header is incomplete or invalid ({error}).") from None
+    model = CharLM(len(vocab), **config.model_fields)
+    state, header = _checkpoint.load(path, _template(model, make_optimizer(*_optimizer_options(config)), config))
+    return model, jax.tree.map(jnp.asarray, state.params), vocab, header
+
+
+def _check_out(config: TrainConfig, resume: bool) -> dict | None:
+    """The checkpoint header to resume from (None for a fresh run), after checking the folder."""
+    path = config.checkpoint_path
+    if not resume:
+        if path.exists():
+            raise TrainingError(
+                f"{path} already exists. Pass --resume to continue that run, or choose a new --out "
+                "(a fresh run would overwrite it)."
+            )
+        return None
+    header = _checkpoint.read_header(path)
+    stored = header.get("config", {})
+    changed = [
+        f"--{_flag(name)} {stored.get(name)!r} (now {getattr(config, name)!r})"
+        for name in RESUME_FIXED
+        if stored.get(name) != getattr(config, name)
+    ]
+    if changed:
+        raise TrainingError(
+            f"{path} was trained with " + ", ".join(changed) + ". These cannot change on --resume: "
+            "pass the values it was trained with (or leave them out), or start a new --out."
+        )
+    if header["step"] > config.steps:
+        raise TrainingError(f"{path} is at step {header['step']}, past --steps {config.steps}; pass a larger --steps.")
+    return header
+
+
+def _fingerprint(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _check_corpus(header: dict, text: str, config: TrainConfig) -> None:
+    """A resumed run must read the same text (its vocabulary, batches and validation slice come from it)."""
+    if header.get("corpus_sha256") != _fingerprint(text):
+        fresh = Vocabulary.from_text(text)
+        raise TrainingError(
+            f"{config.checkpoint_path} was trained on a different corpus ({header.get('corpus_chars', 0):,} "
+            f"characters, vocabulary of {len(header['vocab'])}; this one has {len(text):,} and {len(fresh)}"
+            + (", the same vocabulary but other text" if fresh.chars == header["vocab"] else "")
+            + "). Resume with the same --corpus, or start a new --out."
+        )
+
+
+def _restart_metrics(path: Path, start: int) -> list[dict]:
+    """The records of steps 1..start, rewriting the file without later ones (from after the checkpoint)."""
+    if start == 0:
+        atomic_write(path, lambda file: None)
+        return []
+    records = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by a crash
+            if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= start:
+                records.append(record)
+    atomic_write(path, lambda file: file.write("".join(json.dumps(r) + "\n" for r in records).encode()))
+    return records
+
+
+def _append(path: Path, record: dict) -> None:
+    with open(path, "a") as file:
+        file.write(json.dumps(record) + "\n")
+
+
+def _progress_bar(total: int, initial: int, enabled: bool):
+    try:
+        from tqdm.auto import tqdm
+    except ModuleNotFoundError as error:
+        raise ModuleNotFoundError(
+            "jaxrnn train needs tqdm for its progress bar. Install the training extra: pip install 'jaxrnn[train]'."
+        ) from error
+    return tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True)
+
+
+def _plot_curve(records: list[dict], path: Path, config: TrainConfig) -> None:
+    fig, (axes,) = _plot.figure()
+    train = [(r["step"], r["train_loss"] / math.log(2)) for r in records if "train_loss" in r]
+    val = [(r["step"], r["val_bpc"]) for r in records if "val_bpc" in r]
+    axes.plot(*zip(*train), lw=0.6, alpha=0.6, label="train (batch)")
+    if val:
+        axes.plot(*zip(*val), "o-", ms=3, label="validation")
+    axes.set(xlabel="step", ylabel="bits per character", yscale="log",
+             title=f"{config.cell} × {config.layers}, hidden {config.hidden}, batch {config.batch} × {config.seq_len}")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend()
+    _plot.save(fig, path)
+

@@ -1,0 +1,31 @@
+"""PNG figures with matplotlib's object API: no pyplot, so no global state or display is touched."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from jaxrnn.training._io import atomic_write
+
+
+def figure(rows: int = 1, cols: int = 1, *, width: float = 6.4, height: float = 4.0):
+    """A new ``(figure, axes)``; ``axes`` is a flat list of ``rows * cols`` axes.
+
+    Raises:
+        ModuleNotFoundError: matplotlib is missing, with the install command.
+    """
+    try:
+        from matplotlib.figure import Figure
+    except ModuleNotFoundError as error:
+        raise ModuleNotFoundError(
+            "jaxrnn's training plots need matplotlib, which is not installed. "
+            "Install the training extra: pip install 'jaxrnn[train]'."
+        ) from error
+    fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel().tolist()
+    return fig, axes
+
+
+def save(fig, path: str | os.PathLike) -> Path:
+    """Writes ``fig`` as a PNG at ``path``, atomically (a viewer never sees half a file)."""
+    return atomic_write(path, lambda file: fig.savefig(file, format="png", dpi=110))

@@ -1,0 +1,236 @@
+"""`jaxrnn train` / `jaxrnn sample`: learning, exact resume, the NaN guard, checkpoints, data parallel."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from jaxrnn import _cli, training
+from jaxrnn.training._corpus import Streams, Vocabulary, split
+
+# Small enough to compile and run in about a second per run on 2 cores.
+TINY = dict(hidden=24, embed=8, batch=4, seq_len=16, eval_every=5, checkpoint_every=5, val_chars=256)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """About 60k characters of real Python source from the standard library."""
+    text, files = "", iter(training.stdlib_files())
+    while len(text) < 60_000:
+        text += next(files).read_text(encoding="utf-8", errors="replace")
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    path.write_text(text[:60_000], encoding="utf-8")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def float32():
+    """Train as the CLI does: the suite's conftest turns on x64, which training must not depend on."""
+    with jax.enable_x64(False):
+        yield
+
+
+def run(corpus, out, resume=False, **options) -> training.TrainResult:
+    config = training.TrainConfig(out=str(out), corpus=str(corpus), **{**TINY, **options})
+    return training.train(config, resume=resume, progress=False, log=lambda _: None)
+
+
+def metrics(out) -> list[dict]:
+    return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_loss_goes_down_and_files_are_written(corpus, tmp_path):
+    result = run(corpus, tmp_path, steps=40, eval_every=20, lr=1e-2)
+    records = metrics(tmp_path)
+    assert [r["step"] for r in records] == list(range(1, 41))
+    first, last = np.mean([r["train_loss"] for r in records[:5]]), np.mean([r["train_loss"] for r in records[-5:]])
+    assert last < first - 0.5, (first, last)
+    val = [r["val_bpc"] for r in records if "val_bpc" in r]
+    assert len(val) == 2 and val[-1] < val[0]
+    assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert training.load_run(tmp_path)[3]["step"] == result.step == 40
+
+
+def test_resume_after_an_interruption_is_exact(corpus, tmp_path, monkeypatch):
+    """A run stopped by Ctrl-C after step 9 and resumed to 16 equals an uninterrupted run bit for bit.
+
+    57k characters in 64 streams of 100 make 7-step epochs, so both parts
+    cross an epoch boundary (the streams restart, the state is reset and the
+    chunk offset changes); the cosine schedule spans the whole run.
+    """
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    options = dict(batch=64, seq_len=100, steps=16)
+    run(corpus, whole, **options)
+
+    read = Streams.batch
+
+    def interrupted(self, step):
+        if step == 9:
+            raise KeyboardInterrupt  # as Ctrl-C would, while step 10's batch is read
+        return read(self, step)
+
+    monkeypatch.setattr(Streams, "batch", interrupted)
+    assert run(corpus, parts, **options).interrupted
+    monkeypatch.undo()
+    # A crash (rather than Ctrl-C) can leave later records, and half a line, behind; resume drops them.
+    with open(parts / "metrics.jsonl", "a") as file:
+        file.write('{"step": 10, "train_loss": 1.0}\n{"step": 11, "tra')
+    result = run(corpus, parts, resume=True, **options)
+    assert result.step == 16 and not result.interrupted
+    assert metrics(parts) == [{**r, "elapsed_s": mine["elapsed_s"]} for r, mine in zip(metrics(whole), metrics(parts))]
+
+
+def test_extending_a_finished_run(corpus, tmp_path):
+    run(corpus, tmp_path, steps=6, schedule="constant")
+    result = run(corpus, tmp_path, steps=9, schedule="constant", resume=True)
+    assert result.step == 9 and [r["step"] for r in metrics(tmp_path)] == list(range(1, 10))
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path):
+    with pytest.raises(training.NonFiniteLoss, match=r"step 2: the training loss is (inf|nan).*step 1.*Lower --lr"):
+        run(corpus, tmp_path, steps=20, checkpoint_every=1, lr=1e37)
+    model, params, _, header = training.load_run(tmp_path)
+    assert header["step"] == 1
+    assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(params))
+    assert [r["step"] for r in metrics(tmp_path)] == [1]
+
+
+def test_checkpoint_mismatch_and_corruption_are_clear_errors(corpus, tmp_path, capsys):
+    run(corpus, tmp_path, steps=5)
+    base = ["train", "--out", str(tmp_path), "--corpus", str(corpus), "--no-progress"]
+
+    assert _cli.main([*base, "--resume", "--hidden", "32", "--steps", "8"]) == 2
+    assert "trained with --hidden 24 (now 32)" in capsys.readouterr().err
+
+    other = tmp_path / "other.txt"
+    other.write_text(corpus.read_text()[::-1])
+    assert _cli.main([*base[:4], str(other), "--resume", "--steps", "8"]) == 2
+    assert "different corpus" in capsys.readouterr().err
+
+    assert _cli.main([*base, "--steps", "8"]) == 2  # a fresh run would overwrite the checkpoint
+    assert "already exists. Pass --resume" in capsys.readouterr().err
+
+    (tmp_path / "checkpoint.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    assert _cli.main([*base, "--resume", "--steps", "8"]) == 2
+    assert "not a readable checkpoint" in capsys.readouterr().err
+    assert _cli.main(["sample", "--out", str(tmp_path)]) == 2
+    assert "not a readable checkpoint" in capsys.readouterr().err
+
+    assert _cli.main(["train", "--out", str(tmp_path / "none"), "--resume"]) == 2
+    assert "no checkpoint at" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--batch", "6", "--devices", "4"], "--batch 6 must be a multiple of --devices 4"),
+        (["--devices", "64", "--batch", "64"], "--devices 64 but JAX sees"),
+        (["--dropout", "0.5"], "needs --layers 2 or more"),
+        (["--seq-len", "5000"], "--seq-len 5000 needs at least"),
+        (["--corpus", "/nonexistent.txt"], "no such file"),
+    ],
+)
+def test_bad_flags_are_clear_errors(corpus, tmp_path, capsys, flags, message):
+    argv = ["train", "--out", str(tmp_path), "--corpus", str(corpus), "--steps", "2", "--no-progress", *flags]
+    assert _cli.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [(["--lr", "-1"], "expected a number > 0, got -1"), (["--cell", "lstmm"], "invalid choice: 'lstmm'")],
+)
+def test_bad_values_are_rejected_by_the_parser(capsys, flags, message):
+    with pytest.raises(SystemExit):
+        _cli.main(["train", *flags])
+    assert message in capsys.readouterr().err
+
+
+def test_config_checks_its_values():
+    with pytest.raises(training.TrainingError, match="--cell must be one of simple_rnn, lstm, gru; got 'lstmm'"):
+        training.TrainConfig(cell="lstmm")
+
+
+def test_sampling_length_and_determinism(corpus, tmp_path, capsys):
+    run(corpus, tmp_path, steps=5)
+    model, params, vocab, _ = training.load_run(tmp_path)
+    def draw(seed, length=200, **options):
+        return training.sample(model, params, vocab, length=length, key=jax.random.key(seed), **options)
+
+    text = draw(0, prime="def ")
+    assert len(text) == 200 and set(text) <= set(vocab.chars)
+    assert draw(0, prime="def ") == text and draw(1, prime="def ") != text
+    assert draw(0, temperature=0) == draw(1, temperature=0)  # greedy ignores the key
+    with pytest.raises(ValueError, match="--temperature must be a finite number ≥ 0"):
+        draw(0, temperature=-1.0)
+
+    argv = ["sample", "--out", str(tmp_path), "--length", "50", "--prime", "import ", "--seed", "3", "--temperature", "0.5"]
+    assert _cli.main(argv) == 0
+    assert capsys.readouterr().out == "import " + draw(3, length=50, prime="import ", temperature=0.5) + "\n"
+
+
+def test_streams_continue_across_steps_and_vocabulary_round_trips():
+    text = "abcabcabx" * 40 + "é"  # 'x' (40×) is kept with min_count 20, 'é' (1×) is not
+    vocab = Vocabulary.from_text(text)
+    assert vocab.chars == "\ufffdabcx"
+    ids = vocab.encode(text)
+    assert vocab.decode(ids) == text[:-1] + "\ufffd"
+    train_ids, val_ids = split(ids)
+    assert len(val_ids) == int(len(ids) * 0.05) and np.array_equal(np.concatenate([train_ids, val_ids]), ids)
+
+    streams = Streams.build(np.arange(10_000, dtype=np.int32), batch=4, seq_len=10, seed=0)
+    chunks = streams.chunks_per_epoch
+    for step in range(chunks - 1):
+        inputs, targets, fresh = streams.batch(step)
+        following, _, _ = streams.batch(step + 1)
+        assert inputs.shape == (10, 4) and fresh == (step == 0)
+        np.testing.assert_array_equal(targets[:-1], inputs[1:])  # targets are the next characters
+        np.testing.assert_array_equal(following[0], inputs[-1] + 1)  # each stream goes on where it stopped
+    assert streams.batch(chunks)[2]  # a new epoch starts fresh
+
+
+def test_data_parallel_on_four_host_devices_matches_one_device(corpus, tmp_path):
+    script = f"""
+import json, jax
+from jaxrnn import training
+assert jax.device_count() == 4, jax.devices()
+for devices in (1, 4):
+    config = training.TrainConfig(out="{tmp_path}/d" + str(devices), corpus="{corpus}", devices=devices,
+                                  steps=8, **{TINY!r})
+    result = training.train(config, progress=False, log=lambda _: None)
+    print(json.dumps(result.records))
+"""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    single, sharded = (json.loads(line) for line in done.stdout.splitlines()[-2:])
+    assert [r["step"] for r in sharded] == list(range(1, 9))
+    for a, b in zip(single, sharded):
+        np.testing.assert_allclose(b["train_loss"], a["train_loss"], rtol=1e-5)
+        if "val_bpc" in a:
+            np.testing.assert_allclose(b["val_bpc"], a["val_bpc"], rtol=1e-5)
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(corpus, tmp_path):
+    argv = [sys.executable, "-m", "jaxrnn", "train", "--out", str(tmp_path), "--corpus", str(corpus),
+            "--steps", "100000", "--checkpoint-every", "100000", "--no-progress",
+            *(f"--{k.replace('_', '-')}={v}" for k, v in TINY.items() if k != "checkpoint_every")]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics_file, deadline = tmp_path / "metrics.jsonl", time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if metrics_file.exists() and len(metrics_file.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr and "saved a checkpoint at step" in stdout
+    step = training.load_run(tmp_path)[3]["step"]
+    assert step >= 3 and [r["step"] for r in metrics(tmp_path)][:step] == list(range(1, step + 1))
