@@ -97,22 +97,19 @@ def check(args) -> int:
     return 0 if all_agree else 1
 
 
-def _cell_list(text: str) -> list[str]:
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in CELL_NAMES]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown cell(s) {unknown}; choose from {', '.join(CELL_NAMES)}")
-    return names
+def _cell_list(allowed):
+    """An argparse type: a comma-separated list of names from ``allowed``."""
 
+    def parse(text: str) -> list[str]:
+        names = [name.strip() for name in text.split(",") if name.strip()]
+        unknown = [name for name in names if name not in allowed]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(f"unknown cell(s) {unknown}; choose from {', '.join(allowed)}")
+        if len(set(names)) < len(names):
+            raise argparse.ArgumentTypeError(f"a cell is listed twice in {text!r}; list each once")
+        return names
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value}")
-    return value
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,11 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         check_parser.add_argument(flag, type=_positive, default=default, help=f"{help_text} (default {default})")
     check_parser.add_argument(
-        "--cells", type=_cell_list, default=list(CELL_NAMES), help="comma-separated cells (default: all)"
+        "--cells", type=_cell_list(CELL_NAMES), default=list(CELL_NAMES), help="comma-separated cells (default: all)"
     )
     check_parser.set_defaults(run=check)
     _add_train_parser(commands)
     _add_sample_parser(commands)
+    _add_memory_task_parser(commands)
     return parser
 
 
@@ -145,12 +143,16 @@ def _number(kind, low: float, inclusive: bool = False):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+            expected = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
         if not (math.isfinite(value) and (value >= low if inclusive else value > low)):
             raise argparse.ArgumentTypeError(f"expected a number {'≥' if inclusive else '>'} {low:g}, got {text}")
         return value
 
     return parse
+
+
+_positive = _number(int, 0)
 
 
 def _add_train_parser(commands) -> None:
@@ -198,6 +200,11 @@ def _add_train_parser(commands) -> None:
         parser.add_argument(flag, type=kind, default=None, choices=choices.get(flag) and list(choices[flag]),
                             help=f"{help_text} (default {default})")
     parser.add_argument("--resume", action="store_true", help="continue exactly from OUT's checkpoint")
+    parser.add_argument(
+        "--distributed", action="store_true",
+        help="many hosts: call jax.distributed.initialize() first (coordinator from the environment, e.g. "
+        "SLURM or JAX_COORDINATOR_ADDRESS); --devices is then the global count",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=train_command, options=[flag[2:].replace("-", "_") for flag, _, _ in options])
 
@@ -207,6 +214,8 @@ def train_command(args) -> int:
     from jaxrnn import training
 
     given = {name: getattr(args, name) for name in args.options if getattr(args, name) is not None}
+    if args.distributed:
+        jax.distributed.initialize()
     try:
         base = {}
         if args.resume:  # flags left out take the checkpoint's values
@@ -262,3 +271,55 @@ def main(argv: list[str] | None = None) -> int:
         argv = ["check", *argv]  # `jaxrnn` alone runs the check
     args = parser.parse_args(argv)
     return args.run(args)
+
+
+def _add_memory_task_parser(commands) -> None:
+    from jaxrnn.training import _memory_task as task
+
+    parser = commands.add_parser(
+        "memory-task",
+        help="the adding problem at T = 200: LSTM and GRU remember, a simple RNN does not",
+        description="Train each cell on the adding problem with the same budget; write OUT/memory_task.json "
+        "and OUT/memory_task.png (eval MSE and accuracy against steps).",
+    )
+    names = list(task.CELL_NAMES)
+    parser.add_argument("--cells", type=_cell_list(names), default=names,
+                        help=f"comma-separated cells (default {','.join(names)})")
+    defaults = task.DEFAULTS
+    parser.add_argument("--length", type=_number(int, 2, inclusive=True), default=defaults["length"],
+                        help=f"sequence length T ≥ 2: one marker in each half (default {defaults['length']})")
+    for flag, help_text in (("--hidden", "hidden size"), ("--batch", "training sequences per step"),
+                            ("--steps", "optimiser steps per cell"),
+                            ("--eval-every", f"steps between evals on {task.EVAL_BATCH} held-out sequences")):
+        default = defaults[flag[2:].replace("-", "_")]
+        parser.add_argument(flag, type=_positive, default=default, help=f"{help_text} (default {default})")
+    parser.add_argument("--lr", type=_number(float, 0), default=defaults["lr"],
+                        help=f"Adam learning rate, divided by {task.DECAY_FACTOR} for the last third of the steps "
+                        f"(default {defaults['lr']:g})")
+    parser.add_argument("--seed", type=_number(int, 0, inclusive=True), default=defaults["seed"],
+                        help=f"random seed (default {defaults['seed']})")
+    parser.add_argument("--grad", choices=GRAD_MODES, default="manual", help="the BPTT (default manual)")
+    parser.add_argument("--out", default=task.DEFAULT_OUT, help=f"output folder (default {task.DEFAULT_OUT})")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(run=memory_task_command)
+
+
+def memory_task_command(args) -> int:
+    """``jaxrnn memory-task``: trains, prints a results table and the output paths."""
+    from jaxrnn.training import _memory_task as task
+
+    report = task.run_memory_task(
+        cells=args.cells, length=args.length, hidden=args.hidden, batch=args.batch, steps=args.steps, lr=args.lr,
+        eval_every=args.eval_every, seed=args.seed, grad=args.grad, out=args.out, progress=not args.no_progress,
+    )
+    config = report["config"]
+    print(
+        f"\nadding problem, T = {config['length']}; eval on {task.EVAL_BATCH} held-out sequences; accuracy: "
+        f"|prediction - target| < {task.ACCURACY_TOLERANCE}; baseline (predict 1.0) MSE {task.BASELINE_MSE:.3f}"
+    )
+    print(f"{'cell':<11} {'eval MSE':>9} {'accuracy':>8} {'steps':>6} {'seconds':>8}")
+    for name, result in report["cells"].items():
+        print(f"{name:<11} {result['final_eval_mse']:>9.4f} {result['final_accuracy']:>8.3f} "
+              f"{config['steps']:>6} {result['seconds']:>8.1f}")
+    print(f"\nwrote {report['files']['json']}\n      {report['files']['png']}")
+    return 0

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -46,8 +47,16 @@ def metrics(out) -> list[dict]:
     return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_loss_goes_down_and_files_are_written(corpus, tmp_path):
-    result = run(corpus, tmp_path, steps=40, eval_every=20, lr=1e-2)
+@pytest.fixture(scope="module")
+def trained(corpus, tmp_path_factory) -> tuple[Path, training.TrainResult]:
+    """One 40-step run shared by the tests that only read it (compiling is most of the cost)."""
+    out = tmp_path_factory.mktemp("trained")
+    with jax.enable_x64(False):
+        return out, run(corpus, out, steps=40, eval_every=20, lr=1e-2)
+
+
+def test_loss_goes_down_and_files_are_written(trained):
+    tmp_path, result = trained
     records = metrics(tmp_path)
     assert [r["step"] for r in records] == list(range(1, 41))
     first, last = np.mean([r["train_loss"] for r in records[:5]]), np.mean([r["train_loss"] for r in records[-5:]])
@@ -87,10 +96,13 @@ def test_resume_after_an_interruption_is_exact(corpus, tmp_path, monkeypatch):
     assert metrics(parts) == [{**r, "elapsed_s": mine["elapsed_s"]} for r, mine in zip(metrics(whole), metrics(parts))]
 
 
-def test_extending_a_finished_run(corpus, tmp_path):
-    run(corpus, tmp_path, steps=6, schedule="constant")
-    result = run(corpus, tmp_path, steps=9, schedule="constant", resume=True)
-    assert result.step == 9 and [r["step"] for r in metrics(tmp_path)] == list(range(1, 10))
+def test_extending_a_finished_run(corpus, trained, tmp_path):
+    shutil.copytree(trained[0], tmp_path, dirs_exist_ok=True)
+    config = training.TrainConfig(**{**training.load_run_config(tmp_path), "steps": 44})
+    said = []
+    result = training.train(config, resume=True, progress=False, log=said.append)
+    assert result.step == 44 and [r["step"] for r in metrics(tmp_path)] == list(range(1, 45))
+    assert any("the cosine schedule is recomputed" in line for line in said)
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path):
@@ -102,23 +114,23 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path):
     assert [r["step"] for r in metrics(tmp_path)] == [1]
 
 
-def test_checkpoint_mismatch_and_corruption_are_clear_errors(corpus, tmp_path, capsys):
-    run(corpus, tmp_path, steps=5)
+def test_checkpoint_mismatch_and_corruption_are_clear_errors(corpus, trained, tmp_path, capsys):
+    shutil.copytree(trained[0], tmp_path, dirs_exist_ok=True)
     base = ["train", "--out", str(tmp_path), "--corpus", str(corpus), "--no-progress"]
 
-    assert _cli.main([*base, "--resume", "--hidden", "32", "--steps", "8"]) == 2
+    assert _cli.main([*base, "--resume", "--hidden", "32", "--steps", "48"]) == 2
     assert "trained with --hidden 24 (now 32)" in capsys.readouterr().err
 
     other = tmp_path / "other.txt"
     other.write_text(corpus.read_text()[::-1])
-    assert _cli.main([*base[:4], str(other), "--resume", "--steps", "8"]) == 2
+    assert _cli.main([*base[:4], str(other), "--resume", "--steps", "48"]) == 2
     assert "different corpus" in capsys.readouterr().err
 
-    assert _cli.main([*base, "--steps", "8"]) == 2  # a fresh run would overwrite the checkpoint
+    assert _cli.main([*base, "--steps", "48"]) == 2  # a fresh run would overwrite the checkpoint
     assert "already exists. Pass --resume" in capsys.readouterr().err
 
     (tmp_path / "checkpoint.npz").write_bytes(b"PK\x03\x04 not really a zip")
-    assert _cli.main([*base, "--resume", "--steps", "8"]) == 2
+    assert _cli.main([*base, "--resume", "--steps", "48"]) == 2
     assert "not a readable checkpoint" in capsys.readouterr().err
     assert _cli.main(["sample", "--out", str(tmp_path)]) == 2
     assert "not a readable checkpoint" in capsys.readouterr().err
@@ -158,8 +170,8 @@ def test_config_checks_its_values():
         training.TrainConfig(cell="lstmm")
 
 
-def test_sampling_length_and_determinism(corpus, tmp_path, capsys):
-    run(corpus, tmp_path, steps=5)
+def test_sampling_length_and_determinism(trained, capsys):
+    tmp_path = trained[0]
     model, params, vocab, _ = training.load_run(tmp_path)
     def draw(seed, length=200, **options):
         return training.sample(model, params, vocab, length=length, key=jax.random.key(seed), **options)
@@ -234,3 +246,10 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(corpus, tmp_path):
     assert "Traceback" not in stderr and "saved a checkpoint at step" in stdout
     step = training.load_run(tmp_path)[3]["step"]
     assert step >= 3 and [r["step"] for r in metrics(tmp_path)][:step] == list(range(1, step + 1))
+
+
+def test_bfloat16_mixed_precision_keeps_float32_master_params(corpus, tmp_path):
+    result = run(corpus, tmp_path, steps=4, dtype="bfloat16")
+    assert all(np.isfinite(r["train_loss"]) for r in result.records)
+    assert {leaf.dtype for leaf in jax.tree.leaves(result.params)} == {np.dtype(np.float32)}
+    assert {leaf.dtype for leaf in jax.tree.leaves(training.load_run(tmp_path)[1])} == {np.dtype(np.float32)}

@@ -8,12 +8,21 @@ The modules behind this one, one concern each:
 * ``_checkpoint``: atomic ``.npz`` checkpoints with a JSON header;
 * ``_sample``: :func:`sample`, one character at a time through ``cell.step``;
 * ``_memory_task``: the adding problem, LSTM/GRU against a simple RNN;
-* ``_io``, ``_plot``: atomic files and PNG figures.
+* ``_io``, ``_plot``: atomic files, progress bars and PNG figures.
 """
 
 from jaxrnn.training._checkpoint import CheckpointError
 from jaxrnn.training._corpus import CorpusError, Vocabulary, read_corpus, stdlib_files
-from jaxrnn.training._loop import NonFiniteLoss, TrainConfig, TrainingError, TrainResult, load_run, load_run_config, train
+from jaxrnn.training._loop import (
+    NonFiniteLoss,
+    TrainConfig,
+    TrainingError,
+    TrainResult,
+    load_run,
+    load_run_config,
+    train,
+)
+from jaxrnn.training._memory_task import adding_problem, run_memory_task
 from jaxrnn.training._model import CharLM, CharLMParams
 from jaxrnn.training._sample import sample
 
@@ -27,9 +36,11 @@ __all__ = [
     "TrainResult",
     "TrainingError",
     "Vocabulary",
+    "adding_problem",
     "load_run",
     "load_run_config",
     "read_corpus",
+    "run_memory_task",
     "sample",
     "stdlib_files",
     "train",

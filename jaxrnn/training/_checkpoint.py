@@ -26,13 +26,26 @@ def save(path: str | os.PathLike, tree: Any, header: dict) -> Path:
 
     The leaves are stored in ``jax.tree.leaves`` order as ``leaf_00000``…;
     :func:`load` rebuilds the tree from a template of the same structure, so
-    nothing is pickled. Sharded arrays are gathered to the host first.
+    nothing is pickled. Sharded arrays are gathered to the host first; with
+    several processes (``jax.distributed``) every process must call this and
+    process 0 writes.
     """
-    leaves = [np.asarray(jax.device_get(leaf)) for leaf in jax.tree.leaves(tree)]
+    leaves = [np.asarray(_gather(leaf)) for leaf in jax.tree.leaves(tree)]
     arrays = {f"leaf_{i:05d}": leaf for i, leaf in enumerate(leaves)}
     header = {"format": FORMAT, **header, "leaves": [[list(a.shape), a.dtype.name] for a in leaves]}
     arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
-    return atomic_write(path, lambda file: np.savez(file, **arrays))
+    if jax.process_index() == 0:  # with many hosts, every one gathers (a collective) and the first writes
+        atomic_write(path, lambda file: np.savez(file, **arrays))
+    return Path(path)
+
+
+def _gather(leaf):
+    """The whole value of ``leaf`` on this host, also when its shards live on other hosts."""
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+        from jax.experimental import multihost_utils
+
+        return multihost_utils.process_allgather(leaf, tiled=True)
+    return jax.device_get(leaf)
 
 
 def read_header(path: str | os.PathLike) -> dict:

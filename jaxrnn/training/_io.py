@@ -1,4 +1,4 @@
-"""Files that are either wholly written or not there: temp file, fsync, rename."""
+"""Output: files that are either wholly written or not there (temp file, fsync, rename), and progress bars."""
 
 from __future__ import annotations
 
@@ -49,3 +49,19 @@ def _umask() -> int:
     mask = os.umask(0)  # the only portable way to read it is to set it
     os.umask(mask)
     return mask
+
+
+def progress_bar(total: int, *, initial: int = 0, enabled: bool = True, desc: str | None = None):
+    """A tqdm bar over ``total`` steps, starting at ``initial`` (hidden when not ``enabled``).
+
+    Raises:
+        ModuleNotFoundError: tqdm is missing, with the install command.
+    """
+    try:
+        from tqdm.auto import tqdm
+    except ModuleNotFoundError as error:
+        raise ModuleNotFoundError(
+            "jaxrnn's training commands need tqdm for their progress bars. "
+            "Install the training extra: pip install 'jaxrnn[train]'."
+        ) from error
+    return tqdm(total=total, initial=initial, disable=not enabled, desc=desc, unit="step", dynamic_ncols=True)

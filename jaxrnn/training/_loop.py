@@ -20,7 +20,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from jaxrnn._unroll import GRAD_MODES
 from jaxrnn.training import _checkpoint, _plot
 from jaxrnn.training._corpus import Streams, Vocabulary, read_corpus, split, validation_slice
-from jaxrnn.training._io import atomic_write
+from jaxrnn.training._io import atomic_write, progress_bar
 from jaxrnn.training._model import MODEL_CELLS, CharLM
 
 OPTIMIZERS = ("adam", "adamw")
@@ -283,7 +283,8 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, l
         stored, start, elapsed = template, 0, 0.0
     state = TrainState(place.replicate(stored.params), place.replicate(stored.opt_state), place.carry(stored.carry),
                        np.asarray(stored.rng))
-    records = _restart_metrics(out / METRICS_NAME, start)
+    lead = jax.process_index() == 0  # with many hosts, the first writes the files
+    records = _restart_metrics(out / METRICS_NAME, start, write=lead)
     val_window = place.ids(val_window)
     chars_per_step = config.batch * config.seq_len
 
@@ -303,7 +304,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, l
         f"{config.seq_len}, grad {config.grad}, {config.dtype}, {config.devices} device(s) "
         f"({jax.devices()[0].platform}); writing {out}"
     )
-    bar = _progress_bar(config.steps, start, progress)
+    bar = progress_bar(config.steps, initial=start, enabled=progress)
     step, interrupted, speed = start, False, None
     clock = time.perf_counter() - elapsed  # elapsed_s is wall time: steps, evals, plots and checkpoints
     try:
@@ -330,11 +331,12 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, l
                 record["val_bpc"] = float(eval_fn(result.params, val_window)) / math.log(2)
             elapsed = time.perf_counter() - clock
             record["elapsed_s"] = round(elapsed, 3)
-            _append(out / METRICS_NAME, record)
+            if lead:
+                _append(out / METRICS_NAME, record)
             state = TrainState(result.params, result.opt_state, result.carry, state.rng)
             step += 1
             records.append(record)
-            if "val_bpc" in record:
+            if "val_bpc" in record and lead:
                 _plot_curve(records, out / CURVE_NAME, config)
             if step % config.checkpoint_every == 0 or step == config.steps:
                 save(state, step)
@@ -446,10 +448,11 @@ def _check_corpus(header: dict, text: str, config: TrainConfig) -> None:
         )
 
 
-def _restart_metrics(path: Path, start: int) -> list[dict]:
+def _restart_metrics(path: Path, start: int, write: bool = True) -> list[dict]:
     """The records of steps 1..start, rewriting the file without later ones (from after the checkpoint)."""
     if start == 0:
-        atomic_write(path, lambda file: None)
+        if write:
+            atomic_write(path, lambda file: None)
         return []
     records = []
     if path.exists():
@@ -460,23 +463,14 @@ def _restart_metrics(path: Path, start: int) -> list[dict]:
                 continue  # a line cut short by a crash
             if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= start:
                 records.append(record)
-    atomic_write(path, lambda file: file.write("".join(json.dumps(r) + "\n" for r in records).encode()))
+    if write:
+        atomic_write(path, lambda file: file.write("".join(json.dumps(r) + "\n" for r in records).encode()))
     return records
 
 
 def _append(path: Path, record: dict) -> None:
     with open(path, "a") as file:
         file.write(json.dumps(record) + "\n")
-
-
-def _progress_bar(total: int, initial: int, enabled: bool):
-    try:
-        from tqdm.auto import tqdm
-    except ModuleNotFoundError as error:
-        raise ModuleNotFoundError(
-            "jaxrnn train needs tqdm for its progress bar. Install the training extra: pip install 'jaxrnn[train]'."
-        ) from error
-    return tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True)
 
 
 def _plot_curve(records: list[dict], path: Path, config: TrainConfig) -> None:
@@ -486,8 +480,9 @@ def _plot_curve(records: list[dict], path: Path, config: TrainConfig) -> None:
     axes.plot(*zip(*train), lw=0.6, alpha=0.6, label="train (batch)")
     if val:
         axes.plot(*zip(*val), "o-", ms=3, label="validation")
-    axes.set(xlabel="step", ylabel="bits per character", yscale="log",
+    axes.set(xlabel="step", ylabel="bits per character (log scale)", yscale="log",
              title=f"{config.cell} × {config.layers}, hidden {config.hidden}, batch {config.batch} × {config.seq_len}")
+    _plot.plain_log_ticks(axes.yaxis)
     axes.grid(True, which="both", alpha=0.3)
     axes.legend()
     _plot.save(fig, path)

@@ -29,3 +29,11 @@ def figure(rows: int = 1, cols: int = 1, *, width: float = 6.4, height: float = 
 def save(fig, path: str | os.PathLike) -> Path:
     """Writes ``fig`` as a PNG at ``path``, atomically (a viewer never sees half a file)."""
     return atomic_write(path, lambda file: fig.savefig(file, format="png", dpi=110))
+
+
+def plain_log_ticks(axis) -> None:
+    """Labels a log-scaled axis with plain numbers (1.5, 2, 3) instead of powers of ten."""
+    from matplotlib.ticker import FormatStrFormatter
+
+    axis.set_major_formatter(FormatStrFormatter("%.3g"))
+    axis.set_minor_formatter(FormatStrFormatter("%.3g"))
