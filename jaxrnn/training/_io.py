@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import tempfile
 from pathlib import Path
@@ -51,17 +52,22 @@ def _umask() -> int:
     return mask
 
 
-def progress_bar(total: int, *, initial: int = 0, enabled: bool = True, desc: str | None = None):
-    """A tqdm bar over ``total`` steps, starting at ``initial`` (hidden when not ``enabled``).
+def train_extra(module: str, purpose: str):
+    """Imports ``module`` from the ``[train]`` extra, or says how to install it.
 
     Raises:
-        ModuleNotFoundError: tqdm is missing, with the install command.
+        ModuleNotFoundError: ``module`` is missing; the message names ``purpose`` and the install command.
     """
     try:
-        from tqdm.auto import tqdm
+        return importlib.import_module(module)
     except ModuleNotFoundError as error:
         raise ModuleNotFoundError(
-            "jaxrnn's training commands need tqdm for their progress bars. "
+            f"jaxrnn's {purpose} need {module.split('.')[0]}, which is not installed. "
             "Install the training extra: pip install 'jaxrnn[train]'."
         ) from error
+
+
+def progress_bar(total: int, *, initial: int = 0, enabled: bool = True, desc: str | None = None):
+    """A tqdm bar over ``total`` steps, starting at ``initial`` (hidden when not ``enabled``)."""
+    tqdm = train_extra("tqdm.auto", "progress bars").tqdm
     return tqdm(total=total, initial=initial, disable=not enabled, desc=desc, unit="step", dynamic_ncols=True)

@@ -7,6 +7,8 @@ import functools
 import hashlib
 import json
 import math
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
@@ -307,8 +309,9 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, l
     bar = progress_bar(config.steps, initial=start, enabled=progress)
     step, interrupted, speed = start, False, None
     clock = time.perf_counter() - elapsed  # elapsed_s is wall time: steps, evals, plots and checkpoints
+    stop = _SigintFlag()
     try:
-        while step < config.steps:
+        while step < config.steps and not stop.requested:
             inputs, targets, fresh = streams.batch(step)
             carry = place.carry(model.initial_carry(config.batch)) if fresh else state.carry
             began = time.perf_counter()
@@ -345,12 +348,15 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, l
             speed = rate if speed is None or step == start + 2 else 0.9 * speed + 0.1 * rate  # skips the compile
             bar.set_postfix(loss=f"{loss:.3f}", chars_s=f"{speed:,.0f}",
                             **({"val_bpc": f"{record['val_bpc']:.3f}"} if "val_bpc" in record else {}))
-    except KeyboardInterrupt:
-        save(state, step)
+        interrupted = stop.requested
+    except KeyboardInterrupt:  # raised where no SIGINT handler could be set (a thread), or a second Ctrl-C
         interrupted = True
-        log(f"\ninterrupted: saved a checkpoint at step {step} in {config.checkpoint_path}; continue with --resume")
     finally:
+        stop.restore()
         bar.close()
+    if interrupted:
+        save(state, step)
+        log(f"\ninterrupted: saved a checkpoint at step {step} in {config.checkpoint_path}; continue with --resume")
     return TrainResult(step, model, vocab, jax.device_get(state.params), records, interrupted)
 
 
@@ -403,6 +409,32 @@ def load_run(out: str | Path) -> tuple[CharLM, Any, Vocabulary, dict]:
     model = CharLM(len(vocab), **config.model_fields)
     state, header = _checkpoint.load(path, _template(model, make_optimizer(*_optimizer_options(config)), config))
     return model, jax.tree.map(jnp.asarray, state.params), vocab, header
+
+
+class _SigintFlag:
+    """Turns the first Ctrl-C into a request to stop after the current step; a second one interrupts at once.
+
+    A KeyboardInterrupt raised at an arbitrary point can land inside a
+    callback that swallows it (JAX's garbage-collection hook does), and the
+    run goes on; a flag checked between steps cannot be lost. Outside the
+    main thread no handler can be set, and KeyboardInterrupt is the fallback.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self._installed = threading.current_thread() is threading.main_thread()
+        if self._installed:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def restore(self) -> None:
+        if self._installed:  # None: the previous handler was not set from Python; Python's own is the default
+            signal.signal(signal.SIGINT, signal.default_int_handler if self._previous is None else self._previous)
+            self._installed = False
 
 
 def _check_out(config: TrainConfig, resume: bool) -> dict | None:

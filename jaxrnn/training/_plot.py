@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from jaxrnn.training._io import atomic_write
+from jaxrnn.training._io import atomic_write, train_extra
 
 
 def figure(rows: int = 1, cols: int = 1, *, width: float = 6.4, height: float = 4.0):
@@ -14,13 +14,7 @@ def figure(rows: int = 1, cols: int = 1, *, width: float = 6.4, height: float = 
     Raises:
         ModuleNotFoundError: matplotlib is missing, with the install command.
     """
-    try:
-        from matplotlib.figure import Figure
-    except ModuleNotFoundError as error:
-        raise ModuleNotFoundError(
-            "jaxrnn's training plots need matplotlib, which is not installed. "
-            "Install the training extra: pip install 'jaxrnn[train]'."
-        ) from error
+    Figure = train_extra("matplotlib.figure", "training plots").Figure
     fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel().tolist()
     return fig, axes
@@ -33,7 +27,6 @@ def save(fig, path: str | os.PathLike) -> Path:
 
 def plain_log_ticks(axis) -> None:
     """Labels a log-scaled axis with plain numbers (1.5, 2, 3) instead of powers of ten."""
-    from matplotlib.ticker import FormatStrFormatter
-
-    axis.set_major_formatter(FormatStrFormatter("%.3g"))
-    axis.set_minor_formatter(FormatStrFormatter("%.3g"))
+    formatter = train_extra("matplotlib.ticker", "training plots").FormatStrFormatter("%.3g")
+    axis.set_major_formatter(formatter)
+    axis.set_minor_formatter(formatter)
