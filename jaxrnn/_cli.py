@@ -223,8 +223,8 @@ def train_command(args) -> int:
             base = training.load_run_config(out)
         config = training.TrainConfig(**{**base, **given})
         result = training.train(config, resume=args.resume, progress=not args.no_progress)
-    except (training.TrainingError, training.CorpusError, training.CheckpointError) as error:
-        print(f"jaxrnn train: error: {error}", file=sys.stderr)
+    except (training.TrainingError, training.CorpusError, training.CheckpointError, ModuleNotFoundError) as error:
+        print(f"jaxrnn train: error: {error}", file=sys.stderr)  # ModuleNotFoundError: the [train] extra
         return 2
     except training.NonFiniteLoss as error:
         print(f"jaxrnn train: stopped: {error}", file=sys.stderr)
@@ -308,10 +308,15 @@ def memory_task_command(args) -> int:
     """``jaxrnn memory-task``: trains, prints a results table and the output paths."""
     from jaxrnn.training import _memory_task as task
 
-    report = task.run_memory_task(
-        cells=args.cells, length=args.length, hidden=args.hidden, batch=args.batch, steps=args.steps, lr=args.lr,
-        eval_every=args.eval_every, seed=args.seed, grad=args.grad, out=args.out, progress=not args.no_progress,
-    )
+    try:
+        report = task.run_memory_task(
+            cells=args.cells, length=args.length, hidden=args.hidden, batch=args.batch, steps=args.steps,
+            lr=args.lr, eval_every=args.eval_every, seed=args.seed, grad=args.grad, out=args.out,
+            progress=not args.no_progress,
+        )
+    except ModuleNotFoundError as error:  # tqdm or matplotlib: the [train] extra
+        print(f"jaxrnn memory-task: error: {error}", file=sys.stderr)
+        return 2
     config = report["config"]
     print(
         f"\nadding problem, T = {config['length']}; eval on {task.EVAL_BATCH} held-out sequences; accuracy: "
