@@ -77,7 +77,7 @@ class TrainConfig:
     seq_len: int = 128
     steps: int = 3600
     optimizer: str = "adam"
-    lr: float = 2e-3
+    lr: float = 3e-3
     schedule: str = "cosine"
     weight_decay: float = 1e-4
     clip: float = 1.0
@@ -157,7 +157,7 @@ class TrainResult:
     interrupted: bool = False
 
 
-def make_optimizer(optimizer: str = "adam", lr: float = 2e-3, weight_decay: float = 0.0, clip: float = 1.0,
+def make_optimizer(optimizer: str = "adam", lr: float = 3e-3, weight_decay: float = 0.0, clip: float = 1.0,
                    schedule: str = "constant", steps: int = 1) -> optax.GradientTransformation:
     """Global-norm clipping, then Adam or AdamW (``weight_decay`` applies to AdamW only).
 
