@@ -270,9 +270,8 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, l
     val_window = validation_slice(val_ids, config.batch, config.val_chars)
 
     model = CharLM(len(vocab), **config.model_fields)
-    optimizer = make_optimizer(*_optimizer_options(config))
     step_fn, eval_fn = _compiled(model, _optimizer_options(config), config.grad, config.dtype, place)
-    template = _template(model, optimizer, config)
+    template = _template(model, config)
     if header:
         stored, header = _checkpoint.load(config.checkpoint_path, template)
         start, elapsed = header["step"], header["elapsed_s"]
@@ -344,10 +343,13 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, l
             if step % config.checkpoint_every == 0 or step == config.steps:
                 save(state, step)
             bar.update(1)
-            rate = chars_per_step / seconds
-            speed = rate if speed is None or step == start + 2 else 0.9 * speed + 0.1 * rate  # skips the compile
-            bar.set_postfix(loss=f"{loss:.3f}", chars_s=f"{speed:,.0f}",
-                            **({"val_bpc": f"{record['val_bpc']:.3f}"} if "val_bpc" in record else {}))
+            if step > start + 1:  # the first step compiles; average the rest
+                rate = chars_per_step / seconds
+                speed = rate if speed is None else 0.9 * speed + 0.1 * rate
+            shown = {"loss": f"{loss:.3f}", "chars_s": f"{speed:,.0f}" if speed else "…"}
+            if "val_bpc" in record:
+                shown["val_bpc"] = f"{record['val_bpc']:.3f}"
+            bar.set_postfix(shown)
         interrupted = stop.requested
     except KeyboardInterrupt:  # raised where no SIGINT handler could be set (a thread), or a second Ctrl-C
         interrupted = True
@@ -376,16 +378,20 @@ def _compiled(model: CharLM, optimizer_options: tuple, grad: str, dtype: str, pl
     return step_fn, eval_fn
 
 
-def _template(model: CharLM, optimizer, config: TrainConfig) -> TrainState:
+def _template(model: CharLM, config: TrainConfig) -> TrainState:
     """The fresh state of a run: initial params (from the seed), optimiser state, zero carry, root key."""
     key = jax.random.key(config.seed)
     params = model.init(key)
+    optimizer = make_optimizer(*_optimizer_options(config))
     return TrainState(params, optimizer.init(params), model.initial_carry(config.batch), jax.random.key_data(key))
 
 
 def load_run_config(out: str | Path) -> dict:
     """The :class:`TrainConfig` fields recorded in the checkpoint in ``out``, with ``out`` itself as given."""
-    header = _checkpoint.read_header(Path(out) / _checkpoint.CHECKPOINT_NAME)
+    return _stored_config(_checkpoint.read_header(Path(out) / _checkpoint.CHECKPOINT_NAME), out)
+
+
+def _stored_config(header: dict, out: str | Path) -> dict:
     fields = {field.name for field in dataclasses.fields(TrainConfig)}
     stored = header.get("config")
     if not isinstance(stored, dict):
@@ -401,13 +407,14 @@ def load_run(out: str | Path) -> tuple[CharLM, Any, Vocabulary, dict]:
             match the configuration recorded in its own header.
     """
     path = Path(out) / _checkpoint.CHECKPOINT_NAME
+    header = _checkpoint.read_header(path)
     try:
-        config = TrainConfig(**load_run_config(out))
-        vocab = Vocabulary(_checkpoint.read_header(path)["vocab"])
+        config = TrainConfig(**_stored_config(header, out))
+        vocab = Vocabulary(header["vocab"])
     except (KeyError, TypeError, TrainingError) as error:
         raise _checkpoint.CheckpointError(f"{path}: its header is incomplete or invalid ({error}).") from None
     model = CharLM(len(vocab), **config.model_fields)
-    state, header = _checkpoint.load(path, _template(model, make_optimizer(*_optimizer_options(config)), config))
+    state, header = _checkpoint.load(path, _template(model, config))
     return model, jax.tree.map(jnp.asarray, state.params), vocab, header
 
 

@@ -42,13 +42,14 @@ import numpy as np
 import optax
 from jax import Array
 
-from jaxrnn._cells import CELLS, Cell
+from jaxrnn._cells import Cell
 from jaxrnn._unroll import GRAD_MODES, unroll
 from jaxrnn._checks import positive_int
 from jaxrnn.training._io import atomic_write, progress_bar
+from jaxrnn.training._model import MODEL_CELLS
 
-CELL_NAMES: dict[str, Cell] = {cell.name: cell for cell in CELLS}
-"""The cells this demo compares, by name."""
+CELL_NAMES: dict[str, Cell] = MODEL_CELLS
+"""The cells this demo compares, by name (the same ones ``jaxrnn train`` offers)."""
 
 ACCURACY_TOLERANCE = 0.04
 """A prediction is correct when ``|ŷ − y|`` is below this."""
