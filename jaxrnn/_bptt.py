@@ -2,21 +2,30 @@
 
 For a sequence ``xs`` of shape (T, B, X) the forward pass is
 
-1. ``gx = project(params, xs)``: one (T·B, X) × (X, G·H) matmul for all steps;
-2. a ``lax.scan`` of ``recurrence`` that keeps each step's named residual.
+1. ``buf = xs W_ih``: one (T·B, X) × (X, G·H) matmul for all steps, with no
+   bias (each step adds it inside its own elementwise work, which saves a
+   pass over the whole array);
+2. a ``lax.scan`` of ``recurrence`` that reads step t's projection from
+   ``buf[t]`` and writes that step's activated gates back over it, in place,
+   stacking the rest of its named residual (the LSTM's ``c_prev``, the GRU's
+   ``W_hn h + b_hn``).
 
 The backward pass is
 
-1. a reverse ``lax.scan`` whose carry holds only the recurrent cotangents
-   (``dh``, and ``dc`` for the LSTM). Each step turns them into the gate
-   pre-activation cotangents ``dz`` (B, G·H) and does one ``dz @ W_hhᵀ``;
+1. a reverse ``lax.scan`` whose carry holds the recurrent cotangents
+   (``dh``, and ``dc`` for the LSTM) and ``buf``. Step t reads its gates from
+   ``buf[t]``, forms the gate pre-activation cotangents ``dz`` (B, G·H), writes
+   them over ``buf[t]`` and does one ``dz @ W_hhᵀ``, with ``W_hhᵀ`` transposed
+   once before the loop;
 2. the weight, bias and input cotangents as single large matmuls over all
-   T·B rows: ``dW_ih = xsᵀ dgx``, ``dW_hh = h_prevᵀ dgh``, ``dxs = dgx W_ihᵀ``,
-   and the biases are column sums.
+   T·B rows of ``buf``: ``dW_ih = xsᵀ dz``, ``dW_hh = h_prevᵀ dz``,
+   ``dxs = dz W_ihᵀ``, and the biases are column sums.
 
-Memory saved for the backward pass, per time step, beyond ``xs`` and the
-outputs ``hs`` (which the caller holds anyway): LSTM 5·B·H values, GRU
-4·B·H, simple RNN none. That is 20·B·H, 16·B·H and 0 bytes a step in float32.
+One (T, B, G·H) buffer thus holds the projection, then the gates, then their
+cotangents, as their lifetimes do not overlap. Memory saved for the backward
+pass, per time step, beyond ``xs`` and the outputs ``hs`` (which the caller
+holds anyway): LSTM 5·B·H values (four gates and ``c_prev``), GRU 4·B·H,
+simple RNN B·H (the buffer, which then holds ``dz``).
 """
 
 from __future__ import annotations
@@ -31,24 +40,36 @@ from jax import Array
 from jaxrnn._precision import accumulation_dtype, matmul
 
 
+def _weights_and_bias(h_prev: Array, dz: Array) -> tuple[Array, Array]:
+    """``(h_prevᵀ dz, Σ dz)`` over rows: the hidden side's weight and bias cotangents."""
+    return matmul(h_prev.T, dz), matmul(jnp.ones((1, dz.shape[0]), dz.dtype), dz)[0]
+
+
 class CellBPTT(NamedTuple):
     """A cell's hand-written backward pass, as pure functions.
 
+    A cell's ``recurrence`` returns a residual whose first field is its
+    activated gates, (B, G·H): the sequence level stores those in place of the
+    step's input projection, and the rest of the residual stacked over time.
+
     Attributes:
-        step_vjp: ``(params, d_carry, dh_out, h, h_prev, residual) ->
-            (d_carry_prev, gate_grads)``. One reverse step: ``d_carry`` is the
+        step_vjp: ``(params, w_hh_t, d_carry, dh_out, h, h_prev, residual) ->
+            (d_carry_prev, dgx, extra)``. One reverse step: ``d_carry`` is the
             cotangent of the carry leaving step t, ``dh_out`` that of the
-            output ``h`` at step t, and ``residual`` what the forward saved.
-            ``gate_grads`` is stacked over time by the scan.
-        split_gate_grads: ``gate_grads (stacked) -> (dgx, dgh)``, the
-            cotangents of the input-side and hidden-side pre-activations, each
-            (T, B, G·H). They are one array for cells whose biases all fold
-            into the input side; ``dgh`` is None for cells without hidden-side
-            weights (``w_hh``, ``b_hh``), whose gates see only the input.
+            output ``h`` at step t, ``residual`` what the forward saved and
+            ``w_hh_t`` the recurrent weights transposed, (G·H, H) (None for
+            cells without them). ``dgx`` (B, G·H) is the cotangent of the
+            input-side pre-activations, written over the step's gates;
+            ``extra`` is what the hidden side needs beyond it (stacked over
+            time), or None.
+        hidden_grads: ``(h_prev, dgx, extra) -> (d_w_hh, d_b_hh)`` over all
+            T·B rows (``h_prev`` (N, H), ``dgx`` (N, G·H)), or None for cells
+            without hidden-side weights. The default is for cells whose hidden
+            side sees the same pre-activations as the input side.
     """
 
-    step_vjp: Callable[..., tuple[Any, Any]]
-    split_gate_grads: Callable[[Any], tuple[Array, Array]] = lambda dz: (dz, dz)
+    step_vjp: Callable[..., tuple[Any, Array, Any]]
+    hidden_grads: Callable[..., tuple[Array, Array]] | None = lambda h_prev, dgx, extra: _weights_and_bias(h_prev, dgx)
 
 
 class Residuals(NamedTuple):
@@ -58,13 +79,17 @@ class Residuals(NamedTuple):
         xs: the inputs (T, B, X), for ``dW_ih``.
         carry0: the initial carry, whose ``h`` starts ``h_prev``.
         hs: the outputs (T, B, H); ``h_prev`` is ``hs`` shifted by one step.
-        steps: the cell's per-step residual, stacked over time.
+        gates: each step's activated gates, (T, B, G·H): the buffer the
+            backward pass overwrites with the gate cotangents.
+        rest: the cell's per-step residual, stacked over time, with its first
+            field (the gates, kept in ``gates``) None.
     """
 
     xs: Array
     carry0: Any
     hs: Array
-    steps: Any
+    gates: Array
+    rest: Any
 
 
 # --------------------------------------------------------------------------
@@ -87,39 +112,44 @@ def lstm_state_vjp(dh: Array, dc: Array, i: Array, f: Array, g: Array, o: Array,
     return (d_i, d_f, d_g, d_o), dc * f
 
 
-def _lstm_step_vjp(params, d_carry, dh_out, h, h_prev, res):
+def _lstm_step_vjp(params, w_hh_t, d_carry, dh_out, h, h_prev, res):
     dh, dc = d_carry
-    d_gates, dc_prev = lstm_state_vjp(dh + dh_out, dc, *res)
+    i, f, g, o = jnp.split(res.gates.astype(dc.dtype), 4, axis=-1)
+    d_gates, dc_prev = lstm_state_vjp(dh + dh_out, dc, i, f, g, o, res.c_prev)
     dz = jnp.concatenate(d_gates, axis=-1)  # (B, 4H): one matmul, not four
-    return type(d_carry)(matmul(dz, params.w_hh.T), dc_prev), dz.astype(params.w_hh.dtype)
+    return type(d_carry)(matmul(dz, w_hh_t), dc_prev), dz, None
 
 
-def _gru_step_vjp(params, dh, dh_out, h, h_prev, res):
-    r, z, n, hn = res
+def _gru_step_vjp(params, w_hh_t, dh, dh_out, h, h_prev, res):
+    r, z, n = jnp.split(res.gates.astype(dh.dtype), 3, axis=-1)
     dh = dh + dh_out
     dn = dh * (1 - z) * (1 - n**2)  # at n's pre-activation
-    d_r = dn * hn * r * (1 - r)
+    d_r = dn * res.hn * r * (1 - r)
     d_z = dh * (h_prev - n) * z * (1 - z)
-    dgh = jnp.concatenate([d_r, d_z, dn * r], axis=-1)  # (B, 3H) at h W_hh + b_hh
-    dtype = params.w_hh.dtype
-    return dh * z + matmul(dgh, params.w_hh.T), (dgh.astype(dtype), dn.astype(dtype))
+    dn_r = dn * r  # at W_hn h + b_hn, which r scales
+    dgh = jnp.concatenate([d_r, d_z, dn_r], axis=-1)  # (B, 3H) at h W_hh + b_hh
+    return dh * z + matmul(dgh, w_hh_t), jnp.concatenate([d_r, d_z, dn], axis=-1), dn_r
 
 
-def _gru_split(gate_grads):
-    # The input side sees r and z like the hidden side, but n unscaled by r.
-    dgh, dn = gate_grads
-    hidden = dn.shape[-1]
-    return jnp.concatenate([dgh[..., : 2 * hidden], dn], axis=-1), dgh
+def _gru_hidden_grads(h_prev: Array, dgx: Array, dn_r: Array):
+    # The hidden side sees r and z like the input side, but n scaled by r.
+    hidden = dn_r.shape[-1]
+    d_w, d_b = _weights_and_bias(h_prev, dgx)
+    d_w_n, d_b_n = _weights_and_bias(h_prev, dn_r)
+    return (
+        jnp.concatenate([d_w[:, : 2 * hidden], d_w_n], axis=-1),
+        jnp.concatenate([d_b[: 2 * hidden], d_b_n]),
+    )
 
 
-def _simple_rnn_step_vjp(params, dh, dh_out, h, h_prev, res):
+def _simple_rnn_step_vjp(params, w_hh_t, dh, dh_out, h, h_prev, res):
     dz = (dh + dh_out) * (1 - h.astype(dh.dtype) ** 2)
-    return matmul(dz, params.w_hh.T), dz.astype(params.w_hh.dtype)
+    return matmul(dz, w_hh_t), dz, None
 
 
 SIMPLE_RNN = CellBPTT(_simple_rnn_step_vjp)
 LSTM = CellBPTT(_lstm_step_vjp)
-GRU = CellBPTT(_gru_step_vjp, _gru_split)
+GRU = CellBPTT(_gru_step_vjp, _gru_hidden_grads)
 
 
 # --------------------------------------------------------------------------
@@ -199,14 +229,62 @@ def forward(cell, params, carry, xs: Array, init, valid, resets, reverse: bool, 
     Returns:
         ``(final carry, hs (T, B, H), residuals or None)``.
     """
-    gx = cell.project(params, xs)  # all T steps in one matmul
+    # x W_ih for all T steps in one matmul, kept in the accumulation dtype:
+    # each step adds the bias and rounds, exactly as ``cell.project`` does.
+    steps, batch = xs.shape[:2]
+    buf = jnp.matmul(_rows(xs), params.w_ih, preferred_element_type=accumulation_dtype(params.w_ih.dtype))
+    bias = cell.input_bias(params)
+    dtype = params.w_ih.dtype
 
-    def step(c, gx_t):
-        new, h, residual = cell.recurrence(params, c, gx_t)
-        return new, h, residual if save else ()
+    def step(c, xw_t):
+        return cell.recurrence(params, c, (xw_t + bias).astype(dtype))
 
-    final, (hs, steps) = jax.lax.scan(masked_step(step, init), carry, (gx, valid, resets), reverse=reverse)
-    return final, hs, Residuals(xs, carry, hs, steps) if save else None
+    if not save:
+        buf = buf.reshape(steps, batch, -1)
+        final, (hs, _) = jax.lax.scan(masked_step(step, init), carry, (buf, valid, resets), reverse=reverse)
+        return final, hs, None
+
+    body = masked_step(step, init)
+
+    def in_place(state, masks):  # step t's gates overwrite its projection in ``buf``
+        c, buf, t = state
+        c, (h, residual) = body(c, (_read(buf, t, batch), *masks))
+        if residual:
+            buf = _write(buf, residual[0].astype(buf.dtype), t)
+            residual = type(residual)(None, *residual[1:])  # the gates live in ``buf``
+        return (c, buf, t + (-1 if reverse else 1)), (h, residual)
+
+    (final, buf, _), (hs, rest) = jax.lax.scan(
+        in_place, (carry, buf, _first_step(steps, reverse)), (valid, resets), length=steps, reverse=reverse
+    )
+    return final, hs, Residuals(xs, carry, hs, buf, rest)
+
+
+def _rows(a: Array | None) -> Array | None:
+    """(T, B, n) -> (T·B, n)."""
+    return None if a is None else a.reshape(-1, a.shape[-1])
+
+
+def _first_step(steps: int, reverse: bool) -> Array:
+    # A step index carried through the scan rather than read from an
+    # ``arange``: an index loaded from memory, inside each step's elementwise
+    # loops, made them several times slower.
+    return jnp.asarray(steps - 1 if reverse else 0, jnp.int32)
+
+
+def _read(buf: Array, t: Array, batch: int) -> Array:
+    """Step t's rows ``buf[t·B : (t+1)·B]`` of a (T·B, n) buffer.
+
+    The buffer is kept as rows, the layout its matmuls use, so that no
+    reshape meets an in-place write (XLA copied the whole buffer for that),
+    and negative indices are not wrapped (see :func:`_first_step`).
+    """
+    return jax.lax.dynamic_slice_in_dim(buf, t * batch, batch, 0, allow_negative_indices=False)
+
+
+def _write(buf: Array, value: Array, t: Array) -> Array:
+    """Writes step t's rows; in place when ``buf`` is a loop carry."""
+    return jax.lax.dynamic_update_slice_in_dim(buf, value, t * value.shape[0], 0, allow_negative_indices=False)
 
 
 def _previous_hidden(h_start: Array, h_init: Array, hs: Array, valid, resets, reverse: bool) -> Array:
@@ -239,44 +317,52 @@ def backward(cell, params, res: Residuals, d_final, d_hs: Array, init, valid, re
         carry the run started from, of ``xs``, and of ``init`` through resets
         (None without resets).
     """
-    xs, carry, hs, steps = res
+    xs, carry, hs, buf, rest = res
     h_prev = _previous_hidden(cell.hidden(carry), cell.hidden(init), hs, valid, resets, reverse)
+    # Transposed once here, so each step's dz @ W_hhᵀ reads a contiguous (G·H, H) matrix.
+    w_hh_t = getattr(params, "w_hh", None)
+    w_hh_t = None if w_hh_t is None else jnp.transpose(w_hh_t)
 
-    def body(acc, inputs):
-        d_carry, d_init = acc
-        dh_out, h, h_prev_t, residual, valid_t, reset_t = inputs
+    def body(state, inputs):
+        d_carry, d_init, buf, pending, t = state
+        # The previous step's dz is written here, before anything reads ``buf``,
+        # so every read comes after the write and XLA updates ``buf`` in place.
+        # Written after the reads of its own step, it made XLA copy all of
+        # ``buf`` on every step.
+        buf = _write(buf, *pending)
+        dh_out, h, h_prev_t, rest_t, valid_t, reset_t = inputs
         d_new = d_carry
         if valid_t is not None:  # an invalid step passes its carry's cotangent straight through
             d_new = jax.tree.map(lambda d: jnp.where(valid_t[:, None], d, 0), d_carry)
             dh_out = jnp.where(valid_t[:, None], dh_out, 0)
-        d_in, gate_grads = cell.bptt.step_vjp(params, d_new, dh_out, h, h_prev_t, residual)
+        residual = type(rest_t)(_read(buf, t, batch), *rest_t[1:]) if rest_t else rest_t
+        d_in, dgx, extra = cell.bptt.step_vjp(params, w_hh_t, d_new, dh_out, h, h_prev_t, residual)
         if reset_t is not None:
             d_init = jax.tree.map(lambda a, d: a + jnp.where(reset_t[:, None], d, 0), d_init, d_in)
             d_in = jax.tree.map(lambda d: jnp.where(reset_t[:, None], 0, d), d_in)
         if valid_t is not None:
             d_in = _select(valid_t, d_in, d_carry)
-        return (d_in, d_init), gate_grads
+        return (d_in, d_init, buf, (dgx.astype(buf.dtype), t), t + (1 if reverse else -1)), extra
 
     d_init0 = None if resets is None else jax.tree.map(jnp.zeros_like, init)
-    (d_carry, d_init), gate_grads = jax.lax.scan(
-        body, (d_final, d_init0), (d_hs, hs, h_prev, steps, valid, resets), reverse=not reverse
+    steps, batch = xs.shape[:2]
+    first = _first_step(steps, not reverse)  # the backward pass's first step
+    (d_carry, d_init, dgx, pending, _), extra = jax.lax.scan(
+        body,
+        (d_final, d_init0, buf, (_read(buf, first, batch), first), first),  # a first write that changes nothing
+        (d_hs, hs, h_prev, rest, valid, resets),
+        reverse=not reverse,
     )
-    dgx, dgh = cell.bptt.split_gate_grads(gate_grads)
-
-    def rows(a: Array) -> Array:  # (T, B, n) -> (T·B, n)
-        return a.reshape(-1, a.shape[-1])
-
+    dgx = _write(dgx, *pending)  # the last step's dz
     # Sums over all T·B rows, accumulated in at least float32.
     dtype = params.w_ih.dtype
-    total = accumulation_dtype(dtype)
-    d_params = {
-        "w_ih": matmul(rows(xs).T, rows(dgx)).astype(dtype),
-        "b_ih": dgx.sum(axis=(0, 1), dtype=total).astype(dtype),
-    }
-    if dgh is not None:
-        d_params["w_hh"] = matmul(rows(h_prev).T, rows(dgh)).astype(dtype)
-        d_params["b_hh"] = dgh.sum(axis=(0, 1), dtype=total).astype(dtype)
-    return type(params)(**d_params), d_carry, matmul(dgx, params.w_ih.T).astype(xs.dtype), d_init
+    d_w_ih, d_b_ih = _weights_and_bias(_rows(xs), dgx)
+    d_params = {"w_ih": d_w_ih, "b_ih": d_b_ih}
+    if cell.bptt.hidden_grads is not None:
+        d_params["w_hh"], d_params["b_hh"] = cell.bptt.hidden_grads(_rows(h_prev), dgx, _rows(extra))
+    d_params = {name: d.astype(dtype) for name, d in d_params.items()}
+    d_xs = matmul(dgx, params.w_ih.T).astype(xs.dtype).reshape(xs.shape)
+    return type(params)(**d_params), d_carry, d_xs, d_init
 
 
 def _add(a, b):

@@ -90,31 +90,32 @@ class LSTMCarry(NamedTuple):
 
 
 class LSTMResidual(NamedTuple):
-    """What one LSTM step saves for the backward pass, each ``(batch, hidden)``.
+    """What one LSTM step saves for the backward pass.
 
-    The new cell state is not saved: ``c = f * c_prev + i * g`` is recomputed,
-    which costs three elementwise ops and saves a ``(batch, hidden)`` array a
-    step.
+    Attributes:
+        gates: the activated gates ``[i, f, g, o]``, ``(batch, 4 * hidden)``:
+            one contiguous array, which the hand-written backward pass stores
+            in the buffer that held the step's input projection and then
+            overwrites with the gate cotangents (see :mod:`jaxrnn._bptt`).
+        c_prev: the cell state entering the step, ``(batch, hidden)``. The new
+            one is not saved: ``c = f * c_prev + i * g`` is recomputed, three
+            elementwise ops against a ``(batch, hidden)`` array a step.
     """
 
-    i: Array
-    f: Array
-    g: Array
-    o: Array
+    gates: Array
     c_prev: Array
 
 
 class GRUResidual(NamedTuple):
-    """What one GRU step saves for the backward pass, each ``(batch, hidden)``.
+    """What one GRU step saves for the backward pass.
 
     Attributes:
-        r, z, n: reset gate, update gate and candidate.
-        hn: ``W_hn h + b_hn``, the term the reset gate multiplies.
+        gates: reset gate, update gate and candidate ``[r, z, n]``,
+            ``(batch, 3 * hidden)``, stored like :class:`LSTMResidual`'s.
+        hn: ``W_hn h + b_hn``, the term the reset gate multiplies, ``(batch, hidden)``.
     """
 
-    r: Array
-    z: Array
-    n: Array
+    gates: Array
     hn: Array
 
 
@@ -127,14 +128,28 @@ class GRUResidual(NamedTuple):
 # jaxrnn._precision. For float32 and float64 those casts are no-ops.
 
 
-def _project(params: _Weights, x: Array) -> Array:
-    """``x W_ih + b_ih + b_hh``: both biases fold into the input side."""
-    return (matmul(x, params.w_ih) + (params.b_ih + params.b_hh)).astype(params.w_ih.dtype)
+def _both_biases(params: _Weights) -> Array:
+    """``b_ih + b_hh``: both biases fold into the input side."""
+    return params.b_ih + params.b_hh
 
 
-def _gru_project(params: GRUParams, x: Array) -> Array:
-    """``x W_ih + b_ih``; ``b_hh`` stays inside, as the reset gate scales part of it."""
-    return (matmul(x, params.w_ih) + params.b_ih).astype(params.w_ih.dtype)
+def _input_side_bias(params: GRUParams) -> Array:
+    """``b_ih``; the GRU keeps ``b_hh`` inside, as the reset gate scales part of it."""
+    return params.b_ih
+
+
+def project_with(input_bias: Callable[[Any], Array]) -> Callable[[Any, Array], Array]:
+    """``project(params, x) = x W_ih + input_bias(params)``, in the params' dtype.
+
+    The sum is taken in the matmul's (at least float32) accumulation dtype
+    before the cast, so the hand-written forward pass, which adds the bias to
+    a stored ``x W_ih`` one step at a time, rounds exactly as this does.
+    """
+
+    def project(params, x: Array) -> Array:
+        return (matmul(x, params.w_ih) + input_bias(params)).astype(params.w_ih.dtype)
+
+    return project
 
 
 def _simple_rnn_recurrence(params: SimpleRNNParams, h_prev: Array, gx: Array):
@@ -161,7 +176,7 @@ def _lstm_recurrence(params: LSTMParams, carry: LSTMCarry, gx: Array):
     h, c = lstm_state(i, f, g, o, c_prev)
     dtype = params.w_hh.dtype
     # c_prev is saved in the state dtype: the backward pass recomputes tanh(c) from it.
-    residual = LSTMResidual(i.astype(dtype), f.astype(dtype), g.astype(dtype), o.astype(dtype), c_prev)
+    residual = LSTMResidual(jnp.concatenate([i, f, g, o], axis=-1).astype(dtype), c_prev)
     return LSTMCarry(h.astype(h_prev.dtype), c.astype(c_prev.dtype)), h.astype(dtype), residual
 
 
@@ -178,7 +193,7 @@ def _gru_recurrence(params: GRUParams, h_prev: Array, gx: Array):
     n = jnp.tanh(x_n + r * hn)
     h = (1 - z) * n + z * h_prev
     dtype = params.w_hh.dtype
-    residual = GRUResidual(r.astype(dtype), z.astype(dtype), n.astype(dtype), hn.astype(dtype))
+    residual = GRUResidual(jnp.concatenate([r, z, n], axis=-1).astype(dtype), hn.astype(dtype))
     return h.astype(h_prev.dtype), h.astype(dtype), residual
 
 
@@ -220,7 +235,9 @@ class Cell:
         gates: names of the gate blocks along the weights' output axis.
         params_type: the NamedTuple its params are.
         carry_type: the NamedTuple its carry is, or None for a bare ``h``.
-        project: ``(params, x) -> gx``, the input's share of the pre-activations.
+        project: ``(params, x) -> gx``, the input's share of the pre-activations,
+            ``x W_ih + input_bias(params)``.
+        input_bias: ``params -> (G*H,)``, the biases ``project`` adds.
         recurrence: ``(params, carry, gx) -> (carry, h, residual)``.
         init_params: ``(cell, key, input_size, hidden_size, dtype) -> params``,
             called by :meth:`init` after its checks.
@@ -244,6 +261,7 @@ class Cell:
     params_type: type
     carry_type: type | None
     project: Callable[[Any, Array], Array]
+    input_bias: Callable[[Any], Array]
     recurrence: Callable[[Any, Any, Array], tuple[Any, Array, Any]]
     init_params: Callable[..., Any] = _init_gated
     check_shapes: Callable[..., tuple[int, int]] = _checks.gated_shapes
@@ -325,7 +343,8 @@ simple_rnn = Cell(
     gates=("h",),
     params_type=SimpleRNNParams,
     carry_type=None,
-    project=_project,
+    project=project_with(_both_biases),
+    input_bias=_both_biases,
     recurrence=_simple_rnn_recurrence,
     bptt=_bptt.SIMPLE_RNN,
     doc="""Elman RNN: ``h' = tanh(W_ih x + b_ih + W_hh h + b_hh)``.
@@ -340,7 +359,8 @@ lstm = Cell(
     gates=("i", "f", "g", "o"),
     params_type=LSTMParams,
     carry_type=LSTMCarry,
-    project=_project,
+    project=project_with(_both_biases),
+    input_bias=_both_biases,
     recurrence=_lstm_recurrence,
     bptt=_bptt.LSTM,
     unit_bias_gate="f",
@@ -362,7 +382,8 @@ gru = Cell(
     gates=("r", "z", "n"),
     params_type=GRUParams,
     carry_type=None,
-    project=_gru_project,
+    project=project_with(_input_side_bias),
+    input_bias=_input_side_bias,
     recurrence=_gru_recurrence,
     bptt=_bptt.GRU,
     doc="""GRU, reset-after form (cuDNN, torch.nn.GRU, Flax, Keras)::

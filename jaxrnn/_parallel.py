@@ -69,7 +69,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from jaxrnn import _bptt
-from jaxrnn._cells import Cell
+from jaxrnn._cells import Cell, project_with
 from jaxrnn._precision import accumulation_dtype, matmul
 from jaxrnn._unroll import GRAD_MODES
 
@@ -222,9 +222,12 @@ _MINLSTM = _Gates(_minlstm_coefficients, _minlstm_coefficients_vjp)
 # One step (the sequential reference) and its backward.
 
 
-def _project(params: _InputWeights, x: Array) -> Array:
-    """``x W_ih + b_ih``: every pre-activation, as nothing depends on ``h``. In the params' dtype."""
-    return (matmul(x, params.w_ih) + params.b_ih).astype(params.w_ih.dtype)
+def _bias(params: _InputWeights) -> Array:
+    return params.b_ih
+
+
+# ``x W_ih + b_ih``: every pre-activation, as nothing depends on ``h``. In the params' dtype.
+_project = project_with(_bias)
 
 
 def _make_recurrence(gates: _Gates):
@@ -242,12 +245,12 @@ def _make_recurrence(gates: _Gates):
 
 
 def _make_step_vjp(gates: _Gates):
-    def step_vjp(params, d_carry, dh_out, h, h_prev, residual):
+    def step_vjp(params, w_hh_t, d_carry, dh_out, h, h_prev, residual):
         """One reverse step: ``dh_prev = a ⊙ dh``, ``da = dh ⊙ h_prev``, ``db = dh``."""
         dh = d_carry + dh_out
         gx = residual.gx.astype(h_prev.dtype)
         _, a, _ = gates.coefficients(gx)
-        return a * dh, gates.coefficients_vjp(gx, dh * h_prev, dh)
+        return a * dh, gates.coefficients_vjp(gx, dh * h_prev, dh), None
 
     return step_vjp
 
@@ -255,8 +258,8 @@ def _make_step_vjp(gates: _Gates):
 # Hand-written backward of one ``recurrence`` step, in _bptt's CellBPTT form
 # (the gate cotangents are those of ``project``'s output; there is no hidden
 # side). Not attached as ``cell.bptt`` yet: _bptt.backward assumes ``w_hh``.
-MINGRU_STEP_BPTT = _bptt.CellBPTT(_make_step_vjp(_MINGRU), lambda dgx: (dgx, None))
-MINLSTM_STEP_BPTT = _bptt.CellBPTT(_make_step_vjp(_MINLSTM), lambda dgx: (dgx, None))
+MINGRU_STEP_BPTT = _bptt.CellBPTT(_make_step_vjp(_MINGRU), hidden_grads=None)
+MINLSTM_STEP_BPTT = _bptt.CellBPTT(_make_step_vjp(_MINLSTM), hidden_grads=None)
 
 
 # --------------------------------------------------------------------------
@@ -460,6 +463,7 @@ mingru = Cell(
     params_type=MinGRUParams,
     carry_type=None,
     project=_project,
+    input_bias=_bias,
     recurrence=_make_recurrence(_MINGRU),
     init_params=_init_input_weights,
     check_shapes=_input_weight_shapes,
@@ -485,6 +489,7 @@ minlstm = Cell(
     params_type=MinLSTMParams,
     carry_type=None,
     project=_project,
+    input_bias=_bias,
     recurrence=_make_recurrence(_MINLSTM),
     init_params=_init_input_weights,
     check_shapes=_input_weight_shapes,
