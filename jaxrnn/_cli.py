@@ -133,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_parser(commands)
     _add_sample_parser(commands)
     _add_memory_task_parser(commands)
+    commands.add_parser("bench", add_help=False, help="the benchmark suite against autodiff and the peers "
+                        "(see `jaxrnn bench --help`)")
     return parser
 
 
@@ -269,6 +271,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = ["check", *argv]  # `jaxrnn` alone runs the check
+    if argv[0] == "bench":  # its own parser, shared with `python -m benchmarks`
+        from jaxrnn.bench import main as bench
+
+        return bench(argv[1:], prog="jaxrnn bench")
     args = parser.parse_args(argv)
     return args.run(args)
 

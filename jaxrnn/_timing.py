@@ -13,16 +13,22 @@ def interleaved(calls: dict[str, Callable[[], Any]], *, rounds: int, warmup: int
     """Seconds per call of each zero-argument function, one call of each per round.
 
     Interleaving puts every function under the same machine load, so their
-    per-round ratios are fair even when the load drifts.
+    per-round ratios are fair even when the load drifts. The order rotates
+    from round to round, so each function follows each other one equally
+    often: a call that runs right after another pays for the caches that one
+    evicted, which in a fixed order made the same code measure 10-20% slower
+    in one slot than in another.
     """
     for _ in range(warmup):
         for call in calls.values():
             jax.block_until_ready(call())
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(rounds):
-        for name, call in calls.items():
+    names = list(calls)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(rounds):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
             start = time.perf_counter()
-            jax.block_until_ready(call())
+            jax.block_until_ready(calls[name]())
             times[name].append(time.perf_counter() - start)
     return times
 

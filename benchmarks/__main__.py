@@ -1,0 +1,5 @@
+import sys
+
+from jaxrnn.bench import main
+
+sys.exit(main())

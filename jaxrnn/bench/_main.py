@@ -1,0 +1,160 @@
+"""``python -m benchmarks`` / ``jaxrnn bench``: run the suite and write its report."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from jaxrnn.bench import _suite
+from jaxrnn.bench._problem import Problem
+
+QUICK_SHAPES = (_suite.TABLE_SHAPES[0],)
+QUICK_SWEEP = (10, 100, 1000)
+QUICK_CELLS = ("lstm", "gru")
+
+
+def _names(allowed, what: str):
+    """An argparse type: a comma-separated list of names from ``allowed``."""
+
+    def parse(text: str) -> list[str]:
+        names = [name.strip() for name in text.split(",") if name.strip()]
+        unknown = [name for name in names if name not in allowed]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(f"unknown {what} {unknown}; choose from {', '.join(allowed)}")
+        return list(dict.fromkeys(names))
+
+    return parse
+
+
+def _shapes(text: str) -> list[tuple[int, int, int, int]]:
+    """``"32x64x128x100,8x32x64x1000"`` -> [(B, X, H, T), ...]."""
+    shapes = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        try:
+            shape = tuple(int(n) for n in item.lower().split("x"))
+        except ValueError:
+            shape = ()
+        if len(shape) != 4 or min(shape) < 1:
+            raise argparse.ArgumentTypeError(f"expected BxXxHxT with four positive whole numbers, got {item!r}")
+        shapes.append(shape)
+    return shapes
+
+
+def _steps(text: str) -> list[int]:
+    """``"10,100,1000"`` -> [10, 100, 1000]; ``""`` -> no sweep."""
+    try:
+        steps = [int(n) for n in text.split(",") if n.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
+    if any(n < 1 for n in steps):
+        raise argparse.ArgumentTypeError(f"sequence lengths must be ≥ 1, got {text!r}")
+    return steps
+
+
+def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
+    impl_names = [impl.name for impl in _suite.IMPLEMENTATIONS]
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Time the training gradient (and forward pass) of jaxrnn's manual BPTT against JAX's autodiff, "
+        "the numpy notebook loop, Flax, Equinox and torch, side by side in one process; write results.json, "
+        "results.md and PNG plots to --out.",
+    )
+    parser.add_argument("--quick", action="store_true",
+                        help=f"a short run (under 2 minutes on 2 cores): cells {','.join(QUICK_CELLS)}, "
+                        f"shape {QUICK_SHAPES[0]}, sweep T={','.join(map(str, QUICK_SWEEP))}, fewer rounds")
+    parser.add_argument("--cells", type=_names(_suite.CELL_NAMES, "cell(s)"), default=None,
+                        help=f"comma-separated cells (default: {','.join(_suite.CELL_NAMES)})")
+    parser.add_argument("--implementations", type=_names(impl_names, "implementation(s)"), default=None,
+                        help=f"comma-separated, from: {', '.join(impl_names)} (default: all; "
+                        f"{_suite.REFERENCE!r} always runs)")
+    parser.add_argument("--shapes", type=_shapes, default=None,
+                        help="comma-separated BxXxHxT table shapes (default: the four of issue 4)")
+    parser.add_argument("--sweep", type=_steps, default=None,
+                        help=f"comma-separated T for the sweep at B={_suite.SWEEP_SHAPE[0]}, X={_suite.SWEEP_SHAPE[1]}, "
+                        f"H={_suite.SWEEP_SHAPE[2]}; '' for none (default: {','.join(map(str, _suite.SWEEP_STEPS))})")
+    parser.add_argument("--sweep-cells", type=_names(_suite.CELL_NAMES, "cell(s)"), default=None,
+                        help="cells for the sweep (default: lstm,gru, within --cells)")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds at most (default 20; quick 10)")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="seconds of timed calls per implementation and pass at most (default 4; quick 1.5)")
+    parser.add_argument("--out", type=Path, default=Path("bench-results"), help="output folder (default bench-results)")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots (they need matplotlib)")
+    return parser
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(prog).parse_args(argv)
+    quick = args.quick
+    cells = args.cells or list(QUICK_CELLS if quick else _suite.CELL_NAMES)
+    shapes = args.shapes if args.shapes is not None else list(QUICK_SHAPES if quick else _suite.TABLE_SHAPES)
+    sweep = args.sweep if args.sweep is not None else list(QUICK_SWEEP if quick else _suite.SWEEP_STEPS)
+    sweep_cells = [cell for cell in args.sweep_cells or (["lstm"] if quick else ["lstm", "gru"]) if cell in cells]
+    settings = _suite.Settings(
+        rounds=args.rounds or (10 if quick else 20),
+        budget_s=args.budget or (1.5 if quick else 4.0),
+    )
+    if args.rounds is not None and args.rounds < settings.min_rounds:
+        print(f"{prog}: --rounds must be ≥ {settings.min_rounds}, got {args.rounds}", file=sys.stderr)
+        return 2
+    if not args.no_plots:
+        try:
+            from jaxrnn.training._io import train_extra
+
+            train_extra("matplotlib", "benchmark plots")
+        except ModuleNotFoundError as error:
+            print(f"{prog}: {error} (or pass --no-plots)", file=sys.stderr)
+            return 2
+
+    wanted = set(args.implementations or [impl.name for impl in _suite.IMPLEMENTATIONS]) | {_suite.REFERENCE}
+    ready, skipped = _suite.available(impl for impl in _suite.IMPLEMENTATIONS if impl.name in wanted)
+    for name, reason in skipped.items():
+        print(f"skipping {name}: {reason}")
+    _match_torch_threads()
+
+    started = time.perf_counter()
+    ceiling = _suite.sgemm_ceiling()
+    print("sgemm ceiling: " + ", ".join(f"{name} {gflops:.0f} GFLOP/s" for name, gflops in ceiling.items()))
+    problems = [(Problem(cell, *shape), "table") for cell in cells for shape in shapes]
+    problems += [(Problem(cell, *_suite.SWEEP_SHAPE, steps), "sweep") for cell in sweep_cells for steps in sweep]
+    results = []
+    for number, (problem, group) in enumerate(problems, 1):
+        print(f"[{number}/{len(problems)}] {problem.label()} ({group})", flush=True)
+        for result in _suite.measure(problem, ready, settings, group=group, ceiling_gflops=max(ceiling.values())):
+            results.append(result)
+            print(f"  {result['implementation']:<16} gradient {result['gradient_ms']:9.2f} ms "
+                  f"({result['gradient_ratio']:.2f}x)  forward {result['forward_ms']:8.2f} ms", flush=True)
+
+    run = {
+        "command": " ".join([prog, *map(shlex.quote, argv)]),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "seconds": round(time.perf_counter() - started, 1),
+        "machine": _suite.machine(),
+        "ceiling_gflops": ceiling,
+        "ceiling": max(ceiling.values()),
+        "skipped": skipped,
+        "results": results,
+    }
+    from jaxrnn.bench import _report
+
+    paths = _report.write(run, args.out, plots=not args.no_plots)
+    print(f"wrote {', '.join(str(p) for p in paths)} in {run['seconds']:.0f} s")
+    disagreeing = sorted({r["implementation"] for r in results if not r["agrees"]})
+    if disagreeing:
+        print(f"{prog}: {', '.join(disagreeing)} computed different gradients from jaxrnn; see results.md",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _match_torch_threads() -> None:
+    """torch uses as many threads as JAX has cores, so the two compete on equal terms."""
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(_suite.cores())

@@ -1,0 +1,154 @@
+"""What every benchmarked implementation is given, and what it hands back.
+
+One :class:`Problem` is a cell and a shape. :func:`make_data` draws the
+weights and data every implementation shares, in jaxrnn's layout (weights
+``(in, G·H)``, gate blocks in torch's order), so that each implementation runs
+the same network on the same numbers and the suite can check that they agree
+before it times them.
+
+The timed work is a *training gradient*: the gradient of
+``loss = sum(hs * dy)`` with respect to all four weight arrays and the inputs
+``xs``, from a zero initial state. ``dy`` is a fixed random cotangent, so the
+backward pass does the same work as in training, without a readout.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+
+GATES = {"simple_rnn": 1, "lstm": 4, "gru": 3}
+
+
+class Problem(NamedTuple):
+    """A cell and a shape.
+
+    Attributes:
+        cell: ``"lstm"``, ``"gru"`` or ``"simple_rnn"``.
+        batch: B, rows per time step.
+        input: X, input features.
+        hidden: H, state size.
+        steps: T, time steps.
+    """
+
+    cell: str
+    batch: int
+    input: int
+    hidden: int
+    steps: int
+
+    @property
+    def gates(self) -> int:
+        return GATES[self.cell]
+
+    def matmul_flops(self, gradient: bool = True) -> int:
+        """Floating-point operations in the matmuls, the work the ceiling bounds.
+
+        Forward: ``2·T·B·G·H·(X + H)``. A gradient with respect to weights and
+        inputs does three times that: the forward, then the input-side and
+        weight-side products of the backward pass.
+        """
+        forward = 2 * self.steps * self.batch * self.gates * self.hidden * (self.input + self.hidden)
+        return 3 * forward if gradient else forward
+
+    def label(self) -> str:
+        return f"{self.cell} B{self.batch} X{self.input} H{self.hidden} T{self.steps}"
+
+
+class Data(NamedTuple):
+    """Weights and data, numpy (float32 unless asked), in jaxrnn's layout.
+
+    Attributes:
+        w_ih: (X, G·H); w_hh: (H, G·H); b_ih, b_hh: (G·H,). Gate blocks in
+            torch's order (LSTM i, f, g, o; GRU r, z, n).
+        xs: (T, B, X) inputs.
+        dy: (T, B, H) the loss's weights on the outputs.
+    """
+
+    w_ih: np.ndarray
+    w_hh: np.ndarray
+    b_ih: np.ndarray
+    b_hh: np.ndarray
+    xs: np.ndarray
+    dy: np.ndarray
+
+
+class Gradients(NamedTuple):
+    """A gradient in jaxrnn's layout, float numpy, for the cross-check.
+
+    An implementation with one bias where jaxrnn has two reports that bias's
+    gradient for both (their gradients are equal: both enter as a sum).
+    """
+
+    w_ih: np.ndarray
+    w_hh: np.ndarray
+    b_ih: np.ndarray
+    b_hh: np.ndarray
+    xs: np.ndarray
+
+
+class Prepared(NamedTuple):
+    """One implementation, built for one problem and ready to time.
+
+    Attributes:
+        gradient: zero-argument; runs one training gradient and returns
+            something ``jax.block_until_ready`` can wait on (or None when the
+            work is already done, as for torch and numpy).
+        forward: zero-argument; the outputs ``hs`` only, with no gradient
+            bookkeeping (torch under ``no_grad``).
+        outputs: zero-argument; ``(hs (T, B, H), Gradients)`` as numpy, for the
+            cross-check against jaxrnn. Not timed.
+        compile_s: seconds to trace and compile the gradient (JAX), or None.
+        temp_bytes: the compiled gradient's scratch memory from XLA's
+            ``memory_analysis()``, or None where there is no such figure.
+    """
+
+    gradient: Callable[[], Any]
+    forward: Callable[[], Any]
+    outputs: Callable[[], tuple[np.ndarray, Gradients]]
+    compile_s: float | None = None
+    temp_bytes: int | None = None
+
+
+class Implementation(NamedTuple):
+    """A value bundling what the suite needs to run one implementation.
+
+    Attributes:
+        name: shown in tables, e.g. ``"jaxrnn manual"``, ``"torch"``.
+        cells: the cells it has, a subset of ``GATES``.
+        missing: zero-argument; why it cannot run here (e.g. ``"flax is not
+            installed: pip install 'jaxrnn[bench]'"``), or None.
+        prepare: ``(problem, data) -> Prepared``.
+        jax: True if it runs on JAX (it then has a compile time and memory).
+    """
+
+    name: str
+    cells: tuple[str, ...]
+    missing: Callable[[], str | None]
+    prepare: Callable[[Problem, Data], Prepared]
+    jax: bool = False
+
+
+def make_data(problem: Problem, seed: int = 0, dtype=np.float32) -> Data:
+    """Weights at torch's default scale (uniform ±1/√H) and standard normal data.
+
+    ``dtype`` float32 is what the suite times; the tests pass float64 to check
+    every implementation's gradients tightly. Implementations compute in the
+    data's dtype.
+    """
+    rng = np.random.default_rng(seed)
+    g, x, h = problem.gates, problem.input, problem.hidden
+    bound = 1.0 / np.sqrt(h)
+
+    def uniform(*shape):
+        return rng.uniform(-bound, bound, shape).astype(dtype)
+
+    return Data(
+        w_ih=uniform(x, g * h),
+        w_hh=uniform(h, g * h),
+        b_ih=uniform(g * h),
+        b_hh=uniform(g * h),
+        xs=rng.standard_normal((problem.steps, problem.batch, x)).astype(dtype),
+        dy=rng.standard_normal((problem.steps, problem.batch, h)).astype(dtype),
+    )

@@ -1,0 +1,217 @@
+"""Measuring: every implementation on every problem, side by side in one process.
+
+For one :class:`Problem` the suite
+
+1. draws the shared :class:`Data` and builds every implementation that has
+   the cell and can run here (JAX ones compile now, timed);
+2. checks each one's outputs and gradients against jaxrnn's autodiff, so
+   that every timed call does the same work;
+3. times the training gradient of all of them interleaved (A B C A B C...)
+   after warm-up, then the forward pass likewise, and keeps per-round
+   ratios to ``jaxrnn manual`` as well as medians.
+
+A result is a plain dict (the JSON the CLI writes), one per implementation and
+problem::
+
+    {"cell", "batch", "input", "hidden", "steps", "group": "table" | "sweep",
+     "implementation", "gradient_ms", "forward_ms",
+     "gradient_ratio", "forward_ratio",      # median of implementation / manual per round
+     "gflops", "ceiling_fraction",           # the gradient's matmul work per second
+     "compile_s", "temp_mib",                # None where not JAX
+     "max_rel_error", "agrees", "rounds"}
+
+Implementations that cannot run are listed once each with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from typing import Any, Callable, Iterable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrnn._timing import interleaved, median_ratio
+from jaxrnn.bench._jaxrnn import AUTODIFF, MANUAL
+from jaxrnn.bench._numpy import NUMPY
+from jaxrnn.bench._peers import PEERS
+from jaxrnn.bench._problem import Implementation, Prepared, Problem, make_data
+
+IMPLEMENTATIONS: tuple[Implementation, ...] = (MANUAL, AUTODIFF, NUMPY, *PEERS)
+REFERENCE = MANUAL.name  # ratios are to this one
+CELL_NAMES = ("lstm", "gru", "simple_rnn")
+
+# The issue's four shapes, (B, X, H, T): two small ones limited by per-step
+# overhead, a mid-sized one, and one large enough to be bound by matmuls.
+TABLE_SHAPES = ((32, 64, 128, 100), (64, 128, 256, 200), (8, 32, 64, 1000), (256, 256, 512, 50))
+SWEEP_STEPS = (10, 30, 100, 300, 1000, 3000, 10000)
+SWEEP_SHAPE = (16, 128, 128)  # B, X, H
+# f32 gradients of long sequences differ by rounding; a wrong network differs by O(1).
+F32_TOLERANCE = 2e-3
+
+
+class Settings(NamedTuple):
+    """How long to measure.
+
+    Attributes:
+        rounds: interleaved rounds per problem, at most.
+        budget_s: seconds of timed calls per implementation and pass, at
+            most; a slow implementation gets fewer rounds (never below
+            ``min_rounds``).
+        min_rounds: the fewest rounds any median is taken over.
+        warmup: untimed calls of each implementation first.
+    """
+
+    rounds: int = 20
+    budget_s: float = 4.0
+    min_rounds: int = 3
+    warmup: int = 2
+
+
+def sgemm_ceiling(size: int = 2048, rounds: int = 8) -> dict[str, float]:
+    """The machine's float32 matmul rate in GFLOP/s, by JAX (XLA) and by torch if present.
+
+    A (size × size) @ (size × size) product, median of ``rounds`` after
+    warm-up, the two libraries interleaved. The ceiling the suite reports
+    against is the larger of the two.
+    """
+    a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+    b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
+    product = jax.jit(jnp.matmul).lower(a, b).compile()
+    calls: dict[str, Callable[[], Any]] = {"jax": lambda: product(a, b)}
+    try:
+        import torch
+    except ImportError:
+        pass
+    else:
+        ta, tb = torch.randn(size, size), torch.randn(size, size)
+        calls["torch"] = lambda: torch.mm(ta, tb)
+    times = interleaved(calls, rounds=rounds)
+    return {name: 2 * size**3 / statistics.median(t) / 1e9 for name, t in times.items()}
+
+
+def max_relative_error(got: Iterable[np.ndarray], want: Iterable[np.ndarray]) -> float:
+    """The largest, over arrays, of max|got − want| / max|want|."""
+    errors = []
+    for g, w in zip(got, want):
+        g, w = np.asarray(g, np.float64), np.asarray(w, np.float64)
+        if g.shape != w.shape:
+            return float("inf")
+        errors.append(float(np.max(np.abs(g - w), initial=0.0) / max(np.max(np.abs(w), initial=0.0), 1e-30)))
+    return max(errors)
+
+
+def available(implementations: Iterable[Implementation]) -> tuple[list[Implementation], dict[str, str]]:
+    """The implementations that can run here, and why each of the others cannot."""
+    ready, skipped = [], {}
+    for impl in implementations:
+        reason = impl.missing()
+        if reason is None:
+            ready.append(impl)
+        else:
+            skipped[impl.name] = reason
+    return ready, skipped
+
+
+def _rounds(prepared: dict[str, Prepared], pass_name: str, settings: Settings) -> int:
+    """Rounds that fit the budget, from one untimed call of each (which also warms up)."""
+    slowest = 0.0
+    for p in prepared.values():
+        start = time.perf_counter()
+        jax.block_until_ready(getattr(p, pass_name)())
+        slowest = max(slowest, time.perf_counter() - start)
+    return max(settings.min_rounds, min(settings.rounds, int(settings.budget_s / max(slowest, 1e-9))))
+
+
+def _time(prepared: dict[str, Prepared], pass_name: str, settings: Settings) -> tuple[dict[str, list[float]], int]:
+    rounds = _rounds(prepared, pass_name, settings)
+    calls = {name: getattr(p, pass_name) for name, p in prepared.items()}
+    return interleaved(calls, rounds=rounds, warmup=max(settings.warmup - 1, 0)), rounds
+
+
+def measure(
+    problem: Problem,
+    implementations: Iterable[Implementation],
+    settings: Settings,
+    *,
+    group: str,
+    ceiling_gflops: float,
+    log: Callable[[str], None] = print,
+) -> list[dict]:
+    """Every implementation that has ``problem.cell``, built, checked and timed together.
+
+    ``jaxrnn manual`` must be among ``implementations``: the ratios are to it.
+    """
+    data = make_data(problem)
+    impls = [impl for impl in implementations if problem.cell in impl.cells]
+    prepared = {impl.name: impl.prepare(problem, data) for impl in impls}
+    if REFERENCE not in prepared:
+        raise ValueError(f"the suite times every implementation against {REFERENCE!r}; it was not among {list(prepared)}")
+
+    reference = AUTODIFF.prepare(problem, data) if AUTODIFF.name not in prepared else prepared[AUTODIFF.name]
+    want_hs, want_grads = reference.outputs()
+    errors = {}
+    for name, p in prepared.items():
+        hs, grads = p.outputs()
+        errors[name] = max(max_relative_error([hs], [want_hs]), max_relative_error(grads, want_grads))
+        if errors[name] > F32_TOLERANCE:
+            log(f"  ! {name} disagrees with jaxrnn autodiff on {problem.label()}: max relative error {errors[name]:.2e}")
+
+    gradient_times, gradient_rounds = _time(prepared, "gradient", settings)
+    forward_times, _ = _time(prepared, "forward", settings)
+    flops = problem.matmul_flops()
+    results = []
+    for name, p in prepared.items():
+        gradient_s = statistics.median(gradient_times[name])
+        results.append(
+            {
+                **problem._asdict(),
+                "group": group,
+                "implementation": name,
+                "gradient_ms": 1e3 * gradient_s,
+                "forward_ms": 1e3 * statistics.median(forward_times[name]),
+                "gradient_ratio": median_ratio(gradient_times[name], gradient_times[REFERENCE]),
+                "forward_ratio": median_ratio(forward_times[name], forward_times[REFERENCE]),
+                "gflops": flops / gradient_s / 1e9,
+                "ceiling_fraction": flops / gradient_s / 1e9 / ceiling_gflops,
+                "compile_s": p.compile_s,
+                "temp_mib": None if p.temp_bytes is None else p.temp_bytes / 2**20,
+                "max_rel_error": errors[name],
+                "agrees": errors[name] <= F32_TOLERANCE,
+                "rounds": gradient_rounds,
+            }
+        )
+    return results
+
+
+def cores() -> int:
+    """The CPU cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    versions = {"jax": jax.__version__, "numpy": np.__version__}
+    for module in ("jaxlib", "torch", "flax", "equinox"):
+        try:
+            versions[module] = __import__(module).__version__
+        except ImportError:
+            pass
+    return {
+        "cpu": model,
+        "cores": cores(),
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "device_kind": jax.devices()[0].device_kind,
+        "versions": versions,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }

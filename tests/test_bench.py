@@ -1,0 +1,127 @@
+"""The benchmark suite end to end: `python -m benchmarks` / `jaxrnn bench` on tiny problems.
+
+Speed itself is never asserted here (timed tests are flaky on a shared
+machine); these tests check that the suite runs every implementation on the
+same network, catches one that computes something else, and writes its report.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from jaxrnn import _cli
+from jaxrnn.bench import _main, _suite
+from jaxrnn.bench._jaxrnn import MANUAL
+from jaxrnn.bench._problem import Implementation, Prepared
+
+TINY = ["--shapes", "2x3x4x5", "--sweep", "3", "--rounds", "3", "--budget", "0.01", "--no-plots"]
+
+
+@pytest.fixture(autouse=True)
+def small_ceiling(monkeypatch):
+    """The real measurement, on 256² matrices: 2048² would cost seconds per run here."""
+    real = _suite.sgemm_ceiling
+    monkeypatch.setattr(_suite, "sgemm_ceiling", lambda: real(size=256, rounds=3))
+
+
+def run(tmp_path, *flags):
+    code = _main.main([*TINY, "--out", str(tmp_path), *flags])
+    return code, json.loads((tmp_path / "results.json").read_text())
+
+
+def test_every_available_implementation_runs_agrees_and_is_reported(tmp_path):
+    code, results = run(tmp_path, "--cells", "lstm,gru")
+    assert code == 0
+    ready, skipped = _suite.available(_suite.IMPLEMENTATIONS)
+    assert set(results["skipped"]) == set(skipped)
+    rows = results["results"]
+    for cell in ("lstm", "gru"):
+        for group, steps in (("table", 5), ("sweep", 3)):
+            names = {r["implementation"] for r in rows if (r["cell"], r["group"], r["steps"]) == (cell, group, steps)}
+            assert names == {impl.name for impl in ready if cell in impl.cells}, (cell, group, steps)
+    assert all(r["agrees"] and r["max_rel_error"] < 1e-4 for r in rows)
+    manual = [r for r in rows if r["implementation"] == MANUAL.name]
+    assert all(r["gradient_ratio"] == 1.0 and r["forward_ratio"] == 1.0 for r in manual)
+    assert all(r["gradient_ms"] > 0 and r["compile_s"] > 0 and r["temp_mib"] > 0 for r in manual)
+    assert results["ceiling"] == max(results["ceiling_gflops"].values()) > 0
+    report = (tmp_path / "results.md").read_text()
+    assert "## Targets" in report and "| 2 | 3 | 4 | 5 |" in report
+
+
+def wrong_manual_outputs(problem, data):
+    """jaxrnn manual, with every output gradient off by 1%."""
+    prepared = MANUAL.prepare(problem, data)
+
+    def outputs():
+        hs, grads = prepared.outputs()
+        return hs, type(grads)(*(g * 1.01 for g in grads))
+
+    return prepared._replace(outputs=outputs)
+
+
+def test_an_implementation_that_disagrees_fails_the_run(tmp_path, monkeypatch, capsys):
+    broken = MANUAL._replace(prepare=wrong_manual_outputs)
+    monkeypatch.setattr(_suite, "IMPLEMENTATIONS", (broken, *_suite.IMPLEMENTATIONS[1:]))
+    code, results = run(tmp_path, "--cells", "gru", "--sweep", "", "--implementations", "jaxrnn manual")
+    assert code == 1
+    assert "jaxrnn manual computed different gradients" in capsys.readouterr().err
+    assert not any(r["agrees"] for r in results["results"])
+
+
+def test_implementations_can_be_chosen_and_manual_always_runs(tmp_path):
+    code, results = run(tmp_path, "--cells", "lstm", "--sweep", "", "--implementations", "torch")
+    assert code == 0
+    names = {r["implementation"] for r in results["results"]}
+    assert names <= {"jaxrnn manual", "jaxrnn autodiff", "torch"} and "jaxrnn manual" in names
+
+
+def test_a_missing_peer_is_skipped_with_its_reason(tmp_path, monkeypatch):
+    absent = Implementation("absent peer", ("lstm",), lambda: "absent is not installed: pip install 'jaxrnn[bench]'",
+                            lambda problem, data: pytest.fail("a missing peer must not be prepared"))
+    monkeypatch.setattr(_suite, "IMPLEMENTATIONS", (MANUAL, absent))
+    code, results = run(tmp_path, "--cells", "lstm", "--sweep", "")
+    assert code == 0
+    assert results["skipped"] == {"absent peer": "absent is not installed: pip install 'jaxrnn[bench]'"}
+    assert "absent is not installed" in (tmp_path / "results.md").read_text()
+
+
+def test_plots_are_written(tmp_path):
+    pytest.importorskip("matplotlib")
+    flags = [f for f in TINY if f != "--no-plots"]
+    assert _main.main([*flags, "--cells", "lstm", "--implementations", "jaxrnn autodiff", "--out", str(tmp_path)]) == 0
+    for name in ("time_vs_T.png", "memory_vs_T.png", "ratios.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--shapes", "2x3x4"], "expected BxXxHxT"),
+    (["--shapes", "2x0x4x5"], "expected BxXxHxT"),
+    (["--sweep", "10,-1"], "must be ≥ 1"),
+    (["--cells", "tcn"], "unknown cell"),
+    (["--implementations", "keras"], "unknown implementation"),
+])
+def test_bad_flags_exit_2_with_a_message(flags, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        _main.main(flags)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_too_few_rounds_is_refused(capsys):
+    assert _main.main(["--rounds", "1", "--no-plots"]) == 2
+    assert "--rounds must be ≥ 3" in capsys.readouterr().err
+
+
+def test_jaxrnn_bench_is_the_same_command(capsys):
+    with pytest.raises(SystemExit) as info:
+        _cli.main(["bench", "--help"])
+    assert info.value.code == 0
+    assert "usage: jaxrnn bench" in capsys.readouterr().out
+
+
+def test_max_relative_error_sees_shape_and_value_differences():
+    a = np.ones((2, 3))
+    assert _suite.max_relative_error([a], [a]) == 0.0
+    assert _suite.max_relative_error([a * 1.5], [a]) == pytest.approx(0.5)
+    assert _suite.max_relative_error([a[:1]], [a]) == float("inf")
