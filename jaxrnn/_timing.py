@@ -9,7 +9,9 @@ from typing import Any, Callable
 import jax
 
 
-def interleaved(calls: dict[str, Callable[[], Any]], *, rounds: int, warmup: int = 2) -> dict[str, list[float]]:
+def interleaved(
+    calls: dict[str, Callable[[], Any]], *, rounds: int, warmup: int = 2, burst: int = 1
+) -> dict[str, list[float]]:
     """Seconds per call of each zero-argument function, one call of each per round.
 
     Interleaving puts every function under the same machine load, so their
@@ -18,6 +20,12 @@ def interleaved(calls: dict[str, Callable[[], Any]], *, rounds: int, warmup: int
     often: a call that runs right after another pays for the caches that one
     evicted, which in a fixed order made the same code measure 10-20% slower
     in one slot than in another.
+
+    With ``burst`` > 1 each function runs that many times in a row per round
+    and only the last call is timed: it then runs as in a training loop, its
+    own worker threads awake and the previous function's gone quiet. torch's
+    OpenMP threads spin after each call, and on two cores that slowed
+    whatever JAX ran next by 10-40%.
     """
     for _ in range(warmup):
         for call in calls.values():
@@ -27,6 +35,8 @@ def interleaved(calls: dict[str, Callable[[], Any]], *, rounds: int, warmup: int
     for round_ in range(rounds):
         shift = round_ % len(names)
         for name in names[shift:] + names[:shift]:
+            for _ in range(burst - 1):
+                jax.block_until_ready(calls[name]())
             start = time.perf_counter()
             jax.block_until_ready(calls[name]())
             times[name].append(time.perf_counter() - start)

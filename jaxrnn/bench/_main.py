@@ -78,7 +78,7 @@ def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
                         f"H={_suite.SWEEP_SHAPE[2]}; '' for none (default: {','.join(map(str, _suite.SWEEP_STEPS))})")
     parser.add_argument("--sweep-cells", type=_names(_suite.CELL_NAMES, "cell(s)"), default=None,
                         help="cells for the sweep (default: lstm,gru, within --cells)")
-    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds at most (default 20; quick 10)")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds at most (default 15; quick 10)")
     parser.add_argument("--budget", type=float, default=None,
                         help="seconds of timed calls per implementation and pass at most (default 4; quick 1.5)")
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="output folder (default bench-results)")
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> i
     sweep = args.sweep if args.sweep is not None else list(QUICK_SWEEP if quick else _suite.SWEEP_STEPS)
     sweep_cells = [cell for cell in args.sweep_cells or (["lstm"] if quick else ["lstm", "gru"]) if cell in cells]
     settings = _suite.Settings(
-        rounds=args.rounds or (10 if quick else 20),
+        rounds=args.rounds or (10 if quick else 15),
         budget_s=args.budget or (1.5 if quick else 4.0),
     )
     if args.rounds is not None and args.rounds < settings.min_rounds:

@@ -6,9 +6,11 @@ For one :class:`Problem` the suite
    the cell and can run here (JAX ones compile now, timed);
 2. checks each one's outputs and gradients against jaxrnn's autodiff, so
    that every timed call does the same work;
-3. times the training gradient of all of them interleaved (A B C A B C...)
-   after warm-up, then the forward pass likewise, and keeps per-round
-   ratios to ``jaxrnn manual`` as well as medians.
+3. times the training gradient of all of them interleaved after warm-up
+   (each round runs every implementation a few times in a row and times the
+   last call, in an order that rotates from round to round), then the
+   forward pass likewise, and keeps per-round ratios to ``jaxrnn manual`` as
+   well as medians.
 
 A result is a plain dict (the JSON the CLI writes), one per implementation and
 problem::
@@ -63,12 +65,18 @@ class Settings(NamedTuple):
             ``min_rounds``).
         min_rounds: the fewest rounds any median is taken over.
         warmup: untimed calls of each implementation first.
+        burst: calls of an implementation in a row per round, the last one
+            timed (see :func:`jaxrnn._timing.interleaved`): with one call,
+            torch's spinning OpenMP threads slowed the JAX call after them,
+            and the same JAX code measured 10-13% apart depending on which
+            implementation ran before it; with three, within 2-4%.
     """
 
-    rounds: int = 20
+    rounds: int = 15
     budget_s: float = 4.0
     min_rounds: int = 3
-    warmup: int = 2
+    warmup: int = 1
+    burst: int = 3
 
 
 def sgemm_ceiling(size: int = 2048, rounds: int = 8) -> dict[str, float]:
@@ -89,7 +97,7 @@ def sgemm_ceiling(size: int = 2048, rounds: int = 8) -> dict[str, float]:
     else:
         ta, tb = torch.randn(size, size), torch.randn(size, size)
         calls["torch"] = lambda: torch.mm(ta, tb)
-    times = interleaved(calls, rounds=rounds)
+    times = interleaved(calls, rounds=rounds, burst=2)
     return {name: 2 * size**3 / statistics.median(t) / 1e9 for name, t in times.items()}
 
 
@@ -123,13 +131,14 @@ def _rounds(prepared: dict[str, Prepared], pass_name: str, settings: Settings) -
         start = time.perf_counter()
         jax.block_until_ready(getattr(p, pass_name)())
         slowest = max(slowest, time.perf_counter() - start)
-    return max(settings.min_rounds, min(settings.rounds, int(settings.budget_s / max(slowest, 1e-9))))
+    affordable = int(settings.budget_s / max(slowest * settings.burst, 1e-9))
+    return max(settings.min_rounds, min(settings.rounds, affordable))
 
 
 def _time(prepared: dict[str, Prepared], pass_name: str, settings: Settings) -> tuple[dict[str, list[float]], int]:
     rounds = _rounds(prepared, pass_name, settings)
     calls = {name: getattr(p, pass_name) for name, p in prepared.items()}
-    return interleaved(calls, rounds=rounds, warmup=max(settings.warmup - 1, 0)), rounds
+    return interleaved(calls, rounds=rounds, warmup=settings.warmup, burst=settings.burst), rounds
 
 
 def measure(
