@@ -31,12 +31,12 @@ def run(tmp_path, *flags):
 
 
 def test_every_available_implementation_runs_agrees_and_is_reported(tmp_path):
-    code, results = run(tmp_path, "--cells", "lstm,gru")
+    code, results = run(tmp_path, "--cells", "lstm")
     assert code == 0
     ready, skipped = _suite.available(_suite.IMPLEMENTATIONS)
     assert set(results["skipped"]) == set(skipped)
     rows = results["results"]
-    for cell in ("lstm", "gru"):
+    for cell in ("lstm",):  # one cell keeps it fast; test_bench_peers checks every peer's cells
         for group, steps in (("table", 5), ("sweep", 3)):
             names = {r["implementation"] for r in rows if (r["cell"], r["group"], r["steps"]) == (cell, group, steps)}
             assert names == {impl.name for impl in ready if cell in impl.cells}, (cell, group, steps)
