@@ -31,10 +31,10 @@ def test_bad_flags_exit_with_a_message(flags, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_python_dash_m_jaxrnn_reports_agreement_for_every_cell():
-    cells = ["--cells", "simple_rnn,lstm,gru"]  # the parallel-scan cells compile slowly; test_parallel covers them
-    result = subprocess.run([sys.executable, "-m", "jaxrnn", *TINY, *cells], capture_output=True, text=True, timeout=300)
+def test_python_dash_m_jaxrnn_runs_and_reports_agreement():
+    # One cell keeps this subprocess short; every cell's agreement is checked in-process in test_unroll.py.
+    result = subprocess.run([sys.executable, "-m", "jaxrnn", *TINY, "--cells", "lstm"],
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    for name in ("simple_rnn", "lstm", "gru"):
-        row = next(line for line in result.stdout.splitlines() if line.startswith(name))
-        assert row.split()[1] == "yes", row
+    row = next(line for line in result.stdout.splitlines() if line.startswith("lstm"))
+    assert row.split()[1] == "yes", row
