@@ -268,7 +268,7 @@ def _rows(a: Array | None) -> Array | None:
 def _first_step(steps: int, reverse: bool) -> Array:
     # A step index carried through the scan rather than read from an
     # ``arange``: an index loaded from memory, inside each step's elementwise
-    # loops, made them several times slower.
+    # loops, made them up to twice as slow (benchmarks/RESULTS.md).
     return jnp.asarray(steps - 1 if reverse else 0, jnp.int32)
 
 

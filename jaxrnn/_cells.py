@@ -138,18 +138,14 @@ def _input_side_bias(params: GRUParams) -> Array:
     return params.b_ih
 
 
-def project_with(input_bias: Callable[[Any], Array]) -> Callable[[Any, Array], Array]:
-    """``project(params, x) = x W_ih + input_bias(params)``, in the params' dtype.
+def input_projection(params, x: Array, bias: Array) -> Array:
+    """``x W_ih + bias`` in the params' dtype: the input's share of the pre-activations.
 
     The sum is taken in the matmul's (at least float32) accumulation dtype
     before the cast, so the hand-written forward pass, which adds the bias to
     a stored ``x W_ih`` one step at a time, rounds exactly as this does.
     """
-
-    def project(params, x: Array) -> Array:
-        return (matmul(x, params.w_ih) + input_bias(params)).astype(params.w_ih.dtype)
-
-    return project
+    return (matmul(x, params.w_ih) + bias).astype(params.w_ih.dtype)
 
 
 def _simple_rnn_recurrence(params: SimpleRNNParams, h_prev: Array, gx: Array):
@@ -235,9 +231,8 @@ class Cell:
         gates: names of the gate blocks along the weights' output axis.
         params_type: the NamedTuple its params are.
         carry_type: the NamedTuple its carry is, or None for a bare ``h``.
-        project: ``(params, x) -> gx``, the input's share of the pre-activations,
-            ``x W_ih + input_bias(params)``.
-        input_bias: ``params -> (G*H,)``, the biases ``project`` adds.
+        input_bias: ``params -> (G*H,)``, the biases that fold into the input
+            side; :meth:`project` adds them to ``x W_ih``.
         recurrence: ``(params, carry, gx) -> (carry, h, residual)``.
         init_params: ``(cell, key, input_size, hidden_size, dtype) -> params``,
             called by :meth:`init` after its checks.
@@ -260,7 +255,6 @@ class Cell:
     gates: tuple[str, ...]
     params_type: type
     carry_type: type | None
-    project: Callable[[Any, Array], Array]
     input_bias: Callable[[Any], Array]
     recurrence: Callable[[Any, Any, Array], tuple[Any, Array, Any]]
     init_params: Callable[..., Any] = _init_gated
@@ -332,6 +326,10 @@ class Cell:
         params, carry, x = _checks.step_arguments(self, params, carry, x, f"{self!r}.step")
         return self.step_unchecked(params, carry, x)
 
+    def project(self, params, x: Array) -> Array:
+        """``x W_ih + input_bias(params)``: the input's share of the pre-activations, (…, G*H)."""
+        return input_projection(params, x, self.input_bias(params))
+
     def step_unchecked(self, params, carry, x: Array):
         """:meth:`step` without the checks, for inputs already validated."""
         carry, h, _ = self.recurrence(params, carry, self.project(params, x))
@@ -343,7 +341,6 @@ simple_rnn = Cell(
     gates=("h",),
     params_type=SimpleRNNParams,
     carry_type=None,
-    project=project_with(_both_biases),
     input_bias=_both_biases,
     recurrence=_simple_rnn_recurrence,
     bptt=_bptt.SIMPLE_RNN,
@@ -359,7 +356,6 @@ lstm = Cell(
     gates=("i", "f", "g", "o"),
     params_type=LSTMParams,
     carry_type=LSTMCarry,
-    project=project_with(_both_biases),
     input_bias=_both_biases,
     recurrence=_lstm_recurrence,
     bptt=_bptt.LSTM,
@@ -382,7 +378,6 @@ gru = Cell(
     gates=("r", "z", "n"),
     params_type=GRUParams,
     carry_type=None,
-    project=project_with(_input_side_bias),
     input_bias=_input_side_bias,
     recurrence=_gru_recurrence,
     bptt=_bptt.GRU,

@@ -97,16 +97,16 @@ def check(args) -> int:
     return 0 if all_agree else 1
 
 
-def _cell_list(allowed):
-    """An argparse type: a comma-separated list of names from ``allowed``."""
+def name_list(allowed, what: str = "cell"):
+    """An argparse type: a comma-separated list of names from ``allowed``, each once."""
 
     def parse(text: str) -> list[str]:
         names = [name.strip() for name in text.split(",") if name.strip()]
         unknown = [name for name in names if name not in allowed]
         if unknown or not names:
-            raise argparse.ArgumentTypeError(f"unknown cell(s) {unknown}; choose from {', '.join(allowed)}")
+            raise argparse.ArgumentTypeError(f"unknown {what}(s) {unknown}; choose from {', '.join(allowed)}")
         if len(set(names)) < len(names):
-            raise argparse.ArgumentTypeError(f"a cell is listed twice in {text!r}; list each once")
+            raise argparse.ArgumentTypeError(f"a {what} is listed twice in {text!r}; list each once")
         return names
 
     return parse
@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         check_parser.add_argument(flag, type=_positive, default=default, help=f"{help_text} (default {default})")
     check_parser.add_argument(
-        "--cells", type=_cell_list(CELL_NAMES), default=list(CELL_NAMES), help="comma-separated cells (default: all)"
+        "--cells", type=name_list(CELL_NAMES), default=list(CELL_NAMES), help="comma-separated cells (default: all)"
     )
     check_parser.set_defaults(run=check)
     _add_train_parser(commands)
@@ -289,7 +289,7 @@ def _add_memory_task_parser(commands) -> None:
         "and OUT/memory_task.png (eval MSE and accuracy against steps).",
     )
     names = list(task.CELL_NAMES)
-    parser.add_argument("--cells", type=_cell_list(names), default=names,
+    parser.add_argument("--cells", type=name_list(names), default=names,
                         help=f"comma-separated cells (default {','.join(names)})")
     defaults = task.DEFAULTS
     parser.add_argument("--length", type=_number(int, 2, inclusive=True), default=defaults["length"],

@@ -69,7 +69,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from jaxrnn import _bptt
-from jaxrnn._cells import Cell, project_with
+from jaxrnn._cells import Cell, input_projection
 from jaxrnn._precision import accumulation_dtype, matmul
 from jaxrnn._unroll import GRAD_MODES
 
@@ -223,11 +223,8 @@ _MINLSTM = _Gates(_minlstm_coefficients, _minlstm_coefficients_vjp)
 
 
 def _bias(params: _InputWeights) -> Array:
+    """``b_ih``: every pre-activation is ``x W_ih + b_ih``, as nothing depends on ``h``."""
     return params.b_ih
-
-
-# ``x W_ih + b_ih``: every pre-activation, as nothing depends on ``h``. In the params' dtype.
-_project = project_with(_bias)
 
 
 def _make_recurrence(gates: _Gates):
@@ -299,7 +296,7 @@ def _effective_log_a(log_a: Array, valid, resets) -> Array:
 
 def _forward(gates: _Gates, params, carry, xs, valid, resets, reverse: bool):
     """Returns ``(final carry, hs, gx, states)``; see :func:`sequence`."""
-    gx = _project(params, xs)  # (T, B, G·H): one matmul for every step; unroll zeroed the padding
+    gx = input_projection(params, xs, params.b_ih)  # (T, B, G·H): one matmul for every step; unroll zeroed the padding
     log_a, a, b = gates.coefficients(gx.astype(carry.dtype))  # in the state dtype
     if resets is not None:  # h_t = a_t h_0 + b_t: the carry enters through b
         b = _at_resets(resets, b, b + a * carry)
@@ -462,7 +459,6 @@ mingru = Cell(
     gates=("z", "h"),
     params_type=MinGRUParams,
     carry_type=None,
-    project=_project,
     input_bias=_bias,
     recurrence=_make_recurrence(_MINGRU),
     init_params=_init_input_weights,
@@ -488,7 +484,6 @@ minlstm = Cell(
     gates=("f", "i", "h"),
     params_type=MinLSTMParams,
     carry_type=None,
-    project=_project,
     input_bias=_bias,
     recurrence=_make_recurrence(_MINLSTM),
     init_params=_init_input_weights,

@@ -9,25 +9,13 @@ import sys
 import time
 from pathlib import Path
 
+from jaxrnn._cli import name_list
 from jaxrnn.bench import _suite
 from jaxrnn.bench._problem import Problem
 
 QUICK_SHAPES = (_suite.TABLE_SHAPES[0],)
 QUICK_SWEEP = (10, 100, 1000)
 QUICK_CELLS = ("lstm", "gru")
-
-
-def _names(allowed, what: str):
-    """An argparse type: a comma-separated list of names from ``allowed``."""
-
-    def parse(text: str) -> list[str]:
-        names = [name.strip() for name in text.split(",") if name.strip()]
-        unknown = [name for name in names if name not in allowed]
-        if unknown or not names:
-            raise argparse.ArgumentTypeError(f"unknown {what} {unknown}; choose from {', '.join(allowed)}")
-        return list(dict.fromkeys(names))
-
-    return parse
 
 
 def _shapes(text: str) -> list[tuple[int, int, int, int]]:
@@ -66,9 +54,9 @@ def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true",
                         help=f"a short run (under 2 minutes on 2 cores): cells {','.join(QUICK_CELLS)}, "
                         f"shape {QUICK_SHAPES[0]}, sweep T={','.join(map(str, QUICK_SWEEP))}, fewer rounds")
-    parser.add_argument("--cells", type=_names(_suite.CELL_NAMES, "cell(s)"), default=None,
+    parser.add_argument("--cells", type=name_list(_suite.CELL_NAMES), default=None,
                         help=f"comma-separated cells (default: {','.join(_suite.CELL_NAMES)})")
-    parser.add_argument("--implementations", type=_names(impl_names, "implementation(s)"), default=None,
+    parser.add_argument("--implementations", type=name_list(impl_names, "implementation"), default=None,
                         help=f"comma-separated, from: {', '.join(impl_names)} (default: all; "
                         f"{_suite.REFERENCE!r} always runs)")
     parser.add_argument("--shapes", type=_shapes, default=None,
@@ -76,7 +64,7 @@ def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
     parser.add_argument("--sweep", type=_steps, default=None,
                         help=f"comma-separated T for the sweep at B={_suite.SWEEP_SHAPE[0]}, X={_suite.SWEEP_SHAPE[1]}, "
                         f"H={_suite.SWEEP_SHAPE[2]}; '' for none (default: {','.join(map(str, _suite.SWEEP_STEPS))})")
-    parser.add_argument("--sweep-cells", type=_names(_suite.CELL_NAMES, "cell(s)"), default=None,
+    parser.add_argument("--sweep-cells", type=name_list(_suite.CELL_NAMES), default=None,
                         help="cells for the sweep (default: lstm,gru, within --cells)")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds at most (default 15; quick 10)")
     parser.add_argument("--budget", type=float, default=None,
