@@ -88,4 +88,3 @@ def test_implementation():
     assert NUMPY.name == "numpy notebook"
     assert set(NUMPY.cells) == set(CELLS)
     assert NUMPY.missing() is None
-    assert not NUMPY.jax

@@ -24,7 +24,6 @@ def _implementation(grad: str) -> Implementation:
         cells=("lstm", "gru", "simple_rnn"),
         missing=lambda: None,
         prepare=prepare,
-        jax=True,
     )
 
 

@@ -134,7 +134,6 @@ FLAX = Implementation(
     cells=("lstm", "gru", "simple_rnn"),
     missing=lambda: _not_installed("flax"),
     prepare=_flax_prepare,
-    jax=True,
 )
 
 
@@ -194,7 +193,6 @@ EQUINOX = Implementation(
     cells=("lstm", "gru"),  # Equinox has no simple RNN cell
     missing=lambda: _not_installed("equinox"),
     prepare=_equinox_prepare,
-    jax=True,
 )
 
 
@@ -327,7 +325,6 @@ CUDNN_JAX = Implementation(
     cells=("lstm",),  # the only cell jax.experimental.rnn has
     missing=_cudnn_missing,
     prepare=_cudnn_prepare,
-    jax=True,
 )
 
 

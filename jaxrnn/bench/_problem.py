@@ -120,14 +120,12 @@ class Implementation(NamedTuple):
         missing: zero-argument; why it cannot run here (e.g. ``"flax is not
             installed: pip install 'jaxrnn[bench]'"``), or None.
         prepare: ``(problem, data) -> Prepared``.
-        jax: True if it runs on JAX (it then has a compile time and memory).
     """
 
     name: str
     cells: tuple[str, ...]
     missing: Callable[[], str | None]
     prepare: Callable[[Problem, Data], Prepared]
-    jax: bool = False
 
 
 def make_data(problem: Problem, seed: int = 0, dtype=np.float32) -> Data:
