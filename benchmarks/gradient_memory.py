@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 import jaxrnn
-from jaxrnn._cells import CELLS
+from jaxrnn import cells
 
 
 def temp_bytes(cell, grad: str, batch: int, input_size: int, hidden: int, steps: int, checkpoint=None) -> int:
@@ -35,16 +35,16 @@ def main() -> None:
     parser.add_argument("--input", type=int, default=64)
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--steps", default="100,1000", help="comma-separated sequence lengths")
-    parser.add_argument("--cells", default=",".join(cell.name for cell in CELLS), help="comma-separated cells")
+    parser.add_argument("--cells", default="simple_rnn,lstm,gru", help="comma-separated cells")
     parser.add_argument("--checkpoint", default="none", help="comma-separated spacings; 'none' stores every step")
     args = parser.parse_args()
-    cells = [cell for cell in CELLS if cell.name in args.cells.split(",")]
+    chosen = [cells()[name] for name in args.cells.split(",")]
     spacings = [None if k == "none" else int(k) for k in args.checkpoint.split(",")]
     print(f"batch {args.batch}, input {args.input}, hidden {args.hidden}, float32; "
           f"jax {jax.__version__} on {jax.default_backend()}\n")
     print("| cell | T | checkpoint | manual temp MiB | autodiff temp MiB | manual / autodiff |")
     print("|---|---|---|---|---|---|")
-    for cell in cells:
+    for cell in chosen:
         for steps in map(int, args.steps.split(",")):
             for k in spacings:
                 sizes = (args.batch, args.input, args.hidden, steps, k)

@@ -5,25 +5,30 @@ Cells are values bundling pure functions (``init``, ``initial_carry``,
 either by the cell's hand-written backward pass or by JAX's autodiff.
 """
 
-from jaxrnn import interop, notebook
 from jaxrnn._cells import (
-    Cell,
     GRUParams,
     LSTMCarry,
     LSTMParams,
+    ProjectedLSTMParams,
     SimpleRNNParams,
     gru,
     lstm,
+    projected_lstm,
     simple_rnn,
 )
 from jaxrnn._checks import CellMismatchError
+from jaxrnn._options import GRAD_MODES
 from jaxrnn._parallel import MinGRUParams, MinLSTMParams, mingru, minlstm
-from jaxrnn._stack import Bidirectional, Stack, bidirectional, stack, stacked
-from jaxrnn._unroll import GRAD_MODES, unroll
+from jaxrnn._protocol import BPTT, Cell, cotangents
+from jaxrnn._registry import cells, get as get_cell, register
+from jaxrnn._stack import Bidirectional, Stack, bidirectional, stack
+from jaxrnn._unroll import unroll
+from jaxrnn import interop, notebook, testing  # noqa: E402  (they build on the names above)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BPTT",
     "Bidirectional",
     "Cell",
     "CellMismatchError",
@@ -33,17 +38,23 @@ __all__ = [
     "LSTMParams",
     "MinGRUParams",
     "MinLSTMParams",
+    "ProjectedLSTMParams",
     "SimpleRNNParams",
     "Stack",
     "bidirectional",
+    "cells",
+    "cotangents",
+    "get_cell",
     "gru",
     "interop",
     "lstm",
     "mingru",
     "minlstm",
     "notebook",
+    "projected_lstm",
+    "register",
     "simple_rnn",
     "stack",
-    "stacked",
+    "testing",
     "unroll",
 ]

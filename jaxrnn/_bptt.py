@@ -1,27 +1,26 @@
-"""Hand-written backpropagation through time, wired into ``jax.grad`` by ``jax.custom_vjp``.
+"""The sequence engine: any protocol cell over a sequence, with its hand-written BPTT behind ``jax.custom_vjp``.
 
-For a sequence ``xs`` of shape (T, B, X) the forward pass is
+The engine knows only the protocol (:mod:`jaxrnn._protocol`). For a sequence
+``xs`` of shape (T, B, X), N = T·B rows, the forward pass is
 
-1. ``buf = xs W_ih``: one (T·B, X) × (X, G·H) matmul for all steps, with no
-   bias (each step adds it inside its own elementwise work, which saves a
-   pass over the whole array);
+1. ``buf = project(params, xs)``: one call over all N rows (one matmul for a
+   linear projection), kept as (N, P) rows;
 2. a ``lax.scan`` of ``recurrence`` that reads step t's projection from
-   ``buf[t]`` and writes that step's activated gates back over it, in place,
-   stacking the rest of its named residual (the LSTM's ``c_prev``, the GRU's
-   ``W_hn h + b_hn``).
+   ``buf`` and, when the residual's first field has the projection's shape
+   and dtype (the LSTM's and GRU's activated gates), writes it back over
+   that step's rows in place; the rest of the residual is stacked over time.
 
 The backward pass is
 
-1. a reverse ``lax.scan`` whose carry holds the recurrent cotangents
-   (``dh``, and ``dc`` for the LSTM) and ``buf``. Step t reads its gates from
-   ``buf[t]``, forms the gate pre-activation cotangents ``dz`` (B, G·H), writes
-   them over ``buf[t]`` and does one ``dz @ W_hhᵀ``, with ``W_hhᵀ`` transposed
-   once before the loop;
-2. the weight, bias and input cotangents as single large matmuls over all
-   T·B rows of ``buf``: ``dW_ih = xsᵀ dz``, ``dW_hh = h_prevᵀ dz``,
-   ``dxs = dz W_ihᵀ``, and the biases are column sums.
+1. a reverse ``lax.scan`` of the cell's ``step_vjp``, whose carry holds the
+   recurrent cotangents and ``buf``: step t reads its residual and writes its
+   ``d_gx`` (B, P) over ``buf``'s rows for t;
+2. the parameter and input cotangents as single large computations over all
+   N rows: ``param_grads`` (e.g. ``dW_hh = h_prevᵀ d_gx``) and
+   ``project_vjp`` (e.g. ``dW_ih = xsᵀ d_gx``, ``dxs = d_gx W_ihᵀ``), the
+   ``h`` entering each step rebuilt from the outputs rather than saved.
 
-One (T, B, G·H) buffer thus holds the projection, then the gates, then their
+One (N, P) buffer thus holds the projection, then the gates, then their
 cotangents, as their lifetimes do not overlap. Memory saved for the backward
 pass, per time step, beyond ``xs`` and the outputs ``hs`` (which the caller
 holds anyway): LSTM 5·B·H values (four gates and ``c_prev``), GRU 4·B·H,
@@ -37,119 +36,59 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from jaxrnn._precision import accumulation_dtype, matmul
-
-
-def _weights_and_bias(h_prev: Array, dz: Array) -> tuple[Array, Array]:
-    """``(h_prevᵀ dz, Σ dz)`` over rows: the hidden side's weight and bias cotangents."""
-    return matmul(h_prev.T, dz), matmul(jnp.ones((1, dz.shape[0]), dz.dtype), dz)[0]
-
-
-class CellBPTT(NamedTuple):
-    """A cell's hand-written backward pass, as pure functions.
-
-    A cell's ``recurrence`` returns a residual whose first field is its
-    activated gates, (B, G·H): the sequence level stores those in place of the
-    step's input projection, and the rest of the residual stacked over time.
-
-    Attributes:
-        step_vjp: ``(params, w_hh_t, d_carry, dh_out, h, h_prev, residual) ->
-            (d_carry_prev, dgx, extra)``. One reverse step: ``d_carry`` is the
-            cotangent of the carry leaving step t, ``dh_out`` that of the
-            output ``h`` at step t, ``residual`` what the forward saved and
-            ``w_hh_t`` the recurrent weights transposed, (G·H, H) (None for
-            cells without them). ``dgx`` (B, G·H) is the cotangent of the
-            input-side pre-activations, written over the step's gates;
-            ``extra`` is what the hidden side needs beyond it (stacked over
-            time), or None.
-        hidden_grads: ``(h_prev, dgx, extra) -> (d_w_hh, d_b_hh)`` over all
-            T·B rows (``h_prev`` (N, H), ``dgx`` (N, G·H)), or None for cells
-            without hidden-side weights. The default is for cells whose hidden
-            side sees the same pre-activations as the input side.
-    """
-
-    step_vjp: Callable[..., tuple[Any, Array, Any]]
-    hidden_grads: Callable[..., tuple[Array, Array]] | None = lambda h_prev, dgx, extra: _weights_and_bias(h_prev, dgx)
+from jaxrnn._precision import accumulation_dtype
+from jaxrnn._protocol import like
 
 
 class Residuals(NamedTuple):
     """What the forward pass saves for the backward pass.
 
     Attributes:
-        xs: the inputs (T, B, X), for ``dW_ih``.
+        xs: the inputs (T, B, X), for the projection's cotangents.
         carry0: the initial carry, whose ``h`` starts ``h_prev``.
         hs: the outputs (T, B, H); ``h_prev`` is ``hs`` shifted by one step.
-        gates: each step's activated gates, (T, B, G·H): the buffer the
-            backward pass overwrites with the gate cotangents.
+        buf: (N, P) rows holding each step's residual first field, which the
+            backward pass overwrites with ``d_gx``; None when the residual does
+            not fit there (the backward pass then makes its own).
         rest: the cell's per-step residual, stacked over time, with its first
-            field (the gates, kept in ``gates``) None.
+            field None when it lives in ``buf``.
     """
 
     xs: Array
     carry0: Any
     hs: Array
-    gates: Array
+    buf: Array | None
     rest: Any
 
 
-# --------------------------------------------------------------------------
-# One reverse step per cell. Shapes: (B, H) unless noted.
+def add_cotangents(params, *parts):
+    """Sums params-shaped cotangents, where ``None`` stands for zero; each in its param's dtype."""
+
+    def total(p, *ds):
+        present = [d for d in ds if d is not None]
+        if not present:
+            return jnp.zeros_like(p)
+        return functools.reduce(jnp.add, present).astype(p.dtype)
+
+    parts = [part for part in parts if part is not None]
+    return jax.tree.map(total, params, *parts, is_leaf=lambda x: x is None)
 
 
-def lstm_state_vjp(dh: Array, dc: Array, i: Array, f: Array, g: Array, o: Array, c_prev: Array):
-    """Backward of :func:`jaxrnn._cells.lstm_state` and the gate activations.
-
-    Given the cotangents ``dh``, ``dc`` of ``(h, c)`` leaving the step,
-    returns the cotangents of the four gate pre-activations (in ``i, f, g, o``
-    order) and of ``c_prev``. Elementwise, so any layout works.
-    """
-    tanh_c = jnp.tanh(f * c_prev + i * g)  # recomputed rather than saved
-    dc = dc + dh * o * (1 - tanh_c**2)
-    d_i = dc * g * i * (1 - i)
-    d_f = dc * c_prev * f * (1 - f)
-    d_g = dc * i * (1 - g**2)
-    d_o = dh * tanh_c * o * (1 - o)
-    return (d_i, d_f, d_g, d_o), dc * f
+def _project_vjp(cell, params, x_rows: Array, d_gx: Array):
+    """``(d_params, d_x)`` of the projection: the cell's own, or autodiff's."""
+    if cell.project is None:
+        return None, d_gx
+    if cell.bptt.project_vjp is not None:
+        return cell.bptt.project_vjp(params, x_rows, d_gx)
+    _, vjp = jax.vjp(cell.project, params, x_rows)
+    return vjp(d_gx.astype(jax.eval_shape(cell.project, params, x_rows).dtype))
 
 
-def _lstm_step_vjp(params, w_hh_t, d_carry, dh_out, h, h_prev, res):
-    dh, dc = d_carry
-    i, f, g, o = jnp.split(res.gates.astype(dc.dtype), 4, axis=-1)
-    d_gates, dc_prev = lstm_state_vjp(dh + dh_out, dc, i, f, g, o, res.c_prev)
-    dz = jnp.concatenate(d_gates, axis=-1)  # (B, 4H): one matmul, not four
-    return type(d_carry)(matmul(dz, w_hh_t), dc_prev), dz, None
-
-
-def _gru_step_vjp(params, w_hh_t, dh, dh_out, h, h_prev, res):
-    r, z, n = jnp.split(res.gates.astype(dh.dtype), 3, axis=-1)
-    dh = dh + dh_out
-    dn = dh * (1 - z) * (1 - n**2)  # at n's pre-activation
-    d_r = dn * res.hn * r * (1 - r)
-    d_z = dh * (h_prev - n) * z * (1 - z)
-    dn_r = dn * r  # at W_hn h + b_hn, which r scales
-    dgh = jnp.concatenate([d_r, d_z, dn_r], axis=-1)  # (B, 3H) at h W_hh + b_hh
-    return dh * z + matmul(dgh, w_hh_t), jnp.concatenate([d_r, d_z, dn], axis=-1), dn_r
-
-
-def _gru_hidden_grads(h_prev: Array, dgx: Array, dn_r: Array):
-    # The hidden side sees r and z like the input side, but n scaled by r.
-    hidden = dn_r.shape[-1]
-    d_w, d_b = _weights_and_bias(h_prev, dgx)
-    d_w_n, d_b_n = _weights_and_bias(h_prev, dn_r)
-    return (
-        jnp.concatenate([d_w[:, : 2 * hidden], d_w_n], axis=-1),
-        jnp.concatenate([d_b[: 2 * hidden], d_b_n]),
-    )
-
-
-def _simple_rnn_step_vjp(params, w_hh_t, dh, dh_out, h, h_prev, res):
-    dz = (dh + dh_out) * (1 - h.astype(dh.dtype) ** 2)
-    return matmul(dz, w_hh_t), dz, None
-
-
-SIMPLE_RNN = CellBPTT(_simple_rnn_step_vjp)
-LSTM = CellBPTT(_lstm_step_vjp)
-GRU = CellBPTT(_gru_step_vjp, _gru_hidden_grads)
+def _stores_in_buffer(residual, gx) -> bool:
+    """Whether the residual's first field can live in the projection's buffer (same shape and dtype)."""
+    if not (isinstance(residual, tuple) and residual and hasattr(residual[0], "shape")):
+        return False
+    return residual[0].shape == gx.shape and residual[0].dtype == gx.dtype
 
 
 # --------------------------------------------------------------------------
@@ -180,6 +119,7 @@ def masked_step(step: Callable, init) -> Callable:
         input_t, valid_t, reset_t = inputs
         carry_in = carry if reset_t is None else _select(reset_t, init, carry)
         new, h, extra = step(carry_in, input_t)
+        new = like(new, carry)  # the carry keeps its dtypes, whatever the cell returns
         if valid_t is not None:
             new = _select(valid_t, new, carry)
             h = jnp.where(valid_t[:, None], h, 0)
@@ -229,35 +169,33 @@ def forward(cell, params, carry, xs: Array, init, valid, resets, reverse: bool, 
     Returns:
         ``(final carry, hs (T, B, H), residuals or None)``.
     """
-    # x W_ih for all T steps in one matmul, kept in the accumulation dtype:
-    # each step adds the bias and rounds, exactly as ``cell.project`` does.
     steps, batch = xs.shape[:2]
-    buf = jnp.matmul(_rows(xs), params.w_ih, preferred_element_type=accumulation_dtype(params.w_ih.dtype))
-    bias = cell.input_bias(params)
-    dtype = params.w_ih.dtype
+    buf = cell.project_or_identity(params, _rows(xs))  # (N, P): every step's projection at once
 
-    def step(c, xw_t):
-        return cell.recurrence(params, c, (xw_t + bias).astype(dtype))
-
-    if not save:
-        buf = buf.reshape(steps, batch, -1)
-        final, (hs, _) = jax.lax.scan(masked_step(step, init), carry, (buf, valid, resets), reverse=reverse)
-        return final, hs, None
+    def step(c, gx_t):
+        return cell.recurrence(params, c, gx_t)
 
     body = masked_step(step, init)
+    if not save:
+        buf = buf.reshape(steps, batch, -1)
+        final, (hs, _) = jax.lax.scan(body, carry, (buf, valid, resets), reverse=reverse)
+        return final, hs, None
 
-    def in_place(state, masks):  # step t's gates overwrite its projection in ``buf``
+    gx_shape = jax.ShapeDtypeStruct((batch, buf.shape[-1]), buf.dtype)
+    in_buffer = _stores_in_buffer(jax.eval_shape(step, carry, gx_shape)[2], gx_shape)
+
+    def in_place(state, masks):  # step t's residual first field overwrites its projection in ``buf``
         c, buf, t = state
         c, (h, residual) = body(c, (_read(buf, t, batch), *masks))
-        if residual:
-            buf = _write(buf, residual[0].astype(buf.dtype), t)
-            residual = type(residual)(None, *residual[1:])  # the gates live in ``buf``
+        if in_buffer:
+            buf = _write(buf, residual[0], t)
+            residual = type(residual)(None, *residual[1:])
         return (c, buf, t + (-1 if reverse else 1)), (h, residual)
 
     (final, buf, _), (hs, rest) = jax.lax.scan(
         in_place, (carry, buf, _first_step(steps, reverse)), (valid, resets), length=steps, reverse=reverse
     )
-    return final, hs, Residuals(xs, carry, hs, buf, rest)
+    return final, hs, Residuals(xs, carry, hs, buf if in_buffer else None, rest)
 
 
 def _rows(a: Array | None) -> Array | None:
@@ -318,14 +256,19 @@ def backward(cell, params, res: Residuals, d_final, d_hs: Array, init, valid, re
         (None without resets).
     """
     xs, carry, hs, buf, rest = res
+    steps, batch = xs.shape[:2]
+    bptt = cell.bptt
     h_prev = _previous_hidden(cell.hidden(carry), cell.hidden(init), hs, valid, resets, reverse)
-    # Transposed once here, so each step's dz @ W_hhᵀ reads a contiguous (G·H, H) matrix.
-    w_hh_t = getattr(params, "w_hh", None)
-    w_hh_t = None if w_hh_t is None else jnp.transpose(w_hh_t)
+    prepared = params if bptt.prepare is None else bptt.prepare(params)
+    in_buffer = buf is not None
+    if not in_buffer:  # the cotangents d_gx still go to one (N, P) buffer, written in place
+        gx = jax.eval_shape(cell.project_or_identity, params, _rows(xs))
+        buf = jnp.zeros(gx.shape, gx.dtype)
+    summed = bptt.param_grads is None  # per-step params cotangents, added up in the loop
 
     def body(state, inputs):
-        d_carry, d_init, buf, pending, t = state
-        # The previous step's dz is written here, before anything reads ``buf``,
+        d_carry, d_init, d_sum, buf, pending, t = state
+        # The previous step's d_gx is written here, before anything reads ``buf``,
         # so every read comes after the write and XLA updates ``buf`` in place.
         # Written after the reads of its own step, it made XLA copy all of
         # ``buf`` on every step.
@@ -335,34 +278,37 @@ def backward(cell, params, res: Residuals, d_final, d_hs: Array, init, valid, re
         if valid_t is not None:  # an invalid step passes its carry's cotangent straight through
             d_new = jax.tree.map(lambda d: jnp.where(valid_t[:, None], d, 0), d_carry)
             dh_out = jnp.where(valid_t[:, None], dh_out, 0)
-        residual = type(rest_t)(_read(buf, t, batch), *rest_t[1:]) if rest_t else rest_t
-        d_in, dgx, extra = cell.bptt.step_vjp(params, w_hh_t, d_new, dh_out, h, h_prev_t, residual)
+        residual = type(rest_t)(_read(buf, t, batch), *rest_t[1:]) if in_buffer else rest_t
+        d_in, d_gx, stash = bptt.step_vjp(params, prepared, d_new, dh_out, h, h_prev_t, residual)
+        d_in = like(d_in, d_carry)
         if reset_t is not None:
             d_init = jax.tree.map(lambda a, d: a + jnp.where(reset_t[:, None], d, 0), d_init, d_in)
             d_in = jax.tree.map(lambda d: jnp.where(reset_t[:, None], 0, d), d_in)
         if valid_t is not None:
             d_in = _select(valid_t, d_in, d_carry)
-        return (d_in, d_init, buf, (dgx.astype(buf.dtype), t), t + (1 if reverse else -1)), extra
+        if summed:
+            d_sum, stash = add_cotangents(d_sum, d_sum, stash), None
+        return (d_in, d_init, d_sum, buf, (d_gx.astype(buf.dtype), t), t + (1 if reverse else -1)), stash
 
     d_init0 = None if resets is None else jax.tree.map(jnp.zeros_like, init)
-    steps, batch = xs.shape[:2]
+    # Summed in at least float32, whatever the params' dtype.
+    d_sum0 = jax.tree.map(lambda p: jnp.zeros(p.shape, accumulation_dtype(p.dtype)), params) if summed else None
     first = _first_step(steps, not reverse)  # the backward pass's first step
-    (d_carry, d_init, dgx, pending, _), extra = jax.lax.scan(
+    (d_carry, d_init, d_sum, d_gx, pending, _), stash = jax.lax.scan(
         body,
-        (d_final, d_init0, buf, (_read(buf, first, batch), first), first),  # a first write that changes nothing
+        (d_final, d_init0, d_sum0, buf, (_read(buf, first, batch), first), first),  # a first write that changes nothing
         (d_hs, hs, h_prev, rest, valid, resets),
         reverse=not reverse,
     )
-    dgx = _write(dgx, *pending)  # the last step's dz
-    # Sums over all T·B rows, accumulated in at least float32.
-    dtype = params.w_ih.dtype
-    d_w_ih, d_b_ih = _weights_and_bias(_rows(xs), dgx)
-    d_params = {"w_ih": d_w_ih, "b_ih": d_b_ih}
-    if cell.bptt.hidden_grads is not None:
-        d_params["w_hh"], d_params["b_hh"] = cell.bptt.hidden_grads(_rows(h_prev), dgx, _rows(extra))
-    d_params = {name: d.astype(dtype) for name, d in d_params.items()}
-    d_xs = matmul(dgx, params.w_ih.T).astype(xs.dtype).reshape(xs.shape)
-    return type(params)(**d_params), d_carry, d_xs, d_init
+    d_gx = _write(d_gx, *pending)  # the last step's
+    d_project, d_x = _project_vjp(cell, params, _rows(xs), d_gx)
+    if summed:
+        d_recurrence = d_sum
+    else:
+        stash = jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), stash)
+        d_recurrence = bptt.param_grads(params, _rows(h_prev), d_gx, stash)
+    d_params = add_cotangents(params, d_project, d_recurrence)
+    return d_params, d_carry, d_x.astype(xs.dtype).reshape(xs.shape), d_init
 
 
 def _add(a, b):

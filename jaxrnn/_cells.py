@@ -1,40 +1,30 @@
-"""Recurrent cells: their parameters, carries and one time step.
+"""The built-in cells: simple RNN, LSTM and GRU, on the public protocol.
 
-A cell is a *value* (:class:`Cell`) bundling pure functions, in the manner of
-``optax.GradientTransformation``:
+Each is a :class:`jaxrnn.Cell` (see :mod:`jaxrnn._protocol`) with a
+hand-written backward pass. Rows are examples: ``x`` is ``(batch, input_size)``,
+``h`` is ``(batch, hidden)``. Weights are stored ``(in, out)`` so every
+product is ``rows @ W`` with a contiguous ``(batch, gates * hidden)`` result;
+the gate blocks of the output axis are in torch's order (LSTM ``i, f, g, o``,
+GRU ``r, z, n``), so converting torch weights is a transpose.
 
-* ``cell.init(key, input_size, hidden_size)`` makes the parameters;
-* ``cell.initial_carry(batch_size, hidden_size)`` makes the all-zero state;
-* ``cell.step(params, carry, x) -> (carry, h)`` runs one time step, in
-  ``jax.lax.scan``'s own argument order, so ``partial(cell.step, params)`` is a
-  scan body.
-
-Rows are examples: ``x`` is ``(batch, input_size)``, ``h`` is
-``(batch, hidden)``. Weights are stored ``(in, out)`` so every product is
-``rows @ W`` with a contiguous ``(batch, gates * hidden)`` result; the gate
-blocks of the output axis are in torch's order (LSTM ``i, f, g, o``, GRU
-``r, z, n``), so converting torch weights is a transpose.
-
-Each step is split in two so the hand-written backward pass can hoist the
-input projection out of the time loop:
-
-* ``project(params, x)``: the input's contribution to the gate pre-activations
-  (one matmul, which a sequence does for all steps at once);
-* ``recurrence(params, carry, gx)``: the rest of the step, returning the new
-  carry, the output and the named residual the backward pass needs.
+The projection is ``x W_ih`` alone; the biases are added inside each step's
+elementwise work, which saves a pass over the whole (T·B, G·H) buffer. The
+activated gates are the first field of each residual, with the projection's
+shape and dtype, so the engine keeps them in the projection's buffer.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Callable, NamedTuple
+from functools import partial
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import Array
 
-from jaxrnn import _bptt, _checks
+from jaxrnn import _checks, _registry
 from jaxrnn._precision import matmul
+from jaxrnn._protocol import BPTT, Cell, cotangents
 
 
 # --------------------------------------------------------------------------
@@ -77,6 +67,23 @@ class GRUParams(_Weights):
     __slots__ = ()
 
 
+class ProjectedLSTMParams(NamedTuple):
+    """Parameters of :data:`projected_lstm` (G = 4, gate blocks ``i, f, g, o``); P is the projection size.
+
+    Attributes:
+        w_ih: ``(input_size, 4H)``.
+        w_hh: ``(P, 4H)``: the recurrent weights read the projected state.
+        b_ih, b_hh: ``(4H,)``.
+        w_hr: ``(H, P)``, the projection ``h = (o ⊙ tanh c) W_hr``.
+    """
+
+    w_ih: Array
+    w_hh: Array
+    b_ih: Array
+    b_hh: Array
+    w_hr: Array
+
+
 class LSTMCarry(NamedTuple):
     """LSTM state; unpacks as ``h, c = carry``.
 
@@ -106,6 +113,13 @@ class LSTMResidual(NamedTuple):
     c_prev: Array
 
 
+class ProjectedLSTMResidual(NamedTuple):
+    """What one projected-LSTM step saves: as :class:`LSTMResidual` (``o ⊙ tanh c`` is recomputed)."""
+
+    gates: Array
+    c_prev: Array
+
+
 class GRUResidual(NamedTuple):
     """What one GRU step saves for the backward pass.
 
@@ -120,38 +134,76 @@ class GRUResidual(NamedTuple):
 
 
 # --------------------------------------------------------------------------
-# The maths of one step. Shapes: x (B, X), h and c (B, H), gx (B, G*H).
+# Shared pieces: the linear projection, the hidden side's cotangents, init.
+# Shapes: x (B, X), h and c (B, H), gx (B, G*H); N = T·B rows after the scan.
 
 
-# Every recurrence returns its new carry in the carry's dtype (the state dtype)
-# and its output and residual in the params' dtype (the compute dtype); see
-# jaxrnn._precision. For float32 and float64 those casts are no-ops.
+def linear_projection(params, x: Array) -> Array:
+    """``x W_ih`` in the params' dtype, summed in at least float32: the input's share of the pre-activations."""
+    return matmul(x, params.w_ih).astype(params.w_ih.dtype)
 
 
-def _both_biases(params: _Weights) -> Array:
-    """``b_ih + b_hh``: both biases fold into the input side."""
-    return params.b_ih + params.b_hh
+def linear_projection_vjp(params, x: Array, d_gx: Array):
+    """``(dW_ih = xᵀ d_gx, dx = d_gx W_ihᵀ)`` over all N rows; 16-bit operands, float32 sums."""
+    return cotangents(params, w_ih=matmul(x.T, d_gx)), matmul(d_gx, params.w_ih.T)
 
 
-def _input_side_bias(params: GRUParams) -> Array:
-    """``b_ih``; the GRU keeps ``b_hh`` inside, as the reset gate scales part of it."""
-    return params.b_ih
+def weights_and_bias(h_prev: Array, dz: Array) -> tuple[Array, Array]:
+    """``(h_prevᵀ dz, Σ dz)`` over rows: the hidden side's weight and bias cotangents."""
+    return matmul(h_prev.T, dz), matmul(jnp.ones((1, dz.shape[0]), dz.dtype), dz)[0]
 
 
-def input_projection(params, x: Array, bias: Array) -> Array:
-    """``x W_ih + bias`` in the params' dtype: the input's share of the pre-activations.
+def _transposed_w_hh(params) -> Array:
+    # Once before the reverse scan, so each step's dz @ W_hhᵀ reads a contiguous (G·H, H) matrix.
+    return jnp.transpose(params.w_hh)
 
-    The sum is taken in the matmul's (at least float32) accumulation dtype
-    before the cast, so the hand-written forward pass, which adds the bias to
-    a stored ``x W_ih`` one step at a time, rounds exactly as this does.
-    """
-    return (matmul(x, params.w_ih) + bias).astype(params.w_ih.dtype)
+
+def _shared_bias_grads(params, h_prev: Array, dz: Array, stash):
+    """Both biases and ``W_hh`` see the same pre-activations ``z`` (simple RNN, LSTM)."""
+    d_w_hh, d_b = weights_and_bias(h_prev, dz)
+    return type(params)(None, d_w_hh, d_b, d_b)
+
+
+def _init_gated(params_type, num_gates: int, unit_bias_gate: int | None, key, input_size, hidden_size, dtype):
+    """Glorot input blocks, orthogonal recurrent blocks, zero biases (see :data:`lstm`)."""
+    k_ih, k_hh = jax.random.split(key)
+    glorot = jax.nn.initializers.glorot_uniform(in_axis=-2, out_axis=-1, batch_axis=0)
+    w_ih = glorot(k_ih, (num_gates, input_size, hidden_size), dtype)
+    orthogonal = jax.nn.initializers.orthogonal()
+    w_hh = jax.vmap(lambda k: orthogonal(k, (hidden_size, hidden_size), dtype))(jax.random.split(k_hh, num_gates))
+    b_ih = jnp.zeros((num_gates, hidden_size), dtype)
+    if unit_bias_gate is not None:
+        b_ih = b_ih.at[unit_bias_gate].set(1)
+
+    def gates_last(w: Array) -> Array:  # (G, rows, H) -> (rows, G*H)
+        return jnp.moveaxis(w, 0, -2).reshape(*w.shape[1:-1], num_gates * hidden_size)
+
+    return params_type(
+        w_ih=gates_last(w_ih),
+        w_hh=gates_last(w_hh),
+        b_ih=b_ih.reshape(-1),
+        b_hh=jnp.zeros((num_gates * hidden_size,), dtype),
+    )
+
+
+# --------------------------------------------------------------------------
+# The maths of one step, forward and reverse.
+
+
+# Every recurrence returns its output and residual in the params' dtype (the
+# compute dtype); the engine keeps the carry in its own dtype (the state
+# dtype); see jaxrnn._precision. For float32 and float64 those casts are no-ops.
 
 
 def _simple_rnn_recurrence(params: SimpleRNNParams, h_prev: Array, gx: Array):
-    """``h' = tanh(W_ih x + b_ih + W_hh h + b_hh)``. Saves nothing: ``h'`` is the output."""
-    h = jnp.tanh(gx + matmul(h_prev, params.w_hh))
-    return h.astype(h_prev.dtype), h.astype(params.w_hh.dtype), ()
+    """``h' = tanh(x W_ih + b_ih + h W_hh + b_hh)``. Saves nothing: ``h'`` is the output."""
+    h = jnp.tanh(gx + (params.b_ih + params.b_hh) + matmul(h_prev, params.w_hh))
+    return h, h.astype(params.w_hh.dtype), ()
+
+
+def _simple_rnn_step_vjp(params, w_hh_t, dh, dh_out, h, h_prev, res):
+    dz = (dh + dh_out) * (1 - h.astype(dh.dtype) ** 2)
+    return matmul(dz, w_hh_t), dz, None
 
 
 def lstm_state(i: Array, f: Array, g: Array, o: Array, c_prev: Array):
@@ -164,16 +216,71 @@ def lstm_state(i: Array, f: Array, g: Array, o: Array, c_prev: Array):
     return o * jnp.tanh(c), c
 
 
+def lstm_state_vjp(dh: Array, dc: Array, i: Array, f: Array, g: Array, o: Array, c_prev: Array):
+    """Backward of :func:`lstm_state` and the gate activations.
+
+    Given the cotangents ``dh``, ``dc`` of ``(h, c)`` leaving the step,
+    returns the cotangents of the four gate pre-activations (in ``i, f, g, o``
+    order) and of ``c_prev``. Elementwise, so any layout works.
+    """
+    tanh_c = jnp.tanh(f * c_prev + i * g)  # recomputed rather than saved
+    dc = dc + dh * o * (1 - tanh_c**2)
+    d_i = dc * g * i * (1 - i)
+    d_f = dc * c_prev * f * (1 - f)
+    d_g = dc * i * (1 - g**2)
+    d_o = dh * tanh_c * o * (1 - o)
+    return (d_i, d_f, d_g, d_o), dc * f
+
+
 def _lstm_recurrence(params: LSTMParams, carry: LSTMCarry, gx: Array):
-    """``i, f, o = σ(·)``, ``g = tanh(·)`` of ``gx + h W_hh``, then :func:`lstm_state`."""
+    """``i, f, o = σ(·)``, ``g = tanh(·)`` of ``gx + b + h W_hh``, then :func:`lstm_state`."""
     h_prev, c_prev = carry
-    i, f, g, o = jnp.split(gx + matmul(h_prev, params.w_hh), 4, axis=-1)
+    z = gx + (params.b_ih + params.b_hh) + matmul(h_prev, params.w_hh)
+    i, f, g, o = jnp.split(z, 4, axis=-1)
     i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
     h, c = lstm_state(i, f, g, o, c_prev)
     dtype = params.w_hh.dtype
     # c_prev is saved in the state dtype: the backward pass recomputes tanh(c) from it.
     residual = LSTMResidual(jnp.concatenate([i, f, g, o], axis=-1).astype(dtype), c_prev)
-    return LSTMCarry(h.astype(h_prev.dtype), c.astype(c_prev.dtype)), h.astype(dtype), residual
+    return LSTMCarry(h, c), h.astype(dtype), residual
+
+
+def _lstm_step_vjp(params, w_hh_t, d_carry, dh_out, h, h_prev, res):
+    dh, dc = d_carry
+    i, f, g, o = jnp.split(res.gates.astype(dc.dtype), 4, axis=-1)
+    d_gates, dc_prev = lstm_state_vjp(dh + dh_out, dc, i, f, g, o, res.c_prev)
+    dz = jnp.concatenate(d_gates, axis=-1)  # (B, 4H): one matmul, not four
+    return LSTMCarry(matmul(dz, w_hh_t), dc_prev), dz, None
+
+
+def _projected_lstm_recurrence(params: ProjectedLSTMParams, carry: LSTMCarry, gx: Array):
+    """The LSTM step on the projected state: ``h' = (o ⊙ tanh c') W_hr``, (B, P)."""
+    h_prev, c_prev = carry
+    z = gx + (params.b_ih + params.b_hh) + matmul(h_prev, params.w_hh)
+    i, f, g, o = jnp.split(z, 4, axis=-1)
+    i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
+    m, c = lstm_state(i, f, g, o, c_prev)
+    dtype = params.w_hh.dtype
+    h = matmul(m, params.w_hr)
+    residual = ProjectedLSTMResidual(jnp.concatenate([i, f, g, o], axis=-1).astype(dtype), c_prev)
+    return LSTMCarry(h, c), h.astype(dtype), residual
+
+
+def _projected_lstm_step_vjp(params, transposed, d_carry, dh_out, h, h_prev, res):
+    w_hh_t, w_hr_t = transposed
+    dh, dc = d_carry
+    dh = dh + dh_out  # (B, P)
+    i, f, g, o = jnp.split(res.gates.astype(dc.dtype), 4, axis=-1)
+    d_gates, dc_prev = lstm_state_vjp(matmul(dh, w_hr_t), dc, i, f, g, o, res.c_prev)
+    dz = jnp.concatenate(d_gates, axis=-1)
+    m = o * jnp.tanh(f * res.c_prev + i * g)  # the unprojected output, for dW_hr after the scan
+    return LSTMCarry(matmul(dz, w_hh_t), dc_prev), dz, (m.astype(dz.dtype), dh.astype(dz.dtype))
+
+
+def _projected_lstm_param_grads(params, h_prev: Array, dz: Array, stash):
+    m, dh = stash
+    d_w_hh, d_b = weights_and_bias(h_prev, dz)
+    return ProjectedLSTMParams(None, d_w_hh, d_b, d_b, matmul(m.T, dh))
 
 
 def _gru_recurrence(params: GRUParams, h_prev: Array, gx: Array):
@@ -182,7 +289,7 @@ def _gru_recurrence(params: GRUParams, h_prev: Array, gx: Array):
     ``r = σ(x_r + h_r)``, ``z = σ(x_z + h_z)``, ``n = tanh(x_n + r ⊙ (W_hn h + b_hn))``,
     ``h' = (1 − z) ⊙ n + z ⊙ h``.
     """
-    x_r, x_z, x_n = jnp.split(gx, 3, axis=-1)
+    x_r, x_z, x_n = jnp.split(gx + params.b_ih, 3, axis=-1)
     h_r, h_z, hn = jnp.split(matmul(h_prev, params.w_hh) + params.b_hh, 3, axis=-1)
     r = jax.nn.sigmoid(x_r + h_r)
     z = jax.nn.sigmoid(x_z + h_z)
@@ -190,208 +297,184 @@ def _gru_recurrence(params: GRUParams, h_prev: Array, gx: Array):
     h = (1 - z) * n + z * h_prev
     dtype = params.w_hh.dtype
     residual = GRUResidual(jnp.concatenate([r, z, n], axis=-1).astype(dtype), hn.astype(dtype))
-    return h.astype(h_prev.dtype), h.astype(dtype), residual
+    return h, h.astype(dtype), residual
 
 
-def _init_gated(cell: "Cell", key: Array, input_size: int, hidden_size: int, dtype) -> _Weights:
-    """Glorot input blocks, orthogonal recurrent blocks, zero biases (see :meth:`Cell.init`)."""
-    num_gates = len(cell.gates)
-    k_ih, k_hh = jax.random.split(key)
-    glorot = jax.nn.initializers.glorot_uniform(in_axis=-2, out_axis=-1, batch_axis=0)
-    w_ih = glorot(k_ih, (num_gates, input_size, hidden_size), dtype)
-    orthogonal = jax.nn.initializers.orthogonal()
-    w_hh = jax.vmap(lambda k: orthogonal(k, (hidden_size, hidden_size), dtype))(jax.random.split(k_hh, num_gates))
-    b_ih = jnp.zeros((num_gates, hidden_size), dtype)
-    if cell.unit_bias_gate is not None:
-        b_ih = b_ih.at[cell.gates.index(cell.unit_bias_gate)].set(1)
+def _gru_step_vjp(params, w_hh_t, dh, dh_out, h, h_prev, res):
+    r, z, n = jnp.split(res.gates.astype(dh.dtype), 3, axis=-1)
+    dh = dh + dh_out
+    dn = dh * (1 - z) * (1 - n**2)  # at n's pre-activation
+    d_r = dn * res.hn * r * (1 - r)
+    d_z = dh * (h_prev - n) * z * (1 - z)
+    dn_r = dn * r  # at W_hn h + b_hn, which r scales
+    dgh = jnp.concatenate([d_r, d_z, dn_r], axis=-1)  # (B, 3H) at h W_hh + b_hh
+    return dh * z + matmul(dgh, w_hh_t), jnp.concatenate([d_r, d_z, dn], axis=-1), dn_r
 
-    def gates_last(w: Array) -> Array:  # (G, rows, H) -> (rows, G*H)
-        return jnp.moveaxis(w, 0, -2).reshape(*w.shape[1:-1], num_gates * hidden_size)
 
-    return cell.params_type(
-        w_ih=gates_last(w_ih),
-        w_hh=gates_last(w_hh),
-        b_ih=b_ih.reshape(-1),
-        b_hh=jnp.zeros((num_gates * hidden_size,), dtype),
+def _gru_param_grads(params, h_prev: Array, dgx: Array, dn_r: Array):
+    # The hidden side sees r and z like the input side, but n scaled by r.
+    hidden = dn_r.shape[-1]
+    d_w, d_b = weights_and_bias(h_prev, dgx)
+    d_w_n, d_b_n = weights_and_bias(h_prev, dn_r)
+    return GRUParams(
+        w_ih=None,
+        w_hh=jnp.concatenate([d_w[:, : 2 * hidden], d_w_n], axis=-1),
+        b_ih=d_b,
+        b_hh=jnp.concatenate([d_b[: 2 * hidden], d_b_n]),
     )
 
 
-# --------------------------------------------------------------------------
-# The cell value.
+def _gated(name: str, gates: str, params_type, carry_type, recurrence, step_vjp, param_grads, doc: str,
+           unit_bias_gate: str | None = None) -> Cell:
+    """A built-in cell: ``(w_ih, w_hh, b_ih, b_hh)`` params, a linear projection, a hand-written BPTT."""
+    gates = tuple(gates)
+    bias_block = None if unit_bias_gate is None else gates.index(unit_bias_gate)
+    cell = Cell(
+        name=name,
+        params_type=params_type,
+        carry_type=carry_type,
+        init_params=partial(_init_gated, params_type, len(gates), bias_block),
+        check_shapes=lambda params, where: _checks.gated_shapes(cell, params, where),
+        recurrence=recurrence,
+        project=linear_projection,
+        bptt=BPTT(step_vjp, param_grads, linear_projection_vjp, _transposed_w_hh),
+        gates=gates,
+        doc=doc,
+    )
+    return _registry.register(cell)
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class Cell:
-    """A recurrent cell: a value bundling pure functions.
+_INIT_DOC = """Init (``cell.init(key, input_size, hidden_size, dtype=...)``), Keras' recurrent defaults:
 
-    Hashable by identity, so it can be a static argument of ``jax.jit``.
-
-    Attributes:
-        name: the public name, e.g. ``"lstm"``.
-        gates: names of the gate blocks along the weights' output axis.
-        params_type: the NamedTuple its params are.
-        carry_type: the NamedTuple its carry is, or None for a bare ``h``.
-        input_bias: ``params -> (G*H,)``, the biases that fold into the input
-            side; :meth:`project` adds them to ``x W_ih``.
-        recurrence: ``(params, carry, gx) -> (carry, h, residual)``.
-        init_params: ``(cell, key, input_size, hidden_size, dtype) -> params``,
-            called by :meth:`init` after its checks.
-        check_shapes: ``(cell, params, where) -> (input_size, hidden_size)``:
-            reads the sizes off the params' shapes and raises ``ValueError``
-            if they are inconsistent.
-        bptt: the hand-written backward pass of ``recurrence``, or None
-            (autodiff only).
-        sequence: a whole-sequence implementation that replaces the scan of
-            ``recurrence`` (e.g. a parallel scan), or None:
-            ``sequence(params, carry, xs, *, valid, resets, reverse, grad) ->
-            (carry, hs)``, called by :func:`jaxrnn.unroll` (see its ``scan``
-            argument) with checked, promoted, time-major inputs whose padding
-            is already zeroed; ``valid`` and ``resets`` are (T, B) bool or None.
-        unit_bias_gate: name of the gate whose ``b_ih`` block starts at 1.
-        doc: the cell's equations, shown by ``help(cell)``.
+    * ``w_ih``: Glorot-uniform per gate block (fan-in ``input_size``, fan-out
+      ``hidden_size``), which keeps the pre-activation variance near the input's.
+    * ``w_hh``: an orthogonal ``(hidden, hidden)`` block per gate. All singular
+      values are 1, so early on the recurrent Jacobian neither shrinks nor grows
+      gradients over time (Saxe et al., 2014).
+    * biases: zero, except the LSTM forget gate's ``b_ih`` block, which is 1 so
+      the memory is kept until the net learns to drop it (Jozefowicz et al., 2015).
     """
 
-    name: str
-    gates: tuple[str, ...]
-    params_type: type
-    carry_type: type | None
-    input_bias: Callable[[Any], Array]
-    recurrence: Callable[[Any, Any, Array], tuple[Any, Array, Any]]
-    init_params: Callable[..., Any] = _init_gated
-    check_shapes: Callable[..., tuple[int, int]] = _checks.gated_shapes
-    bptt: _bptt.CellBPTT | None = None
-    sequence: Callable[..., Any] | None = None
-    unit_bias_gate: str | None = None
-    doc: str = ""
+simple_rnn = _gated(
+    "simple_rnn", ("h",), SimpleRNNParams, None, _simple_rnn_recurrence, _simple_rnn_step_vjp, _shared_bias_grads,
+    doc=f"""Elman RNN: ``h' = tanh(W_ih x + b_ih + W_hh h + b_hh)``.
 
-    def __post_init__(self):
-        object.__setattr__(self, "__doc__", self.doc)
+    Params :class:`SimpleRNNParams` ``(w_ih (X, H), w_hh (H, H), b_ih (H,), b_hh (H,))``;
+    carry ``h`` of shape (batch, hidden). Manual BPTT saves nothing beyond the
+    outputs it returns.
 
-    def __repr__(self) -> str:
-        return f"jaxrnn.{self.name}"
-
-    def init(self, key: Array, input_size: int, hidden_size: int, *, dtype=jnp.float32):
-        """Makes parameters with the cell's ``init_params``.
-
-        The built-in gated cells follow Keras' recurrent defaults:
-
-        * ``w_ih``: Glorot-uniform per gate block (fan-in ``input_size``,
-          fan-out ``hidden_size``), which keeps the pre-activation variance
-          near that of the input.
-        * ``w_hh``: an orthogonal ``(hidden, hidden)`` block per gate. All
-          singular values are 1, so early on the recurrent Jacobian neither
-          shrinks nor grows gradients over time (Saxe et al., 2014).
-        * biases: zero, except the LSTM forget gate's ``b_ih`` block, which
-          is 1 so the memory is kept until the net learns to drop it
-          (Jozefowicz et al., 2015).
-
-        Args:
-            key: a PRNG key.
-            input_size: features per time step, X > 0.
-            hidden_size: state size, H > 0.
-            dtype: a floating dtype for every array.
-
-        Returns:
-            ``params_type``; for the gated cells ``(w_ih (X, G*H), w_hh (H, G*H),
-            b_ih (G*H,), b_hh (G*H,))``.
-        """
-        where = f"{self!r}.init"
-        input_size = _checks.positive_int(input_size, "input_size", where)
-        hidden_size = _checks.positive_int(hidden_size, "hidden_size", where)
-        dtype = _checks.floating_dtype(dtype, where)
-        return self.init_params(self, key, input_size, hidden_size, dtype)
-
-    def initial_carry(self, batch_size: int, hidden_size: int, *, dtype=jnp.float32):
-        """The all-zero state: ``(batch, hidden)`` arrays, as ``carry_type`` if it has one."""
-        where = f"{self!r}.initial_carry"
-        batch_size = _checks.positive_int(batch_size, "batch_size", where, allow_zero=True)
-        hidden_size = _checks.positive_int(hidden_size, "hidden_size", where)
-        dtype = _checks.floating_dtype(dtype, where)
-        zeros = jnp.zeros((batch_size, hidden_size), dtype)
-        if self.carry_type is None:
-            return zeros
-        return self.carry_type(*(zeros for _ in self.carry_type._fields))
-
-    def hidden(self, carry) -> Array:
-        """The output part ``h`` of a carry."""
-        return carry if self.carry_type is None else carry[0]
-
-    def step(self, params, carry, x: Array):
-        """One time step, checked: ``(carry, x (batch, input)) -> (carry, h (batch, hidden))``.
-
-        Params and ``x`` compute in their common dtype; the carry keeps at
-        least float32 (see :func:`jaxrnn.unroll`). Raises
-        ``ValueError``/``TypeError`` at trace time on bad shapes or dtypes.
-        """
-        params, carry, x = _checks.step_arguments(self, params, carry, x, f"{self!r}.step")
-        return self.step_unchecked(params, carry, x)
-
-    def project(self, params, x: Array) -> Array:
-        """``x W_ih + input_bias(params)``: the input's share of the pre-activations, (…, G*H)."""
-        return input_projection(params, x, self.input_bias(params))
-
-    def step_unchecked(self, params, carry, x: Array):
-        """:meth:`step` without the checks, for inputs already validated."""
-        carry, h, _ = self.recurrence(params, carry, self.project(params, x))
-        return carry, h
-
-
-simple_rnn = Cell(
-    name="simple_rnn",
-    gates=("h",),
-    params_type=SimpleRNNParams,
-    carry_type=None,
-    input_bias=_both_biases,
-    recurrence=_simple_rnn_recurrence,
-    bptt=_bptt.SIMPLE_RNN,
-    doc="""Elman RNN: ``h' = tanh(W_ih x + b_ih + W_hh h + b_hh)``.
-
-    Params :class:`SimpleRNNParams` (G = 1); carry ``h`` of shape (batch, hidden).
-    Manual BPTT saves nothing beyond the outputs it returns.
-    """,
+    {_INIT_DOC}""",
 )
 
-lstm = Cell(
-    name="lstm",
-    gates=("i", "f", "g", "o"),
-    params_type=LSTMParams,
-    carry_type=LSTMCarry,
-    input_bias=_both_biases,
-    recurrence=_lstm_recurrence,
-    bptt=_bptt.LSTM,
+lstm = _gated(
+    "lstm", ("i", "f", "g", "o"), LSTMParams, LSTMCarry, _lstm_recurrence, _lstm_step_vjp, _shared_bias_grads,
     unit_bias_gate="f",
-    doc="""LSTM, with the seeds' equations (z = W_ih x + b_ih + W_hh h + b_hh)::
+    doc=f"""LSTM, with the seeds' equations (z = W_ih x + b_ih + W_hh h + b_hh)::
 
         i, f, g, o = split(z, 4)
         i, f, o = σ(i), σ(f), σ(o);  g = tanh(g)     # input, forget, output gates; candidate
         c' = f ⊙ c + i ⊙ g
         h' = o ⊙ tanh(c')
 
-    Params :class:`LSTMParams` (G = 4, torch's gate order); carry
-    :class:`LSTMCarry` ``(h, c)``, each (batch, hidden). Manual BPTT saves
-    5·batch·hidden values a step (four gates and ``c_prev``).
-    """,
+    Params :class:`LSTMParams` ``(w_ih (X, 4H), w_hh (H, 4H), b_ih (4H,), b_hh (4H,))``,
+    torch's gate order; carry :class:`LSTMCarry` ``(h, c)``, each (batch,
+    hidden). Manual BPTT saves 5·batch·hidden values a step (four gates and
+    ``c_prev``).
+
+    {_INIT_DOC}""",
 )
 
-gru = Cell(
-    name="gru",
-    gates=("r", "z", "n"),
-    params_type=GRUParams,
-    carry_type=None,
-    input_bias=_input_side_bias,
-    recurrence=_gru_recurrence,
-    bptt=_bptt.GRU,
-    doc="""GRU, reset-after form (cuDNN, torch.nn.GRU, Flax, Keras)::
+gru = _gated(
+    "gru", ("r", "z", "n"), GRUParams, None, _gru_recurrence, _gru_step_vjp, _gru_param_grads,
+    doc=f"""GRU, reset-after form (cuDNN, torch.nn.GRU, Flax, Keras)::
 
         r = σ(W_ir x + b_ir + W_hr h + b_hr)
         z = σ(W_iz x + b_iz + W_hz h + b_hz)
         n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))
         h' = (1 − z) ⊙ n + z ⊙ h
 
-    Params :class:`GRUParams` (G = 3, torch's gate order r, z, n); carry ``h``
-    of shape (batch, hidden). Manual BPTT saves 4·batch·hidden values a step
-    (``r``, ``z``, ``n`` and ``W_hn h + b_hn``).
-    """,
+    Params :class:`GRUParams` ``(w_ih (X, 3H), w_hh (H, 3H), b_ih (3H,), b_hh (3H,))``,
+    torch's gate order r, z, n; carry ``h`` of shape (batch, hidden). Manual
+    BPTT saves 4·batch·hidden values a step (``r``, ``z``, ``n`` and
+    ``W_hn h + b_hn``).
+
+    {_INIT_DOC}""",
 )
 
-CELLS = (simple_rnn, lstm, gru)
+
+def _init_projected_lstm(key, input_size: int, hidden_size: int, dtype, proj_size: int | None = None):
+    """As :data:`lstm`'s init, with ``w_hh`` (P, 4H) orthogonal per gate and ``w_hr`` (H, P) orthogonal."""
+    proj_size = _projection_size(hidden_size, proj_size)
+    k_ih, k_hh, k_hr = jax.random.split(key, 3)
+    glorot = jax.nn.initializers.glorot_uniform(in_axis=-2, out_axis=-1, batch_axis=0)
+    orthogonal = jax.nn.initializers.orthogonal()
+
+    def gates_last(w: Array) -> Array:  # (4, rows, H) -> (rows, 4H)
+        return jnp.moveaxis(w, 0, -2).reshape(w.shape[1], 4 * hidden_size)
+
+    w_ih = gates_last(glorot(k_ih, (4, input_size, hidden_size), dtype))
+    w_hh = gates_last(jax.vmap(lambda k: orthogonal(k, (proj_size, hidden_size), dtype))(jax.random.split(k_hh, 4)))
+    b_ih = jnp.zeros((4, hidden_size), dtype).at[1].set(1).reshape(-1)  # forget gate open
+    return ProjectedLSTMParams(w_ih, w_hh, b_ih, jnp.zeros(4 * hidden_size, dtype),
+                               orthogonal(k_hr, (hidden_size, proj_size), dtype))
+
+
+def _projection_size(hidden_size: int, proj_size: int | None) -> int:
+    """``proj_size``, checked to lie in 1..H−1 as torch requires; None means H // 2 (at least 1)."""
+    if proj_size is None:
+        return max(1, hidden_size // 2)
+    proj_size = _checks.positive_int(proj_size, "proj_size", "jaxrnn.projected_lstm")
+    if proj_size >= hidden_size and hidden_size > 1:
+        raise ValueError(
+            f"jaxrnn.projected_lstm: proj_size must be smaller than hidden_size, as in torch.nn.LSTM; got "
+            f"proj_size={proj_size} with hidden_size={hidden_size}. Use jaxrnn.lstm for no projection."
+        )
+    return proj_size
+
+
+def _projected_lstm_shapes(params: ProjectedLSTMParams, where: str):
+    """Shape rules of :class:`ProjectedLSTMParams`; returns ``(input_size, (P, H))``."""
+    hidden, proj = params.w_hr.shape if params.w_hr.ndim == 2 else (-1, -1)
+    if hidden <= 0 or proj <= 0:
+        raise ValueError(f"{where}: params.w_hr must be (hidden, proj_size), both > 0; got {params.w_hr.shape}.")
+    expected = {"w_hh": (proj, 4 * hidden), "b_ih": (4 * hidden,), "b_hh": (4 * hidden,)}
+    for name, shape in expected.items():
+        if getattr(params, name).shape != shape:
+            raise ValueError(
+                f"{where}: params.{name} must have shape {shape} to match w_hr {params.w_hr.shape} "
+                f"(hidden {hidden}, proj_size {proj}); got {getattr(params, name).shape}."
+            )
+    w_ih = params.w_ih
+    if w_ih.ndim != 2 or w_ih.shape[1] != 4 * hidden or w_ih.shape[0] == 0:
+        raise ValueError(f"{where}: params.w_ih must be (input_size, {4 * hidden}); got {w_ih.shape}.")
+    return w_ih.shape[0], (proj, hidden)
+
+
+projected_lstm = _registry.register(Cell(
+    name="projected_lstm",
+    params_type=ProjectedLSTMParams,
+    carry_type=LSTMCarry,
+    init_params=_init_projected_lstm,
+    check_shapes=_projected_lstm_shapes,
+    recurrence=_projected_lstm_recurrence,
+    project=linear_projection,
+    bptt=BPTT(_projected_lstm_step_vjp, _projected_lstm_param_grads, linear_projection_vjp,
+              lambda params: (jnp.transpose(params.w_hh), jnp.transpose(params.w_hr))),
+    carry_sizes=lambda hidden_size, proj_size=None: (_projection_size(hidden_size, proj_size), hidden_size),
+    gates=("i", "f", "g", "o"),
+    doc="""LSTM with a projected state, torch's ``nn.LSTM(..., proj_size=P)`` (Sak et al., 2014)::
+
+        z = W_ih x + b_ih + W_hh h + b_hh            # W_hh reads the projected h, (P, 4H)
+        i, f, g, o = σ, σ, tanh, σ of split(z, 4)
+        c' = f ⊙ c + i ⊙ g                           # (batch, H)
+        h' = (o ⊙ tanh(c')) W_hr                     # (batch, P), the output
+
+    Params :class:`ProjectedLSTMParams` ``(w_ih (X, 4H), w_hh (P, 4H), b_ih,
+    b_hh (4H,), w_hr (H, P))``; carry :class:`LSTMCarry` ``(h (batch, P), c
+    (batch, H))``. ``init(key, X, H, proj_size=P)`` and
+    ``initial_carry(batch, H, proj_size=P)``; ``proj_size`` defaults to
+    ``H // 2``. Stacked layers above the first read D·P features, as in torch.
+    :func:`jaxrnn.interop.from_torch` converts a ``torch.nn.LSTM`` with
+    ``proj_size > 0`` to it (``w_hr = weight_hr_l{k}.T``).
+    """,
+))

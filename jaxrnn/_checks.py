@@ -98,8 +98,14 @@ def params(cell, params: Any, where: str):
         )
     arrays = {name: floating_array(value, f"params.{name}", where) for name, value in zip(fields, params)}
     params = params_type(**arrays)
-    input_size, hidden = cell.check_shapes(cell, params, where)
-    return params, input_size, hidden
+    input_size, sizes = cell.check_shapes(params, where)
+    return params, input_size, carry_sizes(cell, sizes)
+
+
+def carry_sizes(cell, sizes) -> tuple[int, ...]:
+    """The last dimension of each carry field, from one size for all or a tuple of them."""
+    count = 1 if cell.carry_type is None else len(cell.carry_type._fields)
+    return tuple(sizes) if isinstance(sizes, (tuple, list)) else (sizes,) * count
 
 
 def gated_shapes(cell, params, where: str) -> tuple[int, int]:
@@ -127,8 +133,8 @@ def gated_shapes(cell, params, where: str) -> tuple[int, int]:
     return w_ih.shape[0], hidden
 
 
-def carry(cell, carry: Any, batch: int, hidden: int, where: str):
-    """Checks a carry of ``(batch, hidden)`` arrays; returns it as the cell's carry type."""
+def carry(cell, carry: Any, batch: int, sizes: tuple[int, ...], where: str, *, steps: int | None = None):
+    """Checks a carry of ``(batch, size)`` arrays, one size per field; returns it as the cell's carry type."""
     carry_type = cell.carry_type
     if carry_type is None:
         if isinstance(carry, (tuple, list)):
@@ -150,13 +156,14 @@ def carry(cell, carry: Any, batch: int, hidden: int, where: str):
             )
         values = tuple(carry)
     arrays = []
-    for name, value in zip(names, values):
+    for name, value, size in zip(names, values, sizes):
         array = floating_array(value, f"carry.{name}", where)
-        if array.shape != (batch, hidden):
+        if array.shape != (batch, size):
+            hint = layout_hint(array.shape[0] if array.ndim else None, batch, steps, "carry")
             raise ValueError(
-                f"{where}: carry.{name} must be (batch, hidden) = ({batch}, {hidden}), from the inputs' "
+                f"{where}: carry.{name} must be (batch, hidden) = ({batch}, {size}), from the inputs' "
                 f"batch size and the params' hidden size; got {array.shape}. Pass carry=None for zeros, "
-                f"or make it with {cell!r}.initial_carry({batch}, {hidden})."
+                f"or make it with {cell!r}.initial_carry({batch}, {sizes[-1]}).{hint}"
             )
         arrays.append(array)
     return arrays[0] if carry_type is None else carry_type(*arrays)
@@ -194,15 +201,38 @@ def promote(params, carry, x):
     return params, jax.tree.map(lambda a: a.astype(state), carry), x
 
 
+def layout_hint(rows: int | None, batch: int, steps: int | None, name: str) -> str:
+    """A suggestion of ``time_major=False`` when ``name``'s rows match xs' time axis, not its batch axis."""
+    if steps is None or rows is None or rows == batch or rows != steps:
+        return ""
+    return (
+        f" The {name} has {rows} rows, the size of xs' first axis, which time-major xs (T, batch, input) "
+        f"uses for time: if xs is (batch, T, input), pass time_major=False."
+    )
+
+
+def prng_key(key: Any, where: str, example: str) -> None:
+    """A PRNG key: typed (``jax.random.key``) or raw uint32 (``jax.random.PRNGKey``)."""
+    dtype = getattr(key, "dtype", None)
+    typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+    raw = dtype == jnp.uint32 and getattr(key, "ndim", 0) == 1
+    if not (typed or raw):
+        shown = f"an array of dtype {dtype}" if dtype is not None else f"{key!r} of type {type(key).__name__}"
+        raise TypeError(
+            f"{where}: key must be a PRNG key; got {shown}. "
+            f"Make one with jax.random.key(seed), e.g. {example}."
+        )
+
+
 def step_arguments(cell, params_, carry_, x, where: str):
     """Checks and promotes the arguments of ``cell.step``."""
-    params_, input_size, hidden = params(cell, params_, where)
+    params_, input_size, sizes = params(cell, params_, where)
     x = inputs(x, 2, "(batch, input_size)", input_size, "x", where)
-    carry_ = carry(cell, carry_, x.shape[0], hidden, where)
+    carry_ = carry(cell, carry_, x.shape[0], sizes, where)
     return promote(params_, carry_, x)
 
 
-def lengths(value: Any, batch: int, where: str) -> Array:
+def lengths(value: Any, batch: int, where: str, *, steps: int | None = None) -> Array:
     """Sequence lengths: an integer (batch,) array (values are checked by the caller)."""
     array = jnp.asarray(value)
     if not jnp.issubdtype(array.dtype, jnp.integer):
@@ -213,6 +243,7 @@ def lengths(value: Any, batch: int, where: str) -> Array:
     if array.shape != (batch,):
         raise ValueError(
             f"{where}: lengths must have shape (batch,) = ({batch},), one length per row of xs; got {array.shape}."
+            + layout_hint(array.shape[0] if array.ndim == 1 else None, batch, steps, "lengths array")
         )
     return array
 

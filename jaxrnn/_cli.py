@@ -12,12 +12,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn import __version__, _timing
-from jaxrnn._cells import CELLS
-from jaxrnn._parallel import PARALLEL_CELLS
-from jaxrnn._unroll import GRAD_MODES, unroll
+from jaxrnn import __version__, _registry, _timing
+from jaxrnn._argparse import name_list, number, positive
+from jaxrnn._options import GRAD_MODES
+from jaxrnn._unroll import unroll
 
-CELL_NAMES = {cell.name: cell for cell in CELLS + PARALLEL_CELLS}
 F64_TOLERANCE = 1e-10  # relative; the hand-written and autodiff BPTT differ only by rounding
 F32_TOLERANCE = 1e-4
 
@@ -70,7 +69,7 @@ def check(args) -> int:
     print("{:<11} {:>5} {:>11} {:>11} {:>9} {:>11} {:>15} {:>16}".format(*header))
     all_agree = True
     for name in args.cells:
-        cell = CELL_NAMES[name]
+        cell = _registry.get(name)
         with jax.enable_x64(True):
             err64 = _agreement(cell, sizes, jnp.float64)
         problem = _problem(cell, *sizes, jnp.float32)
@@ -97,21 +96,6 @@ def check(args) -> int:
     return 0 if all_agree else 1
 
 
-def name_list(allowed, what: str = "cell"):
-    """An argparse type: a comma-separated list of names from ``allowed``, each once."""
-
-    def parse(text: str) -> list[str]:
-        names = [name.strip() for name in text.split(",") if name.strip()]
-        unknown = [name for name in names if name not in allowed]
-        if unknown or not names:
-            raise argparse.ArgumentTypeError(f"unknown {what}(s) {unknown}; choose from {', '.join(allowed)}")
-        if len(set(names)) < len(names):
-            raise argparse.ArgumentTypeError(f"a {what} is listed twice in {text!r}; list each once")
-        return names
-
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxrnn", description="Recurrent networks in JAX with hand-written BPTT.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -125,9 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
         ("--steps", 100, "sequence length T"),
         ("--rounds", 20, "timing rounds"),
     ):
-        check_parser.add_argument(flag, type=_positive, default=default, help=f"{help_text} (default {default})")
+        check_parser.add_argument(flag, type=positive, default=default, help=f"{help_text} (default {default})")
+    manual_cells = list(_registry.cells(manual=True))  # every registered cell with a hand-written BPTT
     check_parser.add_argument(
-        "--cells", type=name_list(CELL_NAMES), default=list(CELL_NAMES), help="comma-separated cells (default: all)"
+        "--cells", type=name_list(manual_cells), default=manual_cells, help="comma-separated cells (default: all)"
     )
     check_parser.set_defaults(run=check)
     _add_train_parser(commands)
@@ -138,30 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _number(kind, low: float, inclusive: bool = False):
-    """An argparse type: ``kind`` (int or float) above ``low`` (at or above it if ``inclusive``)."""
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            expected = "a whole number" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if not (math.isfinite(value) and (value >= low if inclusive else value > low)):
-            raise argparse.ArgumentTypeError(f"expected a number {'≥' if inclusive else '>'} {low:g}, got {text}")
-        return value
-
-    return parse
-
-
-_positive = _number(int, 0)
 
 
 def _add_train_parser(commands) -> None:
     # Imported here, not at the top: `import jaxrnn` stays free of the training modules.
     from jaxrnn.training import TrainConfig
     from jaxrnn.training._loop import DTYPES, OPTIMIZERS, SCHEDULES
-    from jaxrnn.training._model import MODEL_CELLS
 
     defaults = TrainConfig()
     parser = commands.add_parser(
@@ -171,7 +138,7 @@ def _add_train_parser(commands) -> None:
         "BPTT. Writes OUT/metrics.jsonl, OUT/curve.png and OUT/checkpoint.npz. With --resume, flags left out "
         "take the checkpoint's values.",
     )
-    positive, rate = _number(int, 0), _number(float, 0)
+    positive, rate = number(int, 0), number(float, 0)
     options = (
         ("--out", str, "the run's folder"),
         ("--corpus", str, "a UTF-8 text file (default: the Python standard library's .py files)"),
@@ -179,16 +146,16 @@ def _add_train_parser(commands) -> None:
         ("--layers", positive, "stacked layers"),
         ("--hidden", positive, "hidden size H"),
         ("--embed", positive, "embedding size"),
-        ("--dropout", _number(float, 0, inclusive=True), "dropout between layers (needs --layers ≥ 2)"),
+        ("--dropout", number(float, 0, inclusive=True), "dropout between layers (needs --layers ≥ 2)"),
         ("--batch", positive, "streams per step"),
         ("--seq-len", positive, "characters per truncated-BPTT chunk"),
         ("--steps", positive, "total optimiser steps"),
         ("--optimizer", str, "the optax optimiser"),
         ("--lr", rate, "peak learning rate"),
         ("--schedule", str, "learning-rate schedule: cosine decays to lr/10 by --steps"),
-        ("--weight-decay", _number(float, 0, inclusive=True), "AdamW's weight decay"),
+        ("--weight-decay", number(float, 0, inclusive=True), "AdamW's weight decay"),
         ("--clip", rate, "global gradient-norm clip"),
-        ("--seed", _number(int, 0, inclusive=True), "seed of params, dropout and data offsets"),
+        ("--seed", number(int, 0, inclusive=True), "seed of params, dropout and data offsets"),
         ("--eval-every", positive, "steps between validation evals"),
         ("--checkpoint-every", positive, "steps between checkpoints"),
         ("--val-chars", positive, "validation characters scored per eval"),
@@ -196,7 +163,7 @@ def _add_train_parser(commands) -> None:
         ("--dtype", str, "bfloat16 is mixed precision"),
         ("--devices", positive, "shard the batch over this many devices"),
     )
-    choices = {"--cell": MODEL_CELLS, "--optimizer": OPTIMIZERS, "--schedule": SCHEDULES, "--grad": GRAD_MODES, "--dtype": DTYPES}
+    choices = {"--cell": tuple(_registry.cells()), "--optimizer": OPTIMIZERS, "--schedule": SCHEDULES, "--grad": GRAD_MODES, "--dtype": DTYPES}
     for flag, kind, help_text in options:
         default = getattr(defaults, flag[2:].replace("-", "_"))
         parser.add_argument(flag, type=kind, default=None, choices=choices.get(flag) and list(choices[flag]),
@@ -243,11 +210,11 @@ def _add_sample_parser(commands) -> None:
     parser = commands.add_parser("sample", help="print text generated by a trained model",
                                  description="Generate text from OUT's checkpoint, one character at a time.")
     parser.add_argument("--out", default="jaxrnn_run", help="the run's folder (default jaxrnn_run)")
-    parser.add_argument("--length", type=_positive, default=500, help="characters to generate (default 500)")
-    parser.add_argument("--temperature", type=_number(float, 0, inclusive=True), default=0.8,
+    parser.add_argument("--length", type=positive, default=500, help="characters to generate (default 500)")
+    parser.add_argument("--temperature", type=number(float, 0, inclusive=True), default=0.8,
                         help="sampling temperature; 0 is greedy (default 0.8)")
     parser.add_argument("--prime", default="", help="text to start from (default: a line start)")
-    parser.add_argument("--seed", type=_number(int, 0, inclusive=True), default=0, help="sampling seed (default 0)")
+    parser.add_argument("--seed", type=number(int, 0, inclusive=True), default=0, help="sampling seed (default 0)")
     parser.set_defaults(run=sample_command)
 
 
@@ -288,21 +255,21 @@ def _add_memory_task_parser(commands) -> None:
         description="Train each cell on the adding problem with the same budget; write OUT/memory_task.json "
         "and OUT/memory_task.png (eval MSE and accuracy against steps).",
     )
-    names = list(task.CELL_NAMES)
-    parser.add_argument("--cells", type=name_list(names), default=names,
-                        help=f"comma-separated cells (default {','.join(names)})")
+    names = list(_registry.cells())
+    parser.add_argument("--cells", type=name_list(names), default=list(task.DEFAULT_CELLS),
+                        help=f"comma-separated cells, from {','.join(names)} (default {','.join(task.DEFAULT_CELLS)})")
     defaults = task.DEFAULTS
-    parser.add_argument("--length", type=_number(int, 2, inclusive=True), default=defaults["length"],
+    parser.add_argument("--length", type=number(int, 2, inclusive=True), default=defaults["length"],
                         help=f"sequence length T ≥ 2: one marker in each half (default {defaults['length']})")
     for flag, help_text in (("--hidden", "hidden size"), ("--batch", "training sequences per step"),
                             ("--steps", "optimiser steps per cell"),
                             ("--eval-every", f"steps between evals on {task.EVAL_BATCH} held-out sequences")):
         default = defaults[flag[2:].replace("-", "_")]
-        parser.add_argument(flag, type=_positive, default=default, help=f"{help_text} (default {default})")
-    parser.add_argument("--lr", type=_number(float, 0), default=defaults["lr"],
+        parser.add_argument(flag, type=positive, default=default, help=f"{help_text} (default {default})")
+    parser.add_argument("--lr", type=number(float, 0), default=defaults["lr"],
                         help=f"Adam learning rate, divided by {task.DECAY_FACTOR} for the last third of the steps "
                         f"(default {defaults['lr']:g})")
-    parser.add_argument("--seed", type=_number(int, 0, inclusive=True), default=defaults["seed"],
+    parser.add_argument("--seed", type=number(int, 0, inclusive=True), default=defaults["seed"],
                         help=f"random seed (default {defaults['seed']})")
     parser.add_argument("--grad", choices=GRAD_MODES, default="manual", help="the BPTT (default manual)")
     parser.add_argument("--out", default=task.DEFAULT_OUT, help=f"output folder (default {task.DEFAULT_OUT})")

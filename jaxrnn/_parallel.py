@@ -62,16 +62,18 @@ states in S. For float32 and float64 every cast is a no-op.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import Array
 
-from jaxrnn import _bptt
-from jaxrnn._cells import Cell, input_projection
-from jaxrnn._precision import accumulation_dtype, matmul
-from jaxrnn._unroll import GRAD_MODES
+from jaxrnn import _registry
+from jaxrnn._cells import weights_and_bias
+from jaxrnn._options import GRAD_MODES
+from jaxrnn._precision import matmul
+from jaxrnn._protocol import BPTT, Cell
 
 
 
@@ -222,9 +224,19 @@ _MINLSTM = _Gates(_minlstm_coefficients, _minlstm_coefficients_vjp)
 # One step (the sequential reference) and its backward.
 
 
-def _bias(params: _InputWeights) -> Array:
-    """``b_ih``: every pre-activation is ``x W_ih + b_ih``, as nothing depends on ``h``."""
-    return params.b_ih
+def _project(params: _InputWeights, x: Array) -> Array:
+    """``x W_ih + b_ih`` in the params' dtype, summed in at least float32: every pre-activation, as none reads ``h``."""
+    return (matmul(x, params.w_ih) + params.b_ih).astype(params.w_ih.dtype)
+
+
+def _project_vjp(params: _InputWeights, x: Array, d_gx: Array):
+    """``dW_ih = xᵀ d_gx``, ``db_ih = Σ d_gx`` and ``dx = d_gx W_ihᵀ`` over all rows."""
+    d_w, d_b = weights_and_bias(x, d_gx)
+    return type(params)(d_w, d_b), matmul(d_gx, params.w_ih.T)
+
+
+def _no_recurrent_weights(params, h_prev, d_gx, stash):
+    return None  # every parameter cotangent comes through the projection
 
 
 def _make_recurrence(gates: _Gates):
@@ -252,11 +264,10 @@ def _make_step_vjp(gates: _Gates):
     return step_vjp
 
 
-# Hand-written backward of one ``recurrence`` step, in _bptt's CellBPTT form
-# (the gate cotangents are those of ``project``'s output; there is no hidden
-# side). Not attached as ``cell.bptt`` yet: _bptt.backward assumes ``w_hh``.
-MINGRU_STEP_BPTT = _bptt.CellBPTT(_make_step_vjp(_MINGRU), hidden_grads=None)
-MINLSTM_STEP_BPTT = _bptt.CellBPTT(_make_step_vjp(_MINLSTM), hidden_grads=None)
+# The sequential path's hand-written backward, on the cell protocol: the
+# gate cotangents are those of ``project``'s output, and there is no hidden side.
+MINGRU_STEP_BPTT = BPTT(_make_step_vjp(_MINGRU), _no_recurrent_weights, _project_vjp)
+MINLSTM_STEP_BPTT = BPTT(_make_step_vjp(_MINLSTM), _no_recurrent_weights, _project_vjp)
 
 
 # --------------------------------------------------------------------------
@@ -296,7 +307,7 @@ def _effective_log_a(log_a: Array, valid, resets) -> Array:
 
 def _forward(gates: _Gates, params, carry, xs, valid, resets, reverse: bool):
     """Returns ``(final carry, hs, gx, states)``; see :func:`sequence`."""
-    gx = input_projection(params, xs, params.b_ih)  # (T, B, G·H): one matmul for every step; unroll zeroed the padding
+    gx = _project(params, xs)  # (T, B, G·H): one matmul for every step; unroll zeroed the padding
     log_a, a, b = gates.coefficients(gx.astype(carry.dtype))  # in the state dtype
     if resets is not None:  # h_t = a_t h_0 + b_t: the carry enters through b
         b = _at_resets(resets, b, b + a * carry)
@@ -345,12 +356,9 @@ def _backward(gates: _Gates, reverse: bool, res: ScanResiduals, d_final: Array, 
         return x.reshape(-1, x.shape[-1])
 
     # Sums over all T·B rows, accumulated in at least float32; each cotangent in its primal's dtype.
-    dtype = params.w_ih.dtype
-    d_params = type(params)(
-        w_ih=matmul(rows(xs).T, rows(dgx)).astype(dtype),
-        b_ih=dgx.sum(axis=(0, 1), dtype=accumulation_dtype(dtype)).astype(dtype),
-    )
-    return d_params, d_carry, matmul(dgx, params.w_ih.T).astype(xs.dtype), None, None
+    d_params, d_xs = _project_vjp(params, rows(xs), rows(dgx).astype(params.w_ih.dtype))
+    d_params = jax.tree.map(lambda d, p: d.astype(p.dtype), d_params, params)
+    return d_params, d_carry, d_xs.astype(xs.dtype).reshape(xs.shape), None, None
 
 
 def _make_sequence(gates: _Gates, name: str):
@@ -417,13 +425,12 @@ def _make_sequence(gates: _Gates, name: str):
 # Init and shape checks.
 
 
-def _init_input_weights(cell: Cell, key: Array, input_size: int, hidden_size: int, dtype) -> _InputWeights:
+def _init_input_weights(params_type, num_gates: int, key: Array, input_size: int, hidden_size: int, dtype):
     """Glorot-uniform per gate block (fan-in ``input_size``, fan-out ``hidden_size``), zero biases."""
-    num_gates = len(cell.gates)
     glorot = jax.nn.initializers.glorot_uniform(in_axis=-2, out_axis=-1, batch_axis=0)
     w = glorot(key, (num_gates, input_size, hidden_size), dtype)  # (G, X, H)
     w_ih = jnp.moveaxis(w, 0, -2).reshape(input_size, num_gates * hidden_size)
-    return cell.params_type(w_ih=w_ih, b_ih=jnp.zeros((num_gates * hidden_size,), dtype))
+    return params_type(w_ih=w_ih, b_ih=jnp.zeros((num_gates * hidden_size,), dtype))
 
 
 def _input_weight_shapes(cell: Cell, params: _InputWeights, where: str) -> tuple[int, int]:
@@ -454,17 +461,25 @@ def _input_weight_shapes(cell: Cell, params: _InputWeights, where: str) -> tuple
 _INIT_DOC = """Init: Glorot-uniform per gate block of ``w_ih`` (fan-in ``input_size``,
     fan-out ``hidden_size``, as the other cells' ``w_ih``), zero biases."""
 
-mingru = Cell(
-    name="mingru",
-    gates=("z", "h"),
-    params_type=MinGRUParams,
-    carry_type=None,
-    input_bias=_bias,
-    recurrence=_make_recurrence(_MINGRU),
-    init_params=_init_input_weights,
-    check_shapes=_input_weight_shapes,
-    bptt=MINGRU_STEP_BPTT,
-    sequence=_make_sequence(_MINGRU, "mingru"),
+def _parallel_cell(name: str, gates: tuple[str, ...], params_type, maths: _Gates, bptt: BPTT, doc: str) -> Cell:
+    cell = Cell(
+        name=name,
+        params_type=params_type,
+        carry_type=None,
+        init_params=partial(_init_input_weights, params_type, len(gates)),
+        check_shapes=lambda params, where: _input_weight_shapes(cell, params, where),
+        recurrence=_make_recurrence(maths),
+        project=_project,
+        bptt=bptt,
+        sequence=_make_sequence(maths, name),
+        gates=gates,
+        doc=doc,
+    )
+    return _registry.register(cell)
+
+
+mingru = _parallel_cell(
+    "mingru", ("z", "h"), MinGRUParams, _MINGRU, MINGRU_STEP_BPTT,
     doc=f"""minGRU (Feng et al., 2024), a GRU whose gates see only the input::
 
         z = σ(W_z x + b_z)
@@ -479,17 +494,8 @@ mingru = Cell(
     """,
 )
 
-minlstm = Cell(
-    name="minlstm",
-    gates=("f", "i", "h"),
-    params_type=MinLSTMParams,
-    carry_type=None,
-    input_bias=_bias,
-    recurrence=_make_recurrence(_MINLSTM),
-    init_params=_init_input_weights,
-    check_shapes=_input_weight_shapes,
-    bptt=MINLSTM_STEP_BPTT,
-    sequence=_make_sequence(_MINLSTM, "minlstm"),
+minlstm = _parallel_cell(
+    "minlstm", ("f", "i", "h"), MinLSTMParams, _MINLSTM, MINLSTM_STEP_BPTT,
     doc=f"""minLSTM (Feng et al., 2024), an LSTM whose gates see only the input::
 
         f = σ(W_f x + b_f),  i = σ(W_i x + b_i)
@@ -505,5 +511,3 @@ minlstm = Cell(
     {_INIT_DOC}
     """,
 )
-
-PARALLEL_CELLS = (mingru, minlstm)

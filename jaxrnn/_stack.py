@@ -33,8 +33,9 @@ import jax.numpy as jnp
 from jax import Array
 
 from jaxrnn import _checks
-from jaxrnn._cells import Cell
-from jaxrnn._unroll import unroll
+from jaxrnn._options import SequenceOptions
+from jaxrnn._protocol import Cell
+from jaxrnn._unroll import check_cell, run
 
 
 class Bidirectional(NamedTuple):
@@ -101,26 +102,35 @@ def bidirectional(
             else is checked by :func:`jaxrnn.unroll`.
     """
     where = "jaxrnn.bidirectional"
-    _check_cell(cell, where)
+    check_cell(cell, where)
     params = _pair(params, "params", f"Bidirectional({cell!r}.init(k1, ...), {cell!r}.init(k2, ...))", cell, where)
     carry = Bidirectional(None, None) if carry is None else _pair(
         carry, "carry", f"Bidirectional(forward=..., backward=...) of {cell!r}.initial_carry(...)", cell, where
     )
-    sizes = [_checks.params(cell, p, f"{where}, params.{name}")[1:] for name, p in zip(params._fields, params)]
+    checked = [_checks.params(cell, p, f"{where}, params.{name}") for name, p in zip(params._fields, params)]
+    sizes = [(c[1], _shown(c[2])) for c in checked]
     if sizes[0] != sizes[1]:
         raise ValueError(
             f"{where}: both directions need the same (input_size, hidden_size), as in torch; params.forward has "
             f"{sizes[0]} and params.backward {sizes[1]}. Init both with the same sizes."
         )
-    options = dict(grad=grad, lengths=lengths, time_major=time_major, checkpoint=checkpoint, scan=scan)
-    # The forward unroll runs first and checks every argument, so resets is a valid (T, B) mask below.
-    carry_fwd, hs_fwd = unroll(cell, params.forward, xs, carry.forward, resets=resets, **options)
+    options = SequenceOptions(grad, lengths, False, time_major, resets, checkpoint, scan).checked(where)
+    return _both_directions(cell, Bidirectional(*(c[0] for c in checked)), *checked[0][1:], xs, carry, options, where)
+
+
+def _both_directions(cell: Cell, params: Bidirectional, input_size: int, sizes, xs, carry: Bidirectional,
+                     options: SequenceOptions, where: str):
+    """:func:`bidirectional` on checked params and options."""
+    # The forward run comes first and checks every argument, so resets is a valid (T, B) mask below.
+    carry_fwd, hs_fwd = run(cell, params.forward, input_size, sizes, xs, carry.forward, options, where)
+    resets = options.resets
     if resets is not None:
         # "Segment starts at t+1" is "segment ends at t": the reverse scan resets entering t.
         # A flag on the first padding step resets a carry that padding kept at its initial value.
         resets = jnp.asarray(resets)
         resets = jnp.concatenate([resets[1:], jnp.zeros_like(resets[:1])])
-    carry_bwd, hs_bwd = unroll(cell, params.backward, xs, carry.backward, resets=resets, reverse=True, **options)
+    backward = options._replace(reverse=True, resets=resets)
+    carry_bwd, hs_bwd = run(cell, params.backward, input_size, sizes, xs, carry.backward, backward, where)
     return Bidirectional(carry_fwd, carry_bwd), jnp.concatenate([hs_fwd, hs_bwd], axis=-1)
 
 
@@ -145,15 +155,16 @@ def stack(cell: Cell, num_layers: int = 1, *, bidirectional: bool = False, dropo
             effect with one layer (and warns).
 
     Returns:
-        A :class:`Stack`, hashable by value, so it can be a static argument
-        of ``jax.jit``.
+        A :class:`Stack`: hashable by value and a leafless pytree, so it
+        passes through ``jax.jit`` as an argument (static or not) and can
+        sit inside an Equinox module.
 
     Raises:
         TypeError: a non-cell, or arguments of the wrong type.
         ValueError: ``num_layers`` < 1, or ``dropout`` outside [0, 1).
     """
     where = "jaxrnn.stack"
-    _check_cell(cell, where)
+    check_cell(cell, where)
     num_layers = _checks.positive_int(num_layers, "num_layers", where)
     if not isinstance(bidirectional, bool):
         raise TypeError(f"{where}: bidirectional must be a bool; got {bidirectional!r}. Pass True or False.")
@@ -168,9 +179,7 @@ def stack(cell: Cell, num_layers: int = 1, *, bidirectional: bool = False, dropo
     return Stack(cell, num_layers, bidirectional, dropout)
 
 
-stacked = stack  # issue 3's name for it; the shorter `stack` reads like the value it returns
-
-
+@jax.tree_util.register_static
 @dataclasses.dataclass(frozen=True)
 class Stack:
     """A stack of recurrent layers: a value bundling pure functions, made by :func:`stack`.
@@ -210,7 +219,7 @@ class Stack:
         """D: 2 if bidirectional, else 1."""
         return 2 if self.bidirectional else 1
 
-    def init(self, key: Array, input_size: int, hidden_size: int, *, dtype=jnp.float32):
+    def init(self, key: Array, input_size: int, hidden_size: int, *, dtype=jnp.float32, **options):
         """Makes each layer's params with ``cell.init``, each from its own key.
 
         Args:
@@ -218,26 +227,30 @@ class Stack:
             input_size: features of the inputs, X > 0 (layer 0's input size).
             hidden_size: H > 0, every layer's and direction's state size.
             dtype: a floating dtype for every array.
+            **options: the cell's own init options (e.g. ``proj_size`` of
+                :data:`jaxrnn.projected_lstm`), for every layer.
 
         Returns:
             A tuple of L params (:class:`Bidirectional` pairs if
-            bidirectional). Layer 0's ``w_ih`` reads X features, the others'
-            D·H.
+            bidirectional). Layer 0 reads X features, the others D times the
+            cell's output size (D·H, or D·P for a projected LSTM).
         """
         where = f"{self!r}.init"
         input_size = _checks.positive_int(input_size, "input_size", where)
         hidden_size = _checks.positive_int(hidden_size, "hidden_size", where)
         keys = jax.random.split(key, (self.num_layers, self.num_directions))
+        output_size = self.cell.sizes(hidden_size, **options)[0]
         layers = []
         for k in range(self.num_layers):
-            size = input_size if k == 0 else self.num_directions * hidden_size
-            made = [self.cell.init(keys[k, d], size, hidden_size, dtype=dtype) for d in range(self.num_directions)]
+            size = input_size if k == 0 else self.num_directions * output_size
+            made = [self.cell.init(keys[k, d], size, hidden_size, dtype=dtype, **options)
+                    for d in range(self.num_directions)]
             layers.append(Bidirectional(*made) if self.bidirectional else made[0])
         return tuple(layers)
 
-    def initial_carry(self, batch_size: int, hidden_size: int, *, dtype=jnp.float32):
+    def initial_carry(self, batch_size: int, hidden_size: int, *, dtype=jnp.float32, **options):
         """The all-zero state: a tuple of L cell carries (:class:`Bidirectional` pairs if bidirectional)."""
-        zeros = self.cell.initial_carry(batch_size, hidden_size, dtype=dtype)
+        zeros = self.cell.initial_carry(batch_size, hidden_size, dtype=dtype, **options)
         layer = Bidirectional(zeros, zeros) if self.bidirectional else zeros
         return (layer,) * self.num_layers
 
@@ -287,7 +300,8 @@ class Stack:
             raises for the other arguments.
         """
         where = f"{self!r}.apply"
-        params = self._check_params(params, where)
+        options = SequenceOptions(grad, lengths, False, time_major, resets, checkpoint, scan).checked(where)
+        params, sizes = self._check_params(params, where)
         carry = (None,) * self.num_layers if carry is None else self._check_carry(carry, where)
         if not isinstance(train, bool):
             raise TypeError(
@@ -301,17 +315,18 @@ class Stack:
                     f"{where}: train=True with dropout={self.dropout} needs a PRNG key for the dropout masks. "
                     "Pass key=jax.random.key(seed) (a fresh one per step), or train=False for inference."
                 )
-            _check_key(key, where)
+            _checks.prng_key(key, where, "key=jax.random.key(seed)")
         keys = jax.random.split(key, self.num_layers - 1) if drop else None
 
-        run = bidirectional if self.bidirectional else unroll
-        options = dict(grad=grad, lengths=lengths, time_major=time_major, resets=resets, checkpoint=checkpoint,
-                       scan=scan)
+        layer = _both_directions if self.bidirectional else run
         finals, hs = [], xs
         for k in range(self.num_layers):
             if k > 0 and drop:
                 hs = _dropout(keys[k - 1], hs, self.dropout)
-            final, hs = run(self.cell, params[k], hs, carry[k], **options)
+            layer_carry = carry[k]
+            if self.bidirectional and layer_carry is None:
+                layer_carry = Bidirectional(None, None)
+            final, hs = layer(self.cell, params[k], *sizes[k], hs, layer_carry, options, where)
             finals.append(final)
         return tuple(finals), hs
 
@@ -399,24 +414,30 @@ class Stack:
             return tuple(value)
         return tuple(_pair(layer, f"{name}[{k}]", fix, cell, where) for k, layer in enumerate(value))
 
-    def _check_params(self, params, where: str) -> tuple:
-        """Checks every layer's params and that layer k > 0 reads D·H features; returns them."""
+    def _check_params(self, params, where: str) -> tuple[tuple, list]:
+        """Checks every layer's params and that layer k > 0 reads D·H features.
+
+        Returns:
+            ``(params, sizes)``: the checked params, and ``(input_size, carry
+            sizes)`` of each layer.
+        """
         layers = self._layers(params, "params", "Make them with net.init(key, input_size, hidden_size)", where)
-        checked, hidden = [], None
+        checked, layer_sizes, carry_sizes = [], [], None
         for k, layer in enumerate(layers):
             directions = layer if self.bidirectional else (layer,)
             out = []
             for d, p in enumerate(directions):
                 label = f"{where}, params[{k}]" + (f".{Bidirectional._fields[d]}" if self.bidirectional else "")
-                p, input_size, size = _checks.params(self.cell, p, label)
-                if hidden is None:
-                    hidden = size
-                if size != hidden:
+                p, input_size, sizes = _checks.params(self.cell, p, label)
+                if carry_sizes is None:
+                    carry_sizes = sizes
+                if sizes != carry_sizes:
                     raise ValueError(
                         f"{label}: every layer and direction needs the same hidden size, as in torch; "
-                        f"params[0] has {hidden}, this one {size}. "
+                        f"params[0] has {_shown(carry_sizes)}, this one {_shown(sizes)}. "
                         "Make them with net.init(key, input_size, hidden_size)."
                     )
+                hidden = sizes[0]  # the output size, which the next layer reads
                 if k > 0 and input_size != self.num_directions * hidden:
                     raise ValueError(
                         f"{label}: layer {k} reads layer {k - 1}'s outputs, {self.num_directions}·H = "
@@ -432,7 +453,8 @@ class Stack:
                     )
                 out.append(p)
             checked.append(Bidirectional(*out) if self.bidirectional else out[0])
-        return tuple(checked)
+            layer_sizes.append((input_size, sizes))
+        return tuple(checked), layer_sizes
 
     def _check_carry(self, carry, where: str) -> tuple:
         fix = "Make it with net.initial_carry(batch_size, hidden_size), or from torch's h_0 with net.unstack_carry"
@@ -443,12 +465,9 @@ class Stack:
 # Helpers.
 
 
-def _check_cell(cell: Any, where: str) -> None:
-    if not isinstance(cell, Cell):
-        raise TypeError(
-            f"{where}: cell must be a jaxrnn.Cell such as jaxrnn.lstm; got {type(cell).__name__}. "
-            "Pass the cell first."
-        )
+def _shown(sizes: tuple[int, ...]):
+    """Carry sizes for a message: one number when every field has it."""
+    return sizes[0] if len(set(sizes)) == 1 else sizes
 
 
 def _pair(value: Any, name: str, fix: str, cell: Cell, where: str) -> Bidirectional:
@@ -483,16 +502,6 @@ def _rate(value: Any, where: str) -> float:
             f"{where}: dropout must be a probability in [0, 1); got {value!r}. Pass e.g. dropout=0.1, or 0 for none."
         )
     return rate
-
-
-def _check_key(key: Any, where: str) -> None:
-    """A PRNG key: typed (``jax.random.key``) or raw uint32 (``jax.random.PRNGKey``)."""
-    dtype = getattr(key, "dtype", None)
-    typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
-    raw = dtype == jnp.uint32 and getattr(key, "ndim", 0) == 1
-    if not (typed or raw):
-        shown = f"an array of dtype {dtype}" if dtype is not None else repr(key)
-        raise TypeError(f"{where}: key must be a PRNG key; got {shown}. Make one with jax.random.key(seed).")
 
 
 def _dropout(key: Array, x: Array, rate: float) -> Array:

@@ -11,10 +11,8 @@ import numpy as np
 from jax import Array
 
 from jaxrnn import _bptt, _checks
-from jaxrnn._cells import Cell
-
-GRAD_MODES = ("manual", "autodiff")
-SCANS = ("auto", "sequential", "parallel")
+from jaxrnn._options import SequenceOptions
+from jaxrnn._protocol import Cell, zero_carry
 
 
 def unroll(
@@ -102,28 +100,39 @@ def unroll(
     ``custom_vjp``.
     """
     where = "jaxrnn.unroll"
+    check_cell(cell, where)
+    options = SequenceOptions(grad, lengths, reverse, time_major, resets, checkpoint, scan).checked(where)
+    params, input_size, sizes = _checks.params(cell, params, where)
+    return run(cell, params, input_size, sizes, xs, carry, options, where)
+
+
+def check_cell(cell, where: str) -> None:
+    """``cell`` must be a :class:`jaxrnn.Cell`."""
     if not isinstance(cell, Cell):
         raise TypeError(
             f"{where}: cell must be a jaxrnn.Cell such as jaxrnn.lstm; got {type(cell).__name__}. "
             "Pass the cell first: unroll(cell, params, xs)."
         )
-    if grad not in GRAD_MODES:
-        raise ValueError(f"{where}: grad must be one of {GRAD_MODES}; got {grad!r}.")
-    if scan not in SCANS:
-        raise ValueError(f"{where}: scan must be one of {SCANS}; got {scan!r}.")
+
+
+def run(cell: Cell, params, input_size: int, sizes: tuple[int, ...], xs, carry, options: SequenceOptions, where: str):
+    """:func:`unroll` on params already checked (``_checks.params``) and options already ``checked``.
+
+    The one runner behind :func:`unroll`, :func:`jaxrnn.bidirectional` and
+    :meth:`jaxrnn.Stack.apply`, so params are checked once per call.
+    """
+    grad, lengths, reverse, time_major, resets, checkpoint, scan = options
     if scan == "parallel" and cell.sequence is None:
         raise ValueError(f"{where}: {cell!r} has no parallel scan; use scan='sequential' or 'auto'.")
     parallel = cell.sequence is not None and scan != "sequential"
     if grad == "manual" and not parallel and cell.bptt is None:
         raise ValueError(f"{where}: {cell!r} has no hand-written backward pass; use grad='autodiff'.")
-    if checkpoint is not None:
-        checkpoint = _checks.positive_int(checkpoint, "checkpoint", where)
-        if parallel:
-            raise ValueError(
-                f"{where}: checkpoint applies to sequential scans; {cell!r}'s parallel scan keeps O(T) "
-                "memory by design. Pass scan='sequential' to checkpoint it."
-            )
-    params, input_size, hidden = _checks.params(cell, params, where)
+    if checkpoint is not None and parallel:
+        raise ValueError(
+            f"{where}: checkpoint applies to sequential scans; {cell!r}'s parallel scan keeps O(T) "
+            "memory by design. Pass scan='sequential' to checkpoint it."
+        )
+    hidden = sizes[0]
     layout = "(time, batch, input_size)" if time_major else "(batch, time, input_size)"
     xs = _checks.inputs(xs, 3, layout, input_size, "xs", where)
     # Batch-major inputs stay as they are for the manual path's per-step scan
@@ -135,11 +144,12 @@ def unroll(
         xs = jnp.swapaxes(xs, 0, 1)
     inner_time_major = time_major or swap
     steps, batch = xs.shape[:2] if inner_time_major else xs.shape[1::-1]
-    valid, bad_rows = _validity(lengths, steps, batch, where)
+    other = xs.shape[0] if inner_time_major and time_major else None  # for a time_major=False hint
+    valid, bad_rows = _validity(lengths, steps, batch, where, other)
     resets = _checks.step_mask(resets, steps, batch, "resets", where)
     if carry is None:
-        carry = cell.initial_carry(batch, hidden, dtype=jnp.result_type(xs, *params))
-    carry = _checks.carry(cell, carry, batch, hidden, where)
+        carry = zero_carry(cell, batch, sizes, jnp.result_type(xs, *jax.tree.leaves(params)))
+    carry = _checks.carry(cell, carry, batch, sizes, where, steps=other)
     params, carry, xs = _checks.promote(params, carry, xs)
 
     if steps == 0:
@@ -165,7 +175,7 @@ def unroll(
     return carry, (jnp.swapaxes(hs, 0, 1) if swap else hs)
 
 
-def _validity(lengths, steps: int, batch: int, where: str):
+def _validity(lengths, steps: int, batch: int, where: str, other: int | None = None):
     """``(valid (T, B) bool, bad_rows)`` from lengths; both None without lengths.
 
     Concrete lengths outside 0..T raise here. Traced ones cannot be read at
@@ -173,7 +183,7 @@ def _validity(lengths, steps: int, batch: int, where: str):
     """
     if lengths is None:
         return None, None
-    lengths = _checks.lengths(lengths, batch, where)
+    lengths = _checks.lengths(lengths, batch, where, steps=other)
     try:
         concrete = np.asarray(lengths)
     except jax.errors.TracerArrayConversionError:

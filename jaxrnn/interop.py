@@ -28,7 +28,9 @@ Limits:
   something else.
 * Dropout is not part of a state dict: make the :func:`jaxrnn.stack` with
   the module's ``dropout`` yourself.
-* An ``LSTM`` with ``proj_size > 0`` (key ``weight_hr_l{k}``) is not supported.
+* An ``LSTM`` with ``proj_size > 0`` has one more key, ``weight_hr_l{k}``
+  (P, H): it converts to :data:`jaxrnn.projected_lstm`, whose ``w_hr`` is its
+  transpose.
 """
 
 from __future__ import annotations
@@ -36,11 +38,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import re
+import warnings
+
 import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn import _checks
-from jaxrnn._cells import Cell
+from jaxrnn._protocol import Cell
 from jaxrnn._stack import Bidirectional, Stack
 
 __all__ = ["from_torch", "stack_from_torch", "stack_to_torch", "to_torch"]
@@ -49,7 +54,8 @@ __all__ = ["from_torch", "stack_from_torch", "stack_to_torch", "to_torch"]
 _STEMS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 # The torch layer types of our cells, and the cell of each gate count, for messages.
-_TORCH_NAMES = {"simple_rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
+_TORCH_NAMES = {"simple_rnn": "RNN", "lstm": "LSTM", "gru": "GRU", "projected_lstm": "LSTM"}
+_PROJECTED = "projected_lstm"  # the cell with torch's fifth key, weight_hr (proj_size > 0)
 _CELL_OF_GATES = {1: ("jaxrnn.simple_rnn", "RNN"), 3: ("jaxrnn.gru", "GRU"), 4: ("jaxrnn.lstm", "LSTM")}
 
 # How many present keys an error message shows.
@@ -101,23 +107,43 @@ def from_torch(cell: Cell, state_dict: Mapping[str, Any], *, layer: int = 0, pre
     Raises:
         ValueError: keys missing, shapes that do not fit ``cell`` (such as an
             LSTM's weights given to :data:`jaxrnn.gru`), a negative
-            ``layer`` or an LSTM with ``proj_size``.
+            ``layer``, or an LSTM with ``proj_size > 0`` given to a cell
+            other than :data:`jaxrnn.projected_lstm` (or the reverse).
+
+    Warns:
+        UserWarning: on the default call (``layer=0``, forward) when the state
+            dict has keys of other layers or directions, listing the ignored
+            keys and pointing to :func:`stack_from_torch`.
         TypeError: ``cell`` not a :class:`jaxrnn.Cell`, ``state_dict`` not a
             mapping, ``layer`` not an int, or non-floating arrays.
     """
-    where = "jaxrnn.interop.from_torch"
+    params, read = _from_torch(cell, state_dict, layer, prefix, reverse, "jaxrnn.interop.from_torch")
+    if layer == 0 and not reverse:  # the default call: a user who named a layer or direction meant it
+        _warn_ignored(cell, state_dict, read, prefix)
+    return params
+
+
+def _from_torch(cell, state_dict, layer, prefix, reverse, where):
+    """:func:`from_torch` without the warning about other layers' keys; returns ``(params, keys read)``."""
     layer, prefix = _common_arguments(cell, layer, prefix, reverse, where)
     _check_mapping(state_dict, where)
-    if f"{prefix}weight_hr_l{layer}" in state_dict:
+    hr_key = f"{prefix}weight_hr{_suffix(layer, reverse)}"
+    projected = cell.name == _PROJECTED
+    if hr_key in state_dict and not projected:
         raise ValueError(
-            f"{where}: the state dict has {prefix}weight_hr_l{layer}, so it comes from a torch.nn.LSTM with "
-            f"proj_size > 0, whose projected hidden state jaxrnn.lstm does not support. "
-            f"Use a torch.nn.LSTM made with proj_size=0."
+            f"{where}: the state dict has {hr_key}, so it comes from a torch.nn.LSTM with proj_size > 0, "
+            f"whose projected hidden state {cell!r} does not have. Convert it with jaxrnn.projected_lstm."
+        )
+    if projected and hr_key not in state_dict:
+        raise ValueError(
+            f"{where}: jaxrnn.projected_lstm needs {hr_key}, the projection of a torch.nn.LSTM made with "
+            f"proj_size > 0; the state dict has no such key. For proj_size=0 use jaxrnn.lstm."
         )
 
     keys = _find_keys(cell, state_dict, layer, prefix, reverse, where)
     w_ih, w_hh = (_to_numpy(state_dict[key], key, where) for key in keys[:2])
-    _check_weight_hh(cell, w_hh, keys[1], where)
+    if not projected:  # its weight_hh is (4H, P): the shared shape rules below check it
+        _check_weight_hh(cell, w_hh, keys[1], where)
     if keys[2] in state_dict and keys[3] in state_dict:
         b_ih, b_hh = (_to_numpy(state_dict[key], key, where) for key in keys[2:])
     elif keys[2] in state_dict or keys[3] in state_dict:
@@ -130,13 +156,31 @@ def from_torch(cell: Cell, state_dict: Mapping[str, Any], *, layer: int = 0, pre
         b_ih = b_hh = np.zeros(w_hh.shape[:1], w_hh.dtype)
 
     # Copies (jnp.array), not views: a torch optimizer updates the tensors in place.
-    params = cell.params_type(
-        w_ih=jnp.array(w_ih.T), w_hh=jnp.array(w_hh.T), b_ih=jnp.array(b_ih), b_hh=jnp.array(b_hh)
-    )
+    arrays = dict(w_ih=jnp.array(w_ih.T), w_hh=jnp.array(w_hh.T), b_ih=jnp.array(b_ih), b_hh=jnp.array(b_hh))
+    read = set(keys)
+    if projected:
+        arrays["w_hr"] = jnp.array(_to_numpy(state_dict[hr_key], hr_key, where).T)
+        read.add(hr_key)
+    params = cell.params_type(**arrays)
     # The shared shape rules, read in our layout; the context says how it maps to the keys.
     context = f"{where} (w_ih = {keys[0]}.T, w_hh = {keys[1]}.T)"
     params, _, _ = _checks.params(cell, params, context)
-    return params
+    return params, read
+
+
+def _warn_ignored(cell: Cell, state_dict: Mapping, read: set, prefix: str) -> None:
+    """Warns, listing them, when other layers' or directions' keys were left unread."""
+    pattern = re.compile(re.escape(prefix) + r"(weight|bias)_(ih|hh|hr)_l\d+(_reverse)?$")
+    ignored = [str(key) for key in state_dict if pattern.match(str(key)) and str(key) not in read]
+    if ignored:
+        shown = ignored[:_SHOWN_KEYS] + (["..."] if len(ignored) > _SHOWN_KEYS else [])
+        warnings.warn(
+            f"jaxrnn.interop.from_torch read one layer and direction and ignored {len(ignored)} key(s) of "
+            f"other layers or directions: {shown}. For the whole module use "
+            f"jaxrnn.interop.stack_from_torch(jaxrnn.stack({cell!r}, num_layers, bidirectional=...), state_dict).",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def to_torch(cell: Cell, params, *, layer: int = 0, prefix: str = "", reverse: bool = False) -> dict[str, np.ndarray]:
@@ -171,7 +215,8 @@ def to_torch(cell: Cell, params, *, layer: int = 0, prefix: str = "", reverse: b
         reverse: name the keys of the reverse direction (``_reverse`` appended).
 
     Returns:
-        A dict of the four keys above to numpy arrays.
+        A dict of the four keys above (five with ``weight_hr`` for
+        :data:`jaxrnn.projected_lstm`) to numpy arrays.
 
     Raises:
         ValueError: params of the wrong shapes, or a negative ``layer``.
@@ -184,6 +229,8 @@ def to_torch(cell: Cell, params, *, layer: int = 0, prefix: str = "", reverse: b
     keys = _keys(prefix, _suffix(layer, reverse))
     # np.array copies into a C-ordered, writable array: what torch.from_numpy wants.
     arrays = (params.w_ih.T, params.w_hh.T, params.b_ih, params.b_hh)
+    if cell.name == _PROJECTED:
+        keys, arrays = (*keys, f"{prefix}weight_hr{_suffix(layer, reverse)}"), (*arrays, params.w_hr.T)
     return {key: np.array(array, order="C") for key, array in zip(keys, arrays)}
 
 
@@ -247,11 +294,11 @@ def stack_from_torch(net: Stack, state_dict: Mapping[str, Any], *, prefix: str =
             )
     params = []
     for k in range(net.num_layers):
-        directions = [from_torch(net.cell, state_dict, layer=k, prefix=prefix, reverse=d == 1)
+        directions = [_from_torch(net.cell, state_dict, k, prefix, d == 1, where)[0]
                       for d in range(net.num_directions)]
         params.append(Bidirectional(*directions) if net.bidirectional else directions[0])
     # Layer k > 0 must read D·H features: a hand-made state dict may not.
-    return net._check_params(tuple(params), where)
+    return net._check_params(tuple(params), where)[0]
 
 
 def stack_to_torch(net: Stack, params, *, prefix: str = "") -> dict[str, np.ndarray]:
@@ -282,7 +329,7 @@ def stack_to_torch(net: Stack, params, *, prefix: str = "") -> dict[str, np.ndar
     where = "jaxrnn.interop.stack_to_torch"
     _check_stack(net, where, "to_torch")
     _common_arguments(net.cell, 0, prefix, False, where)
-    params = net._check_params(params, where)
+    params = net._check_params(params, where)[0]
     state_dict = {}
     for k, layer in enumerate(params):
         for d, p in enumerate(layer if net.bidirectional else (layer,)):

@@ -39,8 +39,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from jaxrnn import _checks
-from jaxrnn._bptt import lstm_state_vjp
-from jaxrnn._cells import lstm_state
+from jaxrnn._cells import lstm_state, lstm_state_vjp
 
 __all__ = [
     "MissingParameterError",

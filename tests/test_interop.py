@@ -367,7 +367,7 @@ def test_only_one_bias():
 
 def test_lstm_with_proj_size_is_rejected():
     sd = torch.nn.LSTM(X, H, proj_size=2).state_dict()
-    with pytest.raises(ValueError, match="weight_hr_l0.*proj_size > 0.*not support"):
+    with pytest.raises(ValueError, match="weight_hr_l0.*proj_size > 0.*jaxrnn.lstm does not have.*jaxrnn.projected_lstm"):
         from_torch(jaxrnn.lstm, sd)
 
 

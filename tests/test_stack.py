@@ -524,9 +524,3 @@ def test_params_and_carry_structure_errors():
         jaxrnn.bidirectional(jaxrnn.lstm, params[0], xs, carry[0].forward)
     with pytest.raises(ValueError, match=r"same \(input_size, hidden_size\).*\(3, 4\) and params\.backward \(8, 4\)"):
         jaxrnn.bidirectional(jaxrnn.lstm, (params[0].forward, params[1].backward), xs)
-
-
-def test_stacked_is_the_issue_name_for_stack():
-    net = jaxrnn.stacked(jaxrnn.gru, num_layers=2, bidirectional=True)
-    assert jaxrnn.stacked is jaxrnn.stack
-    assert isinstance(net, jaxrnn.Stack) and net.num_layers == 2 and net.num_directions == 2

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from jaxrnn._cli import name_list
+from jaxrnn._argparse import name_list
 from jaxrnn.bench import _suite
 from jaxrnn.bench._problem import Problem
 

@@ -19,11 +19,12 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
-from jaxrnn._unroll import GRAD_MODES
+from jaxrnn import _registry
+from jaxrnn._options import GRAD_MODES
 from jaxrnn.training import _checkpoint, _plot
 from jaxrnn.training._corpus import Streams, Vocabulary, read_corpus, split, validation_slice
 from jaxrnn.training._io import atomic_write, progress_bar
-from jaxrnn.training._model import MODEL_CELLS, CharLM
+from jaxrnn.training._model import CharLM
 
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("cosine", "constant")
@@ -95,7 +96,7 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise TrainingError(f"--{_flag(name)} must be a whole number ≥ 1; got {value!r}.")
-        choices = {"cell": tuple(MODEL_CELLS), "optimizer": OPTIMIZERS, "schedule": SCHEDULES, "grad": GRAD_MODES,
+        choices = {"cell": tuple(_registry.cells()), "optimizer": OPTIMIZERS, "schedule": SCHEDULES, "grad": GRAD_MODES,
                    "dtype": tuple(DTYPES)}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

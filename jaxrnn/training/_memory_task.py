@@ -42,14 +42,14 @@ import numpy as np
 import optax
 from jax import Array
 
-from jaxrnn._cells import Cell
-from jaxrnn._unroll import GRAD_MODES, unroll
+from jaxrnn import _registry
+from jaxrnn._options import GRAD_MODES
+from jaxrnn._unroll import unroll
 from jaxrnn._checks import positive_int
 from jaxrnn.training._io import atomic_write, progress_bar
-from jaxrnn.training._model import MODEL_CELLS
 
-CELL_NAMES: dict[str, Cell] = MODEL_CELLS
-"""The cells this demo compares, by name (the same ones ``jaxrnn train`` offers)."""
+DEFAULT_CELLS = ("simple_rnn", "lstm", "gru")
+"""The cells compared by default: the classic three (any registered cell may be named)."""
 
 ACCURACY_TOLERANCE = 0.04
 """A prediction is correct when ``|ŷ − y|`` is below this."""
@@ -213,7 +213,7 @@ def _eval_fn(cell: Cell):
 
 def run_memory_task(
     *,
-    cells: Iterable[str] = ("simple_rnn", "lstm", "gru"),
+    cells: Iterable[str] = DEFAULT_CELLS,
     length: int = DEFAULTS["length"],
     hidden: int = DEFAULTS["hidden"],
     batch: int = DEFAULTS["batch"],
@@ -241,7 +241,7 @@ def run_memory_task(
     eval.
 
     Args:
-        cells: names from ``"simple_rnn"``, ``"lstm"``, ``"gru"``; at least one, no repeats.
+        cells: names of registered cells (:func:`jaxrnn.cells`); at least one, no repeats.
         length: sequence length T ≥ 2.
         hidden: hidden size H > 0.
         batch: training sequences per step, > 0.
@@ -290,7 +290,7 @@ def run_memory_task(
 
     results: dict[str, Any] = {}
     for name in names:
-        cell = CELL_NAMES[name]
+        cell = _registry.get(name)
         start = time.perf_counter()
         # Jitted: run eagerly, each of the init's small ops would compile on its own.
         model, opt_state = jax.jit(_init_fn(cell, optimizer, hidden))(k_init)
@@ -410,10 +410,10 @@ def _cell_names(cells: Any, where: str) -> list[str]:
         )
     names = list(cells)
     if not names:
-        raise ValueError(f"{where}: cells is empty; pass at least one of {', '.join(CELL_NAMES)}.")
-    unknown = [name for name in names if name not in CELL_NAMES]
+        raise ValueError(f"{where}: cells is empty; pass at least one of {', '.join(_registry.cells())}.")
+    unknown = [name for name in names if name not in _registry.cells()]
     if unknown:
-        raise ValueError(f"{where}: unknown cell(s) {unknown}; choose from {', '.join(CELL_NAMES)}.")
+        raise ValueError(f"{where}: unknown cell(s) {unknown}; choose from {', '.join(_registry.cells())}.")
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise ValueError(f"{where}: cell(s) {repeated} appear more than once; list each cell once.")

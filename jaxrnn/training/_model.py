@@ -10,11 +10,10 @@ import jax.numpy as jnp
 import optax
 from jax import Array
 
-from jaxrnn._cells import CELLS, Cell
+from jaxrnn import _registry
 from jaxrnn._precision import matmul
+from jaxrnn._protocol import Cell
 from jaxrnn._stack import Stack, stack
-
-MODEL_CELLS = {cell.name: cell for cell in CELLS}
 
 
 class CharLMParams(NamedTuple):
@@ -58,7 +57,7 @@ class CharLM:
 
     @property
     def recurrent_cell(self) -> Cell:
-        return MODEL_CELLS[self.cell]
+        return _registry.get(self.cell, "CharLM")
 
     @property
     def net(self) -> Stack:

@@ -1,0 +1,53 @@
+"""The sequence options, as one value shared by :func:`jaxrnn.unroll`, :func:`jaxrnn.bidirectional` and stacks."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from jaxrnn import _checks
+
+GRAD_MODES = ("manual", "autodiff")
+SCANS = ("auto", "sequential", "parallel")
+
+
+class SequenceOptions(NamedTuple):
+    """How a cell runs over a sequence; see :func:`jaxrnn.unroll` for each field.
+
+    Attributes:
+        grad: ``"manual"`` (the cell's hand-written BPTT) or ``"autodiff"``.
+        lengths: int (batch,) or None.
+        reverse: run from the last real step back to step 0.
+        time_major: ``xs`` is (T, batch, ·) if True, (batch, T, ·) if False.
+        resets: bool (T, batch) or None.
+        checkpoint: steps per checkpointed chunk, or None.
+        scan: ``"auto"``, ``"sequential"`` or ``"parallel"``.
+    """
+
+    grad: str = "manual"
+    lengths: Any = None
+    reverse: bool = False
+    time_major: bool = True
+    resets: Any = None
+    checkpoint: int | None = None
+    scan: str = "auto"
+
+    def checked(self, where: str) -> "SequenceOptions":
+        """The options with their static fields validated (arrays are checked against ``xs`` later)."""
+        if self.grad not in GRAD_MODES:
+            raise ValueError(f"{where}: grad must be one of {GRAD_MODES}; got {self.grad!r}.")
+        if self.scan not in SCANS:
+            raise ValueError(f"{where}: scan must be one of {SCANS}; got {self.scan!r}.")
+        flags = {}
+        for name in ("reverse", "time_major"):
+            value = flags[name] = getattr(self, name)
+            if not isinstance(value, (bool, np.bool_)):
+                raise TypeError(
+                    f"{where}: {name} must be a Python bool (it picks the computation, so it is static under "
+                    f"jit); got {value!r} of type {type(value).__name__}. Pass True or False."
+                )
+        checkpoint = self.checkpoint
+        if checkpoint is not None:
+            checkpoint = _checks.positive_int(checkpoint, "checkpoint", where)
+        return self._replace(checkpoint=checkpoint, **{name: bool(value) for name, value in flags.items()})

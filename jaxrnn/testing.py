@@ -1,0 +1,203 @@
+"""Checks for cells: :func:`check_cell`, a gradient check for recurrences.
+
+In the spirit of ``torch.autograd.gradcheck``, but over sequences: a cell's
+hand-written BPTT is run through every sequence option of
+:func:`jaxrnn.unroll` and compared, in float64, against JAX's autodiff of the
+same scan and against central finite differences.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrnn import _checks
+from jaxrnn._protocol import Cell, zero_carry
+from jaxrnn._unroll import unroll
+
+__all__ = ["OPTIONS", "check_cell"]
+
+OPTIONS: dict[str, dict[str, Any]] = {
+    "plain": {},
+    "reverse": {"reverse": True},
+    "lengths": {"lengths": True},
+    "resets": {"resets": True},
+    "checkpoint": {"checkpoint": 2},
+    "batch_major": {"time_major": False},
+    "lengths+reverse+resets": {"lengths": True, "reverse": True, "resets": True},
+    "checkpoint+lengths+batch_major": {"checkpoint": 3, "lengths": True, "time_major": False},
+}
+"""The sequence options :func:`check_cell` runs by default, by name. ``lengths``
+and ``resets`` set to True mean "draw some"."""
+
+
+def _relative(a, b) -> float:
+    """``max |a − b| / max(max |b|, tiny)``."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b), initial=0.0) / max(float(np.max(np.abs(b), initial=0.0)), 1e-30))
+
+
+def check_cell(
+    cell: Cell,
+    params=None,
+    *,
+    input_size: int = 3,
+    hidden_size: int = 4,
+    batch: int = 3,
+    steps: int = 7,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    rtol: float = 1e-9,
+    fd_rtol: float = 1e-6,
+    fd_eps: float = 1e-6,
+    seed: int = 0,
+    init_options: Mapping[str, Any] | None = None,
+) -> dict[str, float]:
+    """Checks ``cell``'s hand-written BPTT against autodiff and finite differences, in float64.
+
+    For each entry of ``options`` (default :data:`OPTIONS`: plain, reverse,
+    lengths, resets, checkpoint, batch-major and combinations), it draws
+    inputs, an initial carry and weights on the outputs and the final carry,
+    and differentiates ``loss = Σ hs ⊙ w + Σ carry ⊙ v`` with respect to every
+    params field, ``xs`` and the initial carry:
+
+    * with ``grad="manual"`` against ``grad="autodiff"``, each to ``rtol``
+      (relative to the largest entry of autodiff's gradient);
+    * with ``grad="manual"`` against central finite differences
+      ``(L(θ + εd) − L(θ − εd)) / 2ε`` along a random direction ``d`` of each
+      field, to ``fd_rtol``.
+
+    The outputs and final carry of both modes must agree too. Float64 is
+    switched on for the duration of the call only (``jax.enable_x64``).
+
+    Args:
+        cell: the cell to check; it needs a hand-written backward (``cell.bptt``).
+        params: its params (cast to float64), or None to draw them with
+            ``cell.init`` plus noise of scale 0.1, so no bias is zero.
+        input_size, hidden_size, batch, steps: the problem's sizes (ignored
+            where ``params`` fix them).
+        options: name -> keyword arguments of :func:`jaxrnn.unroll`, with
+            ``lengths=True`` / ``resets=True`` meaning "draw some". Default
+            :data:`OPTIONS`.
+        rtol: tolerance against autodiff.
+        fd_rtol: tolerance against finite differences.
+        fd_eps: the finite-difference step ε.
+        seed: fixes every draw.
+        init_options: extra keyword arguments of ``cell.init``.
+
+    Returns:
+        ``{option name: worst relative error}``, the largest over the params
+        fields, ``xs``, the carry and both references.
+
+    Raises:
+        AssertionError: naming the option and the argument (e.g.
+            ``params.w_hh``) whose gradient disagrees, and by how much.
+        ValueError: a cell without a hand-written backward pass.
+    """
+    if not isinstance(cell, Cell):
+        raise TypeError(f"check_cell: cell must be a jaxrnn.Cell; got {type(cell).__name__}.")
+    if cell.bptt is None and cell.sequence is None:
+        raise ValueError(f"check_cell: {cell!r} has no hand-written backward pass (cell.bptt is None) to check.")
+    with jax.enable_x64(True):
+        return _check(cell, params, input_size, hidden_size, batch, steps, dict(options or OPTIONS), rtol, fd_rtol,
+                      fd_eps, seed, dict(init_options or {}))
+
+
+def _check(cell, params, input_size, hidden_size, batch, steps, options, rtol, fd_rtol, fd_eps, seed, init_options):
+    f64 = jnp.float64
+    keys = iter(jax.random.split(jax.random.key(seed), 16))
+    if params is None:
+        params = cell.init(next(keys), input_size, hidden_size, dtype=f64, **init_options)
+        leaves, tree = jax.tree.flatten(params)
+        noise = [0.1 * jax.random.normal(k, a.shape, f64) for k, a in zip(jax.random.split(next(keys), len(leaves)), leaves)]
+        params = jax.tree.unflatten(tree, [a + n for a, n in zip(leaves, noise)])
+    params = jax.tree.map(lambda a: jnp.asarray(a, f64), params)
+    _, input_size, sizes = _checks.params(cell, params, "check_cell")
+    xs = jax.random.normal(next(keys), (steps, batch, input_size), f64)
+    carry = jax.tree.map(lambda z: 0.5 * jax.random.normal(next(keys), z.shape, f64),
+                         zero_carry(cell, batch, sizes, f64))
+    w_hs = jax.random.normal(next(keys), (steps, batch, sizes[0]), f64)
+    w_carry = jax.tree.map(lambda z: jax.random.normal(next(keys), z.shape, f64), carry)
+    lengths = jax.random.randint(next(keys), (batch,), 0, steps + 1).at[0].set(steps)
+    resets = jax.random.bernoulli(next(keys), 0.25, (steps, batch))
+
+    args = (params, xs, carry)
+    flat, tree = jax.tree.flatten(args)
+    # One random direction per leaf; row k of the stack moves leaf k alone.
+    unit = [jax.random.normal(jax.random.fold_in(jax.random.key(seed + 1), k), leaf.shape, f64)
+            for k, leaf in enumerate(flat)]
+    moves = [jnp.stack([unit[j] if j == k else jnp.zeros_like(leaf) for k in range(len(flat))])
+             for j, leaf in enumerate(flat)]
+
+    report = {}
+    for name, given in options.items():
+        kwargs = dict(given)
+        if kwargs.get("lengths") is True:
+            kwargs["lengths"] = lengths
+        if kwargs.get("resets") is True:
+            kwargs["resets"] = resets
+        batch_major = kwargs.get("time_major", True) is False
+
+        def loss(p, x, c, grad, kwargs=kwargs, batch_major=batch_major):
+            final, hs = unroll(cell, p, jnp.swapaxes(x, 0, 1) if batch_major else x, c, grad=grad, **kwargs)
+            hs = jnp.swapaxes(hs, 0, 1) if batch_major else hs
+            total = jnp.sum(hs * w_hs) + sum(jnp.sum(a * b) for a, b in zip(jax.tree.leaves(final),
+                                                                            jax.tree.leaves(w_carry)))
+            return total, (final, hs)
+
+        @jax.jit
+        def everything(args, loss=loss):
+            value_and_grad = jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)
+            (_, out_m), grads_m = value_and_grad(*args, "manual")
+            (_, out_a), grads_a = value_and_grad(*args, "autodiff")
+
+            def moved(step):  # the loss with every leaf k moved by step · unit[k], one at a time
+                def one(*move):
+                    return loss(*jax.tree.unflatten(tree, [a + step * m for a, m in zip(flat, move)]), "manual")[0]
+                return jax.vmap(one)(*moves)
+
+            numeric = (moved(fd_eps) - moved(-fd_eps)) / (2 * fd_eps)
+            return out_m, out_a, grads_m, grads_a, numeric
+
+        out_m, out_a, grads_m, grads_a, numeric = everything(args)
+        worst = 0.0
+        for label, got, want in zip(("carry", "outputs"), out_m, out_a):
+            error = max(_relative(g, w) for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)))
+            worst = max(worst, error)
+            if error > rtol:
+                raise AssertionError(
+                    f"check_cell({cell!r}): option {name!r}: the {label} of grad='manual' and grad='autodiff' "
+                    f"differ, relative error {error:.2e} > rtol {rtol:.0e}."
+                )
+        for label, g_m, g_a, k in _named_leaves(grads_m, grads_a, args):
+            error = _relative(g_m, g_a)
+            if error > rtol:
+                raise AssertionError(
+                    f"check_cell({cell!r}): option {name!r}: the manual gradient of {label} disagrees with "
+                    f"autodiff: relative error {error:.2e} > rtol {rtol:.0e}."
+                )
+            analytic = float(jnp.sum(g_m * unit[k]))
+            fd = float(numeric[k])
+            fd_error = abs(fd - analytic) / max(abs(fd), abs(analytic), 1e-12)
+            if fd_error > fd_rtol:
+                raise AssertionError(
+                    f"check_cell({cell!r}): option {name!r}: the manual gradient of {label} disagrees with finite "
+                    f"differences: directional derivative {analytic:.10g} against {fd:.10g} (relative error "
+                    f"{fd_error:.2e} > fd_rtol {fd_rtol:.0e})."
+                )
+            worst = max(worst, error, fd_error)
+        report[name] = worst
+    return report
+
+
+def _named_leaves(grads_m, grads_a, args):
+    """``(label, manual, autodiff, flat index)`` for every leaf of params, xs and carry."""
+    index = 0
+    for group, g_m, g_a, primal in zip(("params", "xs", "carry"), grads_m, grads_a, args):
+        paths = jax.tree_util.tree_flatten_with_path(primal)[0]
+        for (path, _), m, a in zip(paths, jax.tree.leaves(g_m), jax.tree.leaves(g_a)):
+            field = jax.tree_util.keystr(path, simple=True, separator=".")
+            yield group + ("." + field if field else ""), m, a, index
+            index += 1
