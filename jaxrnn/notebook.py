@@ -8,10 +8,10 @@ sequence functions run a ``lax.scan``.
 Fixed here and not in the seeds:
 
 * ``lstm_backward`` sums the weight gradients over time and passes
-  ``da_prev``/``dc_prev`` back to the previous step (seed 002 overwrote the
-  sums and dropped both);
-* ``lstm_cell_forward`` predicts ``softmax(Wy a_next + by)`` (seed 004 used
-  ``softmax(a_next)``);
+  ``da_prev``/``dc_prev`` back to the previous step (the seeds' LSTM
+  backward overwrote the sums and dropped both);
+* ``lstm_cell_forward`` predicts ``softmax(Wy a_next + by)`` (the seeds'
+  LSTM forward used ``softmax(a_next)``);
 * the softmax is taken per column with that column's max subtracted (the
   seeds subtracted the max of the whole array, so spread-out logits
   under- or overflowed).

@@ -2,26 +2,33 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 
-import jaxrnn
+from jaxrnn import _registry
+from jaxrnn._unroll import unroll
 from jaxrnn.bench._jax import numpy_gradients, prepare_jax
-from jaxrnn.bench._problem import Data, Implementation, Prepared, Problem
+from jaxrnn.bench._problem import GATES, Data, Implementation, Prepared, Problem
 
 
 def _implementation(grad: str) -> Implementation:
     def prepare(problem: Problem, data: Data) -> Prepared:
-        cell = getattr(jaxrnn, problem.cell)
-        params = cell.params_type(*(jnp.asarray(a) for a in (data.w_ih, data.w_hh, data.b_ih, data.b_hh)))
+        cell = _registry.get(problem.cell)
 
         def run(p, xs):
-            return jaxrnn.unroll(cell, p, xs, grad=grad)[1]
+            return unroll(cell, p, xs, grad=grad)[1]
 
-        return prepare_jax(run, params, data, lambda d, d_xs: numpy_gradients(*d, d_xs))
+        if problem.cell in GATES:
+            params = cell.params_type(*(jnp.asarray(a) for a in (data.w_ih, data.w_hh, data.b_ih, data.b_hh)))
+            return prepare_jax(run, params, data, lambda d, d_xs: numpy_gradients(*d, d_xs))
+        # Any other cell: its own params, compared leaf by leaf.
+        params = jax.tree.map(jnp.asarray, data.params)
+        return prepare_jax(run, params, data, lambda d, d_xs: tuple(map(np.asarray, (*jax.tree.leaves(d), d_xs))))
 
     return Implementation(
         name=f"jaxrnn {grad}",
-        cells=("lstm", "gru", "simple_rnn"),
+        cells=None,  # every registered cell with a hand-written BPTT
         missing=lambda: None,
         prepare=prepare,
     )

@@ -204,9 +204,9 @@ def _backward(cell_backward, da: np.ndarray, caches: tuple, state_keys: tuple[st
     for t in reversed(range(T_x)):
         gradients = cell_backward(da[:, :, t] + d_states[0], *d_states[1:], caches[t])
         dx[:, :, t] = gradients["dxt"]
-        for key in sums:  # accumulate (seed 002 overwrote these)
+        for key in sums:  # accumulate (the seeds overwrote these)
             sums[key] += gradients[key]
-        d_states = [gradients[key] for key in state_keys]  # (seed 002 dropped these)
+        d_states = [gradients[key] for key in state_keys]  # (the seeds dropped these)
     return {"dx": dx, "da0": d_states[0], **sums}
 
 

@@ -16,16 +16,21 @@ from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple
 
+import jax
 import numpy as np
 
+from jaxrnn import _registry
+
 GATES = {"simple_rnn": 1, "lstm": 4, "gru": 3}
+"""The cells the peers share, with their gate counts: their data is drawn as four arrays in torch's layout.
+Any other registered cell gets params from its own ``init``."""
 
 
 class Problem(NamedTuple):
     """A cell and a shape.
 
     Attributes:
-        cell: ``"lstm"``, ``"gru"`` or ``"simple_rnn"``.
+        cell: the name of a registered cell, e.g. ``"lstm"``.
         batch: B, rows per time step.
         input: X, input features.
         hidden: H, state size.
@@ -40,7 +45,8 @@ class Problem(NamedTuple):
 
     @property
     def gates(self) -> int:
-        return GATES[self.cell]
+        """G, the gate blocks of the projection (1 for a cell that names none)."""
+        return GATES.get(self.cell) or len(_registry.get(self.cell).gates) or 1
 
     def matmul_flops(self, gradient: bool = True) -> int:
         """Floating-point operations in the matmuls, the work the ceiling bounds.
@@ -61,17 +67,21 @@ class Data(NamedTuple):
 
     Attributes:
         w_ih: (X, G·H); w_hh: (H, G·H); b_ih, b_hh: (G·H,). Gate blocks in
-            torch's order (LSTM i, f, g, o; GRU r, z, n).
+            torch's order (LSTM i, f, g, o; GRU r, z, n). None for cells
+            outside :data:`GATES`.
         xs: (T, B, X) inputs.
         dy: (T, B, H) the loss's weights on the outputs.
+        params: the cell's own params for cells outside :data:`GATES`
+            (from its ``init``), else None.
     """
 
-    w_ih: np.ndarray
-    w_hh: np.ndarray
-    b_ih: np.ndarray
-    b_hh: np.ndarray
+    w_ih: np.ndarray | None
+    w_hh: np.ndarray | None
+    b_ih: np.ndarray | None
+    b_hh: np.ndarray | None
     xs: np.ndarray
     dy: np.ndarray
+    params: Any = None
 
 
 class Gradients(NamedTuple):
@@ -116,16 +126,21 @@ class Implementation(NamedTuple):
 
     Attributes:
         name: shown in tables, e.g. ``"jaxrnn manual"``, ``"torch"``.
-        cells: the cells it has, a subset of ``GATES``.
+        cells: the cells it has, a subset of ``GATES``; None for every
+            registered cell with a hand-written BPTT.
         missing: zero-argument; why it cannot run here (e.g. ``"flax is not
             installed: pip install 'jaxrnn[bench]'"``), or None.
         prepare: ``(problem, data) -> Prepared``.
     """
 
     name: str
-    cells: tuple[str, ...]
+    cells: tuple[str, ...] | None
     missing: Callable[[], str | None]
     prepare: Callable[[Problem, Data], Prepared]
+
+    def has(self, cell: str) -> bool:
+        """Whether it runs ``cell``."""
+        return cell in (self.cells if self.cells is not None else _registry.cells(manual=True))
 
 
 def make_data(problem: Problem, seed: int = 0, dtype=np.float32) -> Data:
@@ -136,6 +151,14 @@ def make_data(problem: Problem, seed: int = 0, dtype=np.float32) -> Data:
     data's dtype.
     """
     rng = np.random.default_rng(seed)
+    if problem.cell not in GATES:
+        cell = _registry.get(problem.cell)
+        params = jax.tree.map(lambda a: np.asarray(a, dtype),
+                              cell.init(jax.random.key(seed), problem.input, problem.hidden, dtype=dtype))
+        out = cell.sizes(problem.hidden)[0]
+        return Data(None, None, None, None, params=params,
+                    xs=rng.standard_normal((problem.steps, problem.batch, problem.input)).astype(dtype),
+                    dy=rng.standard_normal((problem.steps, problem.batch, out)).astype(dtype))
     g, x, h = problem.gates, problem.input, problem.hidden
     bound = 1.0 / np.sqrt(h)
 

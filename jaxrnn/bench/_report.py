@@ -24,7 +24,7 @@ from jaxrnn.bench._problem import Problem
 from jaxrnn.bench._suite import CELL_NAMES, IMPLEMENTATIONS, REFERENCE
 from jaxrnn.training._io import atomic_write, train_extra
 
-# The targets of issue 4, by the shapes they name, (B, X, H, T).
+# The suite's speed targets, by the shapes they name, (B, X, H, T).
 SMALL_SHAPES = ((32, 64, 128, 100), (8, 32, 64, 1000))
 LARGE_SHAPE = (256, 256, 512, 50)
 CUDNN_ANCHORS = ("jax cuDNN", "torch cuDNN")
@@ -262,7 +262,7 @@ class _Check(NamedTuple):
 
 
 class _Target(NamedTuple):
-    """One of the issue's targets: its letter, what it asks, and the evidence this run has for it."""
+    """One speed target: its letter, what it asks, and the evidence this run has for it."""
 
     key: str
     goal: str
@@ -326,14 +326,14 @@ def _ratio_checks(
 
 
 def _targets(run: dict) -> list[_Target]:
-    """The issue's targets, each judged from this run's numbers alone."""
+    """The speed targets, each judged from this run's numbers alone."""
     results = run.get("results", [])
     skipped = run.get("skipped") or {}
     table, sweep = _index(results, "table"), _index(results, "sweep")
     every = {**table, **sweep}
     targets = []
 
-    # (a) on the table shapes this run has: --shapes may choose others than the issue's four.
+    # (a) on the table shapes this run has: --shapes may choose others than the default four.
     lstm_gru = _of(table, "lstm", "gru")
     checks, missing = _ratio_checks(table, lstm_gru, ["torch"], 1.0, skipped)
     targets.append(_Target(

@@ -47,7 +47,7 @@ IMPLEMENTATIONS: tuple[Implementation, ...] = (MANUAL, AUTODIFF, NUMPY, *PEERS)
 REFERENCE = MANUAL.name  # ratios are to this one
 CELL_NAMES = ("lstm", "gru", "simple_rnn")
 
-# The issue's four shapes, (B, X, H, T): two small ones limited by per-step
+# The table's four shapes, (B, X, H, T): two small ones limited by per-step
 # overhead, a mid-sized one, and one large enough to be bound by matmuls.
 TABLE_SHAPES = ((32, 64, 128, 100), (64, 128, 256, 200), (8, 32, 64, 1000), (256, 256, 512, 50))
 SWEEP_STEPS = (10, 30, 100, 300, 1000, 3000, 10000)
@@ -157,7 +157,7 @@ def measure(
     ``jaxrnn manual`` must be among ``implementations``: the ratios are to it.
     """
     data = make_data(problem)
-    impls = [impl for impl in implementations if problem.cell in impl.cells]
+    impls = [impl for impl in implementations if impl.has(problem.cell)]
     prepared = {impl.name: impl.prepare(problem, data) for impl in impls}
     if REFERENCE not in prepared:
         raise ValueError(f"the suite times every implementation against {REFERENCE!r}; it was not among {list(prepared)}")

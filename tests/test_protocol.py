@@ -1,0 +1,285 @@
+"""The cell protocol in use: cells written on public names only, check_cell, the registry, values through jit.
+
+The example cells (examples/custom_cells.py) import nothing but ``jaxrnn``'s
+public names; here they go through every ``unroll`` option in both grad
+modes (by ``check_cell``), stacks, the CLI and the registry.
+"""
+
+import dataclasses
+import sys
+import warnings
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxrnn
+from jaxrnn import testing
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+import custom_cells  # noqa: E402
+
+KEY = jax.random.key(0)
+
+
+def normal(seed, shape, dtype=jnp.float64):
+    return jax.random.normal(jax.random.key(seed), shape, dtype)
+
+
+# --------------------------------------------------------------------------
+# check_cell: manual against autodiff and finite differences, every option.
+
+
+@pytest.mark.parametrize(
+    "cell, init_options",
+    [(custom_cells.peephole_lstm, {}), (custom_cells.layer_norm_lstm, {}), (jaxrnn.projected_lstm, {"proj_size": 3})],
+    ids=["peephole_lstm", "layer_norm_lstm", "projected_lstm"],
+)
+def test_cells_pass_check_cell_on_every_option(cell, init_options):
+    # The two combined entries hold every option (lengths, reverse, resets, checkpoint, batch-major) between
+    # them; the single-option entries only locate a failure, which these cells do not have.
+    combined = {name: testing.OPTIONS[name] for name in ("plain", "lengths+reverse+resets",
+                                                         "checkpoint+lengths+batch_major")}
+    report = testing.check_cell(cell, hidden_size=5, init_options=init_options, options=combined)
+    assert list(report) == list(combined)
+    assert max(report.values()) < 1e-6, report
+
+
+def test_check_cell_catches_a_wrong_reverse_step():
+    """A peephole cotangent left out of the reverse step: a plausible slip that check_cell must name."""
+    cell = custom_cells.peephole_lstm
+    right = cell.bptt.step_vjp
+
+    def forgets_the_output_peephole(params, prepared, d_carry, dh_out, h, h_prev, res):
+        return right(params._replace(w_co=jnp.zeros_like(params.w_co)), prepared, d_carry, dh_out, h, h_prev, res)
+
+    broken = dataclasses.replace(cell, name="broken_peephole", bptt=cell.bptt._replace(step_vjp=forgets_the_output_peephole))
+    with pytest.raises(AssertionError, match=r"option 'plain': the manual gradient of params\.w_ih disagrees with autodiff"):
+        testing.check_cell(broken, options={"plain": {}})
+
+
+def test_check_cell_compares_with_finite_differences_too():
+    """A cell whose tanh has a wrong derivative, used by both its forward (through a custom JVP, which
+    autodiff trusts) and its hand-written reverse step: manual equals autodiff, and only finite
+    differences see the error."""
+
+    @jax.custom_jvp
+    def steep_tanh(x):
+        return jnp.tanh(x)
+
+    steep_tanh.defjvp(lambda primals, tangents: (jnp.tanh(primals[0]), 1.1 * (1 - jnp.tanh(primals[0]) ** 2) * tangents[0]))
+
+    def recurrence(params, h, gx):
+        h = steep_tanh(gx + params.b_ih + params.b_hh + h @ params.w_hh)
+        return h, h, ()
+
+    def step_vjp(params, w_hh_t, dh, dh_out, h, h_prev, res):
+        dz = 1.1 * (dh + dh_out) * (1 - h**2)
+        return dz @ w_hh_t, dz, None
+
+    base = jaxrnn.simple_rnn
+    cell = dataclasses.replace(base, name="steep_rnn", recurrence=recurrence, bptt=base.bptt._replace(step_vjp=step_vjp))
+    with pytest.raises(AssertionError, match=r"option 'reverse': the manual gradient of params\.w_ih disagrees with "
+                                             r"finite differences"):
+        testing.check_cell(cell, options={"reverse": {"reverse": True}})
+
+
+def test_check_cell_refuses_a_cell_without_bptt():
+    with pytest.raises(ValueError, match="has no hand-written backward pass"):
+        testing.check_cell(dataclasses.replace(jaxrnn.lstm, name="plain_lstm", bptt=None))
+
+
+# --------------------------------------------------------------------------
+# The projected LSTM against torch.nn.LSTM(proj_size=P).
+
+
+def test_projected_lstm_matches_torch_stack():
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    X, H, P, T, B = 3, 5, 2, 6, 4
+    module = torch.nn.LSTM(X, H, num_layers=2, bidirectional=True, proj_size=P).double()
+    net = jaxrnn.stack(jaxrnn.projected_lstm, 2, bidirectional=True)
+    params = jaxrnn.interop.stack_from_torch(net, module.state_dict())
+
+    xs = torch.randn(T, B, X, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(4, B, P, dtype=torch.float64)
+    c0 = torch.randn(4, B, H, dtype=torch.float64)
+    r_out = torch.randn(T, B, 2 * P, dtype=torch.float64)
+    r_c = torch.randn(4, B, H, dtype=torch.float64)
+    out, (h_n, c_n) = module(xs, (h0, c0))
+    ((out * r_out).sum() + (c_n * r_c).sum() + h_n.sum()).backward()
+    torch_grads = {name: p.grad.numpy() for name, p in module.named_parameters()}
+
+    carry = net.unstack_carry((h0.numpy(), c0.numpy()))
+
+    def loss(params, x, grad):
+        final, hs = net.apply(params, x, carry, grad=grad)
+        h, c = net.stack_carry(final)
+        return jnp.sum(hs * r_out.numpy()) + jnp.sum(c * r_c.numpy()) + jnp.sum(h), (hs, h, c)
+
+    for grad in jaxrnn.GRAD_MODES:
+        (_, (hs, h, c)), (d_params, d_xs) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(
+            params, jnp.asarray(xs.detach().numpy()), grad)
+        np.testing.assert_allclose(hs, out.detach().numpy(), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(h, h_n.detach().numpy(), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(c, c_n.detach().numpy(), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(d_xs, xs.grad.numpy(), rtol=1e-9, atol=1e-11)
+        ours = jaxrnn.interop.stack_to_torch(net, d_params)
+        assert set(ours) == set(torch_grads)
+        for name, value in torch_grads.items():
+            np.testing.assert_allclose(ours[name], value, rtol=1e-9, atol=1e-11, err_msg=f"{grad} {name}")
+
+
+def test_projected_lstm_round_trips_and_refuses_the_wrong_cell():
+    torch = pytest.importorskip("torch")
+    module = torch.nn.LSTM(3, 4, proj_size=2).double()
+    state = {k: v.numpy() for k, v in module.state_dict().items()}
+    params = jaxrnn.interop.from_torch(jaxrnn.projected_lstm, state)
+    back = jaxrnn.interop.to_torch(jaxrnn.projected_lstm, params)
+    assert set(back) == set(state)
+    for key in state:
+        np.testing.assert_array_equal(back[key], state[key])
+    plain = {k: v.numpy() for k, v in torch.nn.LSTM(3, 4).double().state_dict().items()}
+    with pytest.raises(ValueError, match="needs weight_hr_l0.*For proj_size=0 use jaxrnn.lstm"):
+        jaxrnn.interop.from_torch(jaxrnn.projected_lstm, plain)
+
+
+def test_projected_lstm_sizes():
+    params = jaxrnn.projected_lstm.init(KEY, 3, 6, proj_size=2)
+    assert params.w_hh.shape == (2, 24) and params.w_hr.shape == (6, 2)
+    carry = jaxrnn.projected_lstm.initial_carry(4, 6, proj_size=2)
+    assert carry.h.shape == (4, 2) and carry.c.shape == (4, 6)
+    final, hs = jaxrnn.unroll(jaxrnn.projected_lstm, params, jnp.ones((5, 4, 3)))
+    assert hs.shape == (5, 4, 2) and final.c.shape == (4, 6)
+    net = jaxrnn.stack(jaxrnn.projected_lstm, 2, bidirectional=True)
+    assert net.init(KEY, 3, 6, proj_size=2)[1].forward.w_ih.shape == (4, 24)  # D·P features
+    with pytest.raises(ValueError, match="proj_size must be smaller than hidden_size"):
+        jaxrnn.projected_lstm.init(KEY, 3, 4, proj_size=4)
+
+
+# --------------------------------------------------------------------------
+# Cells and stacks are values that pass through jit and sit in Equinox modules.
+
+
+def test_cell_and_stack_pass_through_jit_as_arguments():
+    params = jaxrnn.lstm.init(KEY, 3, 4)
+    xs = jnp.ones((5, 2, 3))
+    _, hs = jax.jit(jaxrnn.unroll)(jaxrnn.lstm, params, xs)
+    np.testing.assert_allclose(hs, jaxrnn.unroll(jaxrnn.lstm, params, xs)[1], rtol=1e-6)
+    net = jaxrnn.stack(jaxrnn.gru, 2)
+    stack_params = net.init(KEY, 3, 4)
+    _, out = jax.jit(lambda net, p, x: net.apply(p, x))(net, stack_params, xs)
+    assert out.shape == (5, 2, 4)
+    assert jax.tree.leaves(jaxrnn.lstm) == [] and jax.tree.leaves(net) == []
+
+
+def test_equinox_module_holds_a_cell_under_plain_jit():
+    eqx = pytest.importorskip("equinox")
+
+    class Model(eqx.Module):
+        cell: jaxrnn.Cell
+        params: jaxrnn.LSTMParams
+
+        def __call__(self, xs):
+            return jaxrnn.unroll(self.cell, self.params, xs)[1]
+
+    model = Model(jaxrnn.lstm, jaxrnn.lstm.init(KEY, 3, 4, dtype=jnp.float64))
+    xs = normal(1, (5, 2, 3))
+    grads = jax.jit(jax.grad(lambda m, x: jnp.sum(m(x) ** 2)))(model, xs)
+    assert grads.cell is jaxrnn.lstm
+    expected = jax.grad(lambda p: jnp.sum(jaxrnn.unroll(jaxrnn.lstm, p, xs)[1] ** 2))(model.params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12), grads.params, expected)
+
+
+# --------------------------------------------------------------------------
+# Any carry dtype autodiff takes works in the manual path too.
+
+
+@pytest.mark.parametrize("name", ["simple_rnn", "lstm", "gru", "projected_lstm", "mingru"])
+def test_float32_params_with_a_float64_carry(name):
+    cell = jaxrnn.get_cell(name)
+    params = cell.init(KEY, 3, 4, dtype=jnp.float32)
+    xs = normal(1, (6, 2, 3), jnp.float32)
+    carry = jax.tree.map(lambda z: z + 0.3, cell.initial_carry(2, 4, dtype=jnp.float64))
+
+    def loss(params, xs, carry, grad):
+        final, hs = jaxrnn.unroll(cell, params, xs, carry, grad=grad, scan="sequential")
+        return jnp.sum(hs**2) + sum(jnp.sum(c**2) for c in jax.tree.leaves(final))
+
+    manual = jax.grad(loss, argnums=(0, 1, 2))(params, xs, carry, "manual")
+    autodiff = jax.grad(loss, argnums=(0, 1, 2))(params, xs, carry, "autodiff")
+    for got, want in zip(jax.tree.leaves(manual), jax.tree.leaves(autodiff)):
+        assert got.dtype == want.dtype
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6)
+    assert all(c.dtype == jnp.float64 for c in jax.tree.leaves(manual[2]))
+
+
+# --------------------------------------------------------------------------
+# Errors a newcomer meets.
+
+
+def test_batch_major_inputs_without_time_major_false_are_named():
+    params = jaxrnn.lstm.init(KEY, 3, 4)
+    xs = jnp.ones((2, 7, 3))  # (batch, T, input), passed as if time-major
+    carry = jaxrnn.lstm.initial_carry(2, 4)
+    with pytest.raises(ValueError, match=r"carry has 2 rows, the size of xs' first axis.*pass time_major=False"):
+        jaxrnn.unroll(jaxrnn.lstm, params, xs, carry)
+    with pytest.raises(ValueError, match=r"lengths array has 2 rows.*pass time_major=False"):
+        jaxrnn.unroll(jaxrnn.lstm, params, xs, lengths=jnp.array([7, 5]))
+    jaxrnn.unroll(jaxrnn.lstm, params, xs, carry, time_major=False, lengths=jnp.array([7, 5]))  # the fix works
+
+
+def test_init_with_an_int_key_explains_prng_keys():
+    with pytest.raises(TypeError, match=r"key must be a PRNG key; got 0 of type int\. Make one with jax\.random\.key"):
+        jaxrnn.lstm.init(0, 3, 4)
+
+
+def test_from_torch_names_the_keys_it_ignores():
+    torch = pytest.importorskip("torch")
+    state = torch.nn.GRU(3, 4, num_layers=2, bidirectional=True).state_dict()
+    with pytest.warns(UserWarning, match=r"ignored 12 key\(s\).*weight_ih_l0_reverse.*stack_from_torch"):
+        jaxrnn.interop.from_torch(jaxrnn.gru, state)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a layer named on purpose, and the whole-module call, stay quiet
+        jaxrnn.interop.from_torch(jaxrnn.gru, state, layer=1)
+        jaxrnn.interop.stack_from_torch(jaxrnn.stack(jaxrnn.gru, 2, bidirectional=True), state)
+
+
+# --------------------------------------------------------------------------
+# One registry: a cell registered once appears wherever cells are chosen.
+
+
+def test_registered_cells_appear_in_every_choice():
+    from jaxrnn import _cli
+    from jaxrnn.training import TrainConfig
+    from jaxrnn.training._memory_task import _cell_names
+
+    for name in ("peephole_lstm", "layer_norm_lstm", "projected_lstm", "mingru"):
+        assert jaxrnn.cells()[name] is jaxrnn.get_cell(name)
+    parser = _cli.build_parser()
+    assert parser.parse_args(["check", "--cells", "peephole_lstm,lstm"]).cells == ["peephole_lstm", "lstm"]
+    assert parser.parse_args(["memory-task", "--cells", "layer_norm_lstm"]).cells == ["layer_norm_lstm"]
+    assert TrainConfig(cell="peephole_lstm").cell == "peephole_lstm"  # validated on construction
+    assert _cell_names(["layer_norm_lstm"], "test") == ["layer_norm_lstm"]
+    from jaxrnn.bench._main import build_parser as bench_parser
+
+    assert bench_parser().parse_args(["--cells", "peephole_lstm"]).cells == ["peephole_lstm"]
+
+
+def test_register_refuses_a_second_cell_of_the_same_name():
+    jaxrnn.register(jaxrnn.lstm)  # the same cell again is fine
+    with pytest.raises(ValueError, match="'lstm' is already registered"):
+        jaxrnn.register(dataclasses.replace(jaxrnn.lstm))
+    with pytest.raises(ValueError, match="unknown cell 'tcn'; registered cells are"):
+        jaxrnn.get_cell("tcn")
+
+
+def test_cli_check_runs_a_registered_example_cell(capsys):
+    from jaxrnn import _cli
+
+    tiny = ["--batch", "2", "--input", "3", "--hidden", "4", "--steps", "5", "--rounds", "2"]
+    assert _cli.main(["check", *tiny, "--cells", "peephole_lstm"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("peephole_lstm"))
+    assert row.split()[1] == "yes", row
