@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from jaxrnn import _checks, _registry
-from jaxrnn._precision import matmul
+from jaxrnn._precision import accumulation_dtype, matmul
 from jaxrnn._protocol import BPTT, Cell, cotangents
 
 
@@ -170,7 +170,9 @@ def _init_gated(params_type, num_gates: int, unit_bias_gate: int | None, key, in
     glorot = jax.nn.initializers.glorot_uniform(in_axis=-2, out_axis=-1, batch_axis=0)
     w_ih = glorot(k_ih, (num_gates, input_size, hidden_size), dtype)
     orthogonal = jax.nn.initializers.orthogonal()
-    w_hh = jax.vmap(lambda k: orthogonal(k, (hidden_size, hidden_size), dtype))(jax.random.split(k_hh, num_gates))
+    wide = accumulation_dtype(dtype)  # the QR behind orthogonal has no 16-bit kernel: draw wide, then cast
+    w_hh = jax.vmap(lambda k: orthogonal(k, (hidden_size, hidden_size), wide))(jax.random.split(k_hh, num_gates))
+    w_hh = w_hh.astype(dtype)
     b_ih = jnp.zeros((num_gates, hidden_size), dtype)
     if unit_bias_gate is not None:
         b_ih = b_ih.at[unit_bias_gate].set(1)
@@ -413,10 +415,12 @@ def _init_projected_lstm(key, input_size: int, hidden_size: int, dtype, proj_siz
         return jnp.moveaxis(w, 0, -2).reshape(w.shape[1], 4 * hidden_size)
 
     w_ih = gates_last(glorot(k_ih, (4, input_size, hidden_size), dtype))
-    w_hh = gates_last(jax.vmap(lambda k: orthogonal(k, (proj_size, hidden_size), dtype))(jax.random.split(k_hh, 4)))
+    wide = accumulation_dtype(dtype)  # the QR behind orthogonal has no 16-bit kernel: draw wide, then cast
+    w_hh = jax.vmap(lambda k: orthogonal(k, (proj_size, hidden_size), wide))(jax.random.split(k_hh, 4))
+    w_hh = gates_last(w_hh.astype(dtype))
     b_ih = jnp.zeros((4, hidden_size), dtype).at[1].set(1).reshape(-1)  # forget gate open
     return ProjectedLSTMParams(w_ih, w_hh, b_ih, jnp.zeros(4 * hidden_size, dtype),
-                               orthogonal(k_hr, (hidden_size, proj_size), dtype))
+                               orthogonal(k_hr, (hidden_size, proj_size), wide).astype(dtype))
 
 
 def _projection_size(hidden_size: int, proj_size: int | None) -> int:

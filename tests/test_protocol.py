@@ -216,6 +216,16 @@ def test_float32_params_with_a_float64_carry(name):
     assert all(c.dtype == jnp.float64 for c in jax.tree.leaves(manual[2]))
 
 
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_every_registered_cell_inits_in_16_bits(dtype):
+    """The orthogonal recurrent blocks are drawn in float32 (no 16-bit QR), then cast."""
+    for name, cell in jaxrnn.cells().items():
+        params = cell.init(KEY, 3, 4, dtype=dtype)
+        assert all(leaf.dtype == dtype for leaf in jax.tree.leaves(params)), name
+        _, hs = jaxrnn.unroll(cell, params, jnp.ones((2, 1, 3), dtype))
+        assert hs.dtype == dtype and bool(jnp.all(jnp.isfinite(hs.astype(jnp.float32)))), name
+
+
 # --------------------------------------------------------------------------
 # Errors a newcomer meets.
 
