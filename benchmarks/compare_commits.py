@@ -62,7 +62,8 @@ def gradient(lib, cell_name: str, grad: str, shape, xs, dy):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", default="HEAD", help="the commit to compare against (default HEAD)")
-    parser.add_argument("--cell", default="lstm", choices=["lstm", "gru", "simple_rnn"])
+    parser.add_argument("--cell", default="lstm", choices=list(jaxrnn.cells(manual=True)),
+                        help="a built-in cell (the base commit must have it too)")
     parser.add_argument("--shapes", type=_shapes, default=[(32, 64, 128, 100), (8, 32, 64, 1000)], help="BxXxHxT,...")
     parser.add_argument("--rounds", type=int, default=20)
     args = parser.parse_args()

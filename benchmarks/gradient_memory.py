@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 import jaxrnn
-from jaxrnn import cells
+from jaxrnn import get_cell
 
 
 def temp_bytes(cell, grad: str, batch: int, input_size: int, hidden: int, steps: int, checkpoint=None,
@@ -51,7 +51,7 @@ def main() -> None:
         from compare_commits import import_base  # noqa: PLC0415  (beside this script)
 
         base = import_base(args.base, Path(tempfile.mkdtemp()))
-    chosen = [cells()[name] for name in args.cells.split(",")]
+    chosen = [get_cell(name, "gradient_memory.py --cells") for name in args.cells.split(",")]
     spacings = [None if k == "none" else int(k) for k in args.checkpoint.split(",")]
     print(f"batch {args.batch}, input {args.input}, hidden {args.hidden}, {dtype}; "
           f"jax {jax.__version__} on {jax.default_backend()}\n")

@@ -32,7 +32,7 @@ from jaxrnn.bench._main import _shapes  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cell", default="lstm", choices=["lstm", "gru", "simple_rnn"])
+    parser.add_argument("--cell", default="lstm", choices=list(jaxrnn.cells(manual=True)))
     parser.add_argument("--shape", type=_shapes, default=[(32, 64, 128, 100)], help="BxXxHxT")
     parser.add_argument("--grad", default="manual", choices=list(jaxrnn.GRAD_MODES))
     parser.add_argument("--calls", type=int, default=10, help="profiled calls (default 10)")

@@ -7,9 +7,11 @@
 
 Both use public names only (``jaxrnn.Cell``, ``jaxrnn.BPTT``,
 ``jaxrnn.cotangents``, ``jaxrnn.register``), so they run through every
-option of ``jaxrnn.unroll`` in both grad modes, in stacks, in training and in
-the benchmark suite (``jaxrnn bench --cells examples.custom_cells:peephole_lstm``).
-Check one with ``jaxrnn.testing.check_cell(peephole_lstm)``.
+option of ``jaxrnn.unroll`` in both grad modes, in stacks, in training
+(``TrainConfig(cell="peephole_lstm")`` once this module is imported) and on
+the command line (``jaxrnn bench --cells examples.custom_cells:peephole_lstm``
+from the checkout; ``check`` and ``memory-task`` take the same). Check one with
+``jaxrnn.testing.check_cell(peephole_lstm)``.
 """
 
 from __future__ import annotations

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
+import os
+import sys
+
+from jaxrnn import _registry
+from jaxrnn._protocol import Cell
 
 
 def name_list(allowed, what: str = "cell"):
@@ -38,3 +44,32 @@ def number(kind, low: float, inclusive: bool = False):
 
 
 positive = number(int, 0)
+
+
+def cell_list(*, manual: bool = False):
+    """An argparse type: comma-separated registered cells, or ``MODULE:NAME`` of a cell to import.
+
+    ``MODULE:NAME`` imports ``MODULE`` (from the current folder too, as
+    ``python -m`` does), takes its ``NAME`` and registers it, so a cell of
+    your own runs wherever a registered one does. ``manual=True`` admits only
+    cells with a hand-written BPTT.
+    """
+
+    def parse(text: str) -> list[str]:
+        names = []
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            if ":" in item:
+                module, _, attribute = item.partition(":")
+                if os.getcwd() not in sys.path:
+                    sys.path.insert(0, os.getcwd())
+                try:
+                    cell = getattr(importlib.import_module(module), attribute)
+                except (ImportError, AttributeError) as error:
+                    raise argparse.ArgumentTypeError(f"cannot load the cell {item!r}: {error}") from None
+                if not isinstance(cell, Cell):
+                    raise argparse.ArgumentTypeError(f"{item!r} is a {type(cell).__name__}, not a jaxrnn.Cell")
+                item = _registry.register(cell).name
+            names.append(item)
+        return name_list(_registry.cells(manual=manual))(",".join(names))
+
+    return parse

@@ -24,7 +24,7 @@ One (N, P) buffer thus holds the projection, then the gates, then their
 cotangents, as their lifetimes do not overlap. Memory saved for the backward
 pass, per time step, beyond ``xs`` and the outputs ``hs`` (which the caller
 holds anyway): LSTM 5·B·H values (four gates and ``c_prev``), GRU 4·B·H,
-simple RNN B·H (the buffer, which then holds ``dz``).
+simple RNN none (its backward pass makes the ``dz`` buffer itself).
 """
 
 from __future__ import annotations
@@ -86,8 +86,8 @@ def _project_vjp(cell, params, x_rows: Array, d_gx: Array):
 
 def _stores_in_buffer(residual, gx) -> bool:
     """Whether the residual's first field can live in the projection's buffer (same shape and dtype)."""
-    if not (isinstance(residual, tuple) and residual and hasattr(residual[0], "shape")):
-        return False
+    if not (hasattr(residual, "_fields") and residual and hasattr(residual[0], "shape")):
+        return False  # only a NamedTuple's first field, which can be rebuilt as None in its place
     return residual[0].shape == gx.shape and residual[0].dtype == gx.dtype
 
 

@@ -1,4 +1,4 @@
-"""The built-in cells: simple RNN, LSTM and GRU, on the public protocol.
+"""The built-in sequential cells: simple RNN, LSTM, projected LSTM and GRU, on the public protocol.
 
 Each is a :class:`jaxrnn.Cell` (see :mod:`jaxrnn._protocol`) with a
 hand-written backward pass. Rows are examples: ``x`` is ``(batch, input_size)``,
@@ -113,13 +113,6 @@ class LSTMResidual(NamedTuple):
     c_prev: Array
 
 
-class ProjectedLSTMResidual(NamedTuple):
-    """What one projected-LSTM step saves: as :class:`LSTMResidual` (``o ⊙ tanh c`` is recomputed)."""
-
-    gates: Array
-    c_prev: Array
-
-
 class GRUResidual(NamedTuple):
     """What one GRU step saves for the backward pass.
 
@@ -164,27 +157,39 @@ def _shared_bias_grads(params, h_prev: Array, dz: Array, stash):
     return type(params)(None, d_w_hh, d_b, d_b)
 
 
-def _init_gated(params_type, num_gates: int, unit_bias_gate: int | None, key, input_size, hidden_size, dtype):
+def gates_last(w: Array) -> Array:
+    """(G, rows, H) blocks -> one (rows, G·H) matrix, gate blocks along the output axis."""
+    return jnp.moveaxis(w, 0, -2).reshape(w.shape[1], w.shape[0] * w.shape[2])
+
+
+def glorot_blocks(key, num_gates: int, rows: int, hidden_size: int, dtype) -> Array:
+    """(rows, G·H): Glorot-uniform per gate block (fan-in ``rows``, fan-out ``hidden_size``)."""
+    glorot = jax.nn.initializers.glorot_uniform(in_axis=-2, out_axis=-1, batch_axis=0)
+    return gates_last(glorot(key, (num_gates, rows, hidden_size), dtype))
+
+
+def orthogonal_blocks(key, num_gates: int, rows: int, hidden_size: int, dtype) -> Array:
+    """(rows, G·H): an orthogonal (rows, H) block per gate, drawn in at least float32 (no 16-bit QR), then cast."""
+    orthogonal = jax.nn.initializers.orthogonal()
+    wide = accumulation_dtype(dtype)
+    blocks = jax.vmap(lambda k: orthogonal(k, (rows, hidden_size), wide))(jax.random.split(key, num_gates))
+    return gates_last(blocks.astype(dtype))
+
+
+def gate_biases(num_gates: int, hidden_size: int, dtype, unit_block: int | None = None) -> Array:
+    """(G·H,) zeros, with block ``unit_block`` (the LSTM's forget gate) at 1."""
+    b = jnp.zeros((num_gates, hidden_size), dtype)
+    return (b if unit_block is None else b.at[unit_block].set(1)).reshape(-1)
+
+
+def _init_gated(params_type, num_gates: int, unit_block: int | None, key, input_size, hidden_size, dtype):
     """Glorot input blocks, orthogonal recurrent blocks, zero biases (see :data:`lstm`)."""
     k_ih, k_hh = jax.random.split(key)
-    glorot = jax.nn.initializers.glorot_uniform(in_axis=-2, out_axis=-1, batch_axis=0)
-    w_ih = glorot(k_ih, (num_gates, input_size, hidden_size), dtype)
-    orthogonal = jax.nn.initializers.orthogonal()
-    wide = accumulation_dtype(dtype)  # the QR behind orthogonal has no 16-bit kernel: draw wide, then cast
-    w_hh = jax.vmap(lambda k: orthogonal(k, (hidden_size, hidden_size), wide))(jax.random.split(k_hh, num_gates))
-    w_hh = w_hh.astype(dtype)
-    b_ih = jnp.zeros((num_gates, hidden_size), dtype)
-    if unit_bias_gate is not None:
-        b_ih = b_ih.at[unit_bias_gate].set(1)
-
-    def gates_last(w: Array) -> Array:  # (G, rows, H) -> (rows, G*H)
-        return jnp.moveaxis(w, 0, -2).reshape(*w.shape[1:-1], num_gates * hidden_size)
-
     return params_type(
-        w_ih=gates_last(w_ih),
-        w_hh=gates_last(w_hh),
-        b_ih=b_ih.reshape(-1),
-        b_hh=jnp.zeros((num_gates * hidden_size,), dtype),
+        w_ih=glorot_blocks(k_ih, num_gates, input_size, hidden_size, dtype),
+        w_hh=orthogonal_blocks(k_hh, num_gates, hidden_size, hidden_size, dtype),
+        b_ih=gate_biases(num_gates, hidden_size, dtype, unit_block),
+        b_hh=gate_biases(num_gates, hidden_size, dtype),
     )
 
 
@@ -234,49 +239,50 @@ def lstm_state_vjp(dh: Array, dc: Array, i: Array, f: Array, g: Array, o: Array,
     return (d_i, d_f, d_g, d_o), dc * f
 
 
-def _lstm_recurrence(params: LSTMParams, carry: LSTMCarry, gx: Array):
-    """``i, f, o = σ(·)``, ``g = tanh(·)`` of ``gx + b + h W_hh``, then :func:`lstm_state`."""
-    h_prev, c_prev = carry
-    z = gx + (params.b_ih + params.b_hh) + matmul(h_prev, params.w_hh)
-    i, f, g, o = jnp.split(z, 4, axis=-1)
-    i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
-    h, c = lstm_state(i, f, g, o, c_prev)
-    dtype = params.w_hh.dtype
-    # c_prev is saved in the state dtype: the backward pass recomputes tanh(c) from it.
-    residual = LSTMResidual(jnp.concatenate([i, f, g, o], axis=-1).astype(dtype), c_prev)
-    return LSTMCarry(h, c), h.astype(dtype), residual
-
-
-def _lstm_step_vjp(params, w_hh_t, d_carry, dh_out, h, h_prev, res):
-    dh, dc = d_carry
-    i, f, g, o = jnp.split(res.gates.astype(dc.dtype), 4, axis=-1)
-    d_gates, dc_prev = lstm_state_vjp(dh + dh_out, dc, i, f, g, o, res.c_prev)
-    dz = jnp.concatenate(d_gates, axis=-1)  # (B, 4H): one matmul, not four
-    return LSTMCarry(matmul(dz, w_hh_t), dc_prev), dz, None
-
-
-def _projected_lstm_recurrence(params: ProjectedLSTMParams, carry: LSTMCarry, gx: Array):
-    """The LSTM step on the projected state: ``h' = (o ⊙ tanh c') W_hr``, (B, P)."""
+def _lstm_core(params, carry: LSTMCarry, gx: Array):
+    """``i, f, o = σ(·)``, ``g = tanh(·)`` of ``gx + b + h W_hh``, then :func:`lstm_state`: ``(o ⊙ tanh c', c', residual)``."""
     h_prev, c_prev = carry
     z = gx + (params.b_ih + params.b_hh) + matmul(h_prev, params.w_hh)
     i, f, g, o = jnp.split(z, 4, axis=-1)
     i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
     m, c = lstm_state(i, f, g, o, c_prev)
-    dtype = params.w_hh.dtype
+    # c_prev is saved in the state dtype: the backward pass recomputes tanh(c) from it.
+    return m, c, LSTMResidual(jnp.concatenate([i, f, g, o], axis=-1).astype(params.w_hh.dtype), c_prev)
+
+
+def _lstm_core_vjp(dm: Array, dc: Array, res: LSTMResidual):
+    """The reverse of :func:`_lstm_core` from the cotangents of ``o ⊙ tanh c'`` and ``c'``: ``(dz (B, 4H), dc_prev)``."""
+    i, f, g, o = jnp.split(res.gates.astype(dc.dtype), 4, axis=-1)
+    d_gates, dc_prev = lstm_state_vjp(dm, dc, i, f, g, o, res.c_prev)
+    return jnp.concatenate(d_gates, axis=-1), dc_prev  # (B, 4H): one matmul, not four
+
+
+def _lstm_recurrence(params: LSTMParams, carry: LSTMCarry, gx: Array):
+    """:func:`_lstm_core`, whose ``o ⊙ tanh c'`` is the output ``h'``."""
+    h, c, residual = _lstm_core(params, carry, gx)
+    return LSTMCarry(h, c), h.astype(params.w_hh.dtype), residual
+
+
+def _lstm_step_vjp(params, w_hh_t, d_carry, dh_out, h, h_prev, res):
+    dz, dc_prev = _lstm_core_vjp(d_carry.h + dh_out, d_carry.c, res)
+    return LSTMCarry(matmul(dz, w_hh_t), dc_prev), dz, None
+
+
+def _projected_lstm_recurrence(params: ProjectedLSTMParams, carry: LSTMCarry, gx: Array):
+    """The LSTM step on the projected state: ``h' = (o ⊙ tanh c') W_hr``, (B, P)."""
+    m, c, residual = _lstm_core(params, carry, gx)
     h = matmul(m, params.w_hr)
-    residual = ProjectedLSTMResidual(jnp.concatenate([i, f, g, o], axis=-1).astype(dtype), c_prev)
-    return LSTMCarry(h, c), h.astype(dtype), residual
+    return LSTMCarry(h, c), h.astype(params.w_hh.dtype), residual
 
 
 def _projected_lstm_step_vjp(params, transposed, d_carry, dh_out, h, h_prev, res):
     w_hh_t, w_hr_t = transposed
-    dh, dc = d_carry
-    dh = dh + dh_out  # (B, P)
-    i, f, g, o = jnp.split(res.gates.astype(dc.dtype), 4, axis=-1)
-    d_gates, dc_prev = lstm_state_vjp(matmul(dh, w_hr_t), dc, i, f, g, o, res.c_prev)
-    dz = jnp.concatenate(d_gates, axis=-1)
+    dh = d_carry.h + dh_out  # (B, P)
+    dz, dc_prev = _lstm_core_vjp(matmul(dh, w_hr_t), d_carry.c, res)
+    i, f, g, o = jnp.split(res.gates.astype(dz.dtype), 4, axis=-1)
     m = o * jnp.tanh(f * res.c_prev + i * g)  # the unprojected output, for dW_hr after the scan
-    return LSTMCarry(matmul(dz, w_hh_t), dc_prev), dz, (m.astype(dz.dtype), dh.astype(dz.dtype))
+    dtype = params.w_hr.dtype  # 16-bit operands for dW_hr with 16-bit params
+    return LSTMCarry(matmul(dz, w_hh_t), dc_prev), dz, (m.astype(dtype), dh.astype(dtype))
 
 
 def _projected_lstm_param_grads(params, h_prev: Array, dz: Array, stash):
@@ -310,7 +316,8 @@ def _gru_step_vjp(params, w_hh_t, dh, dh_out, h, h_prev, res):
     d_z = dh * (h_prev - n) * z * (1 - z)
     dn_r = dn * r  # at W_hn h + b_hn, which r scales
     dgh = jnp.concatenate([d_r, d_z, dn_r], axis=-1)  # (B, 3H) at h W_hh + b_hh
-    return dh * z + matmul(dgh, w_hh_t), jnp.concatenate([d_r, d_z, dn], axis=-1), dn_r
+    # dn_r is stored in the params' dtype: with 16-bit params, dW_hh's matmul takes 16-bit operands.
+    return dh * z + matmul(dgh, w_hh_t), jnp.concatenate([d_r, d_z, dn], axis=-1), dn_r.astype(params.w_hh.dtype)
 
 
 def _gru_param_grads(params, h_prev: Array, dgx: Array, dn_r: Array):
@@ -408,23 +415,17 @@ def _init_projected_lstm(key, input_size: int, hidden_size: int, dtype, proj_siz
     """As :data:`lstm`'s init, with ``w_hh`` (P, 4H) orthogonal per gate and ``w_hr`` (H, P) orthogonal."""
     proj_size = _projection_size(hidden_size, proj_size)
     k_ih, k_hh, k_hr = jax.random.split(key, 3)
-    glorot = jax.nn.initializers.glorot_uniform(in_axis=-2, out_axis=-1, batch_axis=0)
-    orthogonal = jax.nn.initializers.orthogonal()
-
-    def gates_last(w: Array) -> Array:  # (4, rows, H) -> (rows, 4H)
-        return jnp.moveaxis(w, 0, -2).reshape(w.shape[1], 4 * hidden_size)
-
-    w_ih = gates_last(glorot(k_ih, (4, input_size, hidden_size), dtype))
-    wide = accumulation_dtype(dtype)  # the QR behind orthogonal has no 16-bit kernel: draw wide, then cast
-    w_hh = jax.vmap(lambda k: orthogonal(k, (proj_size, hidden_size), wide))(jax.random.split(k_hh, 4))
-    w_hh = gates_last(w_hh.astype(dtype))
-    b_ih = jnp.zeros((4, hidden_size), dtype).at[1].set(1).reshape(-1)  # forget gate open
-    return ProjectedLSTMParams(w_ih, w_hh, b_ih, jnp.zeros(4 * hidden_size, dtype),
-                               orthogonal(k_hr, (hidden_size, proj_size), wide).astype(dtype))
+    return ProjectedLSTMParams(
+        w_ih=glorot_blocks(k_ih, 4, input_size, hidden_size, dtype),
+        w_hh=orthogonal_blocks(k_hh, 4, proj_size, hidden_size, dtype),
+        b_ih=gate_biases(4, hidden_size, dtype, unit_block=1),  # forget gate open
+        b_hh=gate_biases(4, hidden_size, dtype),
+        w_hr=orthogonal_blocks(k_hr, 1, hidden_size, proj_size, dtype),
+    )
 
 
 def _projection_size(hidden_size: int, proj_size: int | None) -> int:
-    """``proj_size``, checked to lie in 1..H−1 as torch requires; None means H // 2 (at least 1)."""
+    """``proj_size``, checked to lie in 1..H−1 as torch requires (1 when H = 1); None means H // 2 (at least 1)."""
     if proj_size is None:
         return max(1, hidden_size // 2)
     proj_size = _checks.positive_int(proj_size, "proj_size", "jaxrnn.projected_lstm")

@@ -140,18 +140,20 @@ def carry(cell, carry: Any, batch: int, sizes: tuple[int, ...], where: str, *, s
         if isinstance(carry, (tuple, list)):
             raise TypeError(
                 f"{where}: {cell!r} carries one array h of shape (batch, hidden); got a "
-                f"{type(carry).__name__} of {len(carry)}. Only the LSTM carries a pair (h, c)."
+                f"{type(carry).__name__} of {len(carry)}. Make one with {cell!r}.initial_carry(batch_size, hidden_size)."
             )
         names, values = ("h",), (carry,)
     else:
         names = carry_type._fields
+        shapes = ("each (batch, hidden)" if len(set(sizes)) == 1
+                  else ", ".join(f"{name} (batch, {size})" for name, size in zip(names, sizes)))
         if not isinstance(carry, (tuple, list)) or len(carry) != len(names):
             if isinstance(carry, (tuple, list)):
                 got = f"a {type(carry).__name__} of {len(carry)}"
             else:
                 got = f"a single array of shape {jnp.shape(carry)}"
             raise TypeError(
-                f"{where}: {cell!r} carries the tuple ({', '.join(names)}), each (batch, hidden); got {got}. "
+                f"{where}: {cell!r} carries the tuple ({', '.join(names)}), {shapes}; got {got}. "
                 f"Make one with {cell!r}.initial_carry(batch_size, hidden_size)."
             )
         values = tuple(carry)

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxrnn import __version__, _registry, _timing
-from jaxrnn._argparse import name_list, number, positive
+from jaxrnn._argparse import cell_list, number, positive
 from jaxrnn._options import GRAD_MODES
 from jaxrnn._unroll import unroll
+from jaxrnn.testing import relative_error
 
 F64_TOLERANCE = 1e-10  # relative; the hand-written and autodiff BPTT differ only by rounding
 F32_TOLERANCE = 1e-4
@@ -29,7 +28,7 @@ def _problem(cell, batch, input_size, hidden, steps, dtype, seed=0):
     carry = jax.tree.map(
         lambda z: 0.5 * jax.random.normal(k_carry, z.shape, dtype), cell.initial_carry(batch, hidden, dtype=dtype)
     )
-    weights = jax.random.normal(k_out, (steps, batch, hidden), dtype)
+    weights = jax.random.normal(k_out, (steps, batch, cell.sizes(hidden)[0]), dtype)  # the output's size
     return params, xs, carry, weights
 
 
@@ -43,17 +42,9 @@ def _gradient_fn(cell, grad):
     return jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
 
 
-def _relative_error(a, b) -> float:
-    """The largest, over leaves, of max|a - b| / max|b|."""
-    return max(
-        float(jnp.max(jnp.abs(x - y)) / jnp.maximum(jnp.max(jnp.abs(y)), jnp.finfo(y.dtype).tiny))
-        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
-    )
-
-
 def _agreement(cell, sizes, dtype) -> float:
     args = _problem(cell, *sizes, dtype)
-    return _relative_error(_gradient_fn(cell, "manual")(*args), _gradient_fn(cell, "autodiff")(*args))
+    return relative_error(_gradient_fn(cell, "manual")(*args), _gradient_fn(cell, "autodiff")(*args))
 
 
 def check(args) -> int:
@@ -79,7 +70,7 @@ def check(args) -> int:
             start = time.perf_counter()
             jax.block_until_ready(fn(*problem))
             compile_s[mode] = time.perf_counter() - start
-        err32 = _relative_error(grads["manual"](*problem), grads["autodiff"](*problem))
+        err32 = relative_error(grads["manual"](*problem), grads["autodiff"](*problem))
         times = _timing.interleaved({mode: lambda fn=fn: fn(*problem) for mode, fn in grads.items()}, rounds=args.rounds)
         agree = err64 < F64_TOLERANCE and err32 < F32_TOLERANCE
         all_agree &= agree
@@ -112,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
         check_parser.add_argument(flag, type=positive, default=default, help=f"{help_text} (default {default})")
     manual_cells = list(_registry.cells(manual=True))  # every registered cell with a hand-written BPTT
     check_parser.add_argument(
-        "--cells", type=name_list(manual_cells), default=manual_cells, help="comma-separated cells (default: all)"
+        "--cells", type=cell_list(manual=True), default=manual_cells,
+        help="comma-separated registered cells, or MODULE:NAME of your own (default: every registered one)"
     )
     check_parser.set_defaults(run=check)
     _add_train_parser(commands)
@@ -256,8 +248,9 @@ def _add_memory_task_parser(commands) -> None:
         "and OUT/memory_task.png (eval MSE and accuracy against steps).",
     )
     names = list(_registry.cells())
-    parser.add_argument("--cells", type=name_list(names), default=list(task.DEFAULT_CELLS),
-                        help=f"comma-separated cells, from {','.join(names)} (default {','.join(task.DEFAULT_CELLS)})")
+    parser.add_argument("--cells", type=cell_list(), default=list(task.DEFAULT_CELLS),
+                        help=f"comma-separated cells, from {','.join(names)} or MODULE:NAME of your own "
+                        f"(default {','.join(task.DEFAULT_CELLS)})")
     defaults = task.DEFAULTS
     parser.add_argument("--length", type=number(int, 2, inclusive=True), default=defaults["length"],
                         help=f"sequence length T ≥ 2: one marker in each half (default {defaults['length']})")

@@ -70,7 +70,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from jaxrnn import _registry
-from jaxrnn._cells import weights_and_bias
+from jaxrnn._cells import gate_biases, glorot_blocks, weights_and_bias
 from jaxrnn._options import GRAD_MODES
 from jaxrnn._precision import matmul
 from jaxrnn._protocol import BPTT, Cell
@@ -254,7 +254,7 @@ def _make_recurrence(gates: _Gates):
 
 
 def _make_step_vjp(gates: _Gates):
-    def step_vjp(params, w_hh_t, d_carry, dh_out, h, h_prev, residual):
+    def step_vjp(params, prepared, d_carry, dh_out, h, h_prev, residual):
         """One reverse step: ``dh_prev = a ⊙ dh``, ``da = dh ⊙ h_prev``, ``db = dh``."""
         dh = d_carry + dh_out
         gx = residual.gx.astype(h_prev.dtype)
@@ -412,7 +412,7 @@ def _make_sequence(gates: _Gates, name: str):
         resets = None if resets is None else jnp.asarray(resets, bool)
         reverse = bool(reverse)
         if xs.shape[0] == 0:
-            return carry, jnp.zeros((0, *carry.shape), xs.dtype)  # unroll returns before this
+            return carry, jnp.zeros((0, *carry.shape), xs.dtype)  # a direct call; unroll returns before this
         if grad == "manual":
             return manual(params, carry, xs, valid, resets, reverse)
         return run(params, carry, xs, valid, resets, reverse)
@@ -427,10 +427,8 @@ def _make_sequence(gates: _Gates, name: str):
 
 def _init_input_weights(params_type, num_gates: int, key: Array, input_size: int, hidden_size: int, dtype):
     """Glorot-uniform per gate block (fan-in ``input_size``, fan-out ``hidden_size``), zero biases."""
-    glorot = jax.nn.initializers.glorot_uniform(in_axis=-2, out_axis=-1, batch_axis=0)
-    w = glorot(key, (num_gates, input_size, hidden_size), dtype)  # (G, X, H)
-    w_ih = jnp.moveaxis(w, 0, -2).reshape(input_size, num_gates * hidden_size)
-    return params_type(w_ih=w_ih, b_ih=jnp.zeros((num_gates * hidden_size,), dtype))
+    return params_type(w_ih=glorot_blocks(key, num_gates, input_size, hidden_size, dtype),
+                       b_ih=gate_biases(num_gates, hidden_size, dtype))
 
 
 def _input_weight_shapes(cell: Cell, params: _InputWeights, where: str) -> tuple[int, int]:

@@ -39,8 +39,9 @@ takes ``grad="autodiff"`` only):
   recurrence's share of the parameter cotangents, as large matmuls over all N
   rows after the reverse scan (e.g. ``dW_hh = h_prevᵀ d_gx``). ``stash`` is
   every step's third output of ``step_vjp``, stacked over time with the time
-  and batch axes merged, so each leaf is (N, …). ``d_params`` has the params'
-  structure, with ``None`` for a field it does not touch.
+  axis merged into the leading one: a (B, …) leaf per step arrives as
+  (N, …), and a (1, …) per-step sum over the batch as (T, …). ``d_params``
+  has the params' structure, with ``None`` for a field it does not touch.
   ``param_grads=None`` means no hoisting: the third output of ``step_vjp`` is
   then that step's own share of the parameter cotangents (params-shaped,
   ``None`` for zero, e.g. summed over its B rows) and the engine adds them up
@@ -78,6 +79,7 @@ may replace the scan entirely.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -110,6 +112,19 @@ class BPTT(NamedTuple):
 
 def _all_hidden(hidden_size: int) -> int:
     return hidden_size
+
+
+def _check_options(function, args: tuple, options: dict, where: str) -> None:
+    """``options`` must be keyword arguments that ``function`` takes; a clear ``TypeError`` otherwise."""
+    if not options:
+        return
+    try:
+        inspect.signature(function).bind(*args, **options)
+    except TypeError:
+        parameters = [name for name, p in inspect.signature(function).parameters.items()
+                      if p.kind == p.KEYWORD_ONLY or (p.default is not p.empty and name != "dtype")]
+        takes = f"takes the option(s) {parameters}" if parameters else "takes no options"
+        raise TypeError(f"{where}: got option(s) {sorted(options)}, but this cell {takes}.") from None
 
 
 @jax.tree_util.register_static
@@ -183,12 +198,14 @@ class Cell:
         input_size = _checks.positive_int(input_size, "input_size", where)
         hidden_size = _checks.positive_int(hidden_size, "hidden_size", where)
         dtype = _checks.floating_dtype(dtype, where)
+        _check_options(self.init_params, (key, input_size, hidden_size, dtype), options, where)
         return self.init_params(key, input_size, hidden_size, dtype, **options)
 
     def sizes(self, hidden_size: int, **options) -> tuple[int, ...]:
         """The last dimension of each carry field, for a state of size ``hidden_size``."""
-        sizes = (self.carry_sizes or _all_hidden)(hidden_size, **options)
-        return normalise_sizes(self, sizes)
+        function = self.carry_sizes or _all_hidden
+        _check_options(function, (hidden_size,), options, f"{self!r}.initial_carry")
+        return _checks.carry_sizes(self, function(hidden_size, **options))
 
     def initial_carry(self, batch_size: int, hidden_size: int, *, dtype=jnp.float32, **options):
         """The all-zero state: (batch, ·) arrays, as ``carry_type`` if it has one."""
@@ -238,12 +255,6 @@ def cotangents(params, **fields):
 def like(new, old):
     """``new`` cast to the dtypes of ``old``, leaf by leaf (a carry keeps its dtype)."""
     return jax.tree.map(lambda a, b: a.astype(b.dtype), new, old)
-
-
-def normalise_sizes(cell: Cell, sizes) -> tuple[int, ...]:
-    """One size per carry field."""
-    count = 1 if cell.carry_type is None else len(cell.carry_type._fields)
-    return tuple(sizes) if isinstance(sizes, (tuple, list)) else (sizes,) * count
 
 
 def zero_carry(cell: Cell, batch: int, sizes: tuple[int, ...], dtype):

@@ -7,26 +7,35 @@ once appears wherever it applies.
 
 from __future__ import annotations
 
+import warnings
+
 from jaxrnn._protocol import Cell
 
 _CELLS: dict[str, Cell] = {}
 
 
 def register(cell):
-    """Adds ``cell`` under ``cell.name`` and returns it; a second cell of the same name is refused.
+    """Adds ``cell`` under ``cell.name`` and returns it.
+
+    Registering a cell of your own again under its name (a re-run notebook
+    cell, a reloaded module) replaces the old one, with a warning; the
+    built-in cells' names are taken.
 
     Raises:
         TypeError: ``cell`` is not a :class:`jaxrnn.Cell`.
-        ValueError: another cell already has that name.
+        ValueError: the name is a built-in cell's.
     """
     if not isinstance(cell, Cell):
         raise TypeError(f"jaxrnn.register: expected a jaxrnn.Cell; got {type(cell).__name__}.")
     known = _CELLS.get(cell.name)
     if known is not None and known is not cell:
-        raise ValueError(
-            f"jaxrnn.register: a cell named {cell.name!r} is already registered ({known!r}). "
-            "Give yours another name, e.g. dataclasses.replace(cell, name='my_' + cell.name)."
-        )
+        if known.recurrence.__module__.startswith("jaxrnn."):
+            raise ValueError(
+                f"jaxrnn.register: {cell.name!r} is the name of the built-in {known!r}. "
+                "Give yours another name, e.g. dataclasses.replace(cell, name='my_' + cell.name)."
+            )
+        warnings.warn(f"jaxrnn.register: the cell registered as {cell.name!r} is replaced by a new one.",
+                      UserWarning, stacklevel=2)
     _CELLS[cell.name] = cell
     return cell
 

@@ -236,6 +236,7 @@ class Stack:
             cell's output size (D·H, or D·P for a projected LSTM).
         """
         where = f"{self!r}.init"
+        _checks.prng_key(key, where, "net.init(jax.random.key(0), input_size, hidden_size)")
         input_size = _checks.positive_int(input_size, "input_size", where)
         hidden_size = _checks.positive_int(hidden_size, "hidden_size", where)
         keys = jax.random.split(key, (self.num_layers, self.num_directions))

@@ -44,7 +44,7 @@ import warnings
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn import _checks
+from jaxrnn import _checks, _registry
 from jaxrnn._protocol import Cell
 from jaxrnn._stack import Bidirectional, Stack
 
@@ -109,13 +109,13 @@ def from_torch(cell: Cell, state_dict: Mapping[str, Any], *, layer: int = 0, pre
             LSTM's weights given to :data:`jaxrnn.gru`), a negative
             ``layer``, or an LSTM with ``proj_size > 0`` given to a cell
             other than :data:`jaxrnn.projected_lstm` (or the reverse).
+        TypeError: ``cell`` not a :class:`jaxrnn.Cell`, ``state_dict`` not a
+            mapping, ``layer`` not an int, or non-floating arrays.
 
     Warns:
         UserWarning: on the default call (``layer=0``, forward) when the state
             dict has keys of other layers or directions, listing the ignored
             keys and pointing to :func:`stack_from_torch`.
-        TypeError: ``cell`` not a :class:`jaxrnn.Cell`, ``state_dict`` not a
-            mapping, ``layer`` not an int, or non-floating arrays.
     """
     params, read = _from_torch(cell, state_dict, layer, prefix, reverse, "jaxrnn.interop.from_torch")
     if layer == 0 and not reverse:  # the default call: a user who named a layer or direction meant it
@@ -373,10 +373,16 @@ def _layers_present(state_dict: Mapping, prefix: str) -> list[int]:
 
 def _common_arguments(cell: Any, layer: Any, prefix: Any, reverse: Any, where: str) -> tuple[int, str]:
     """Checks the arguments both directions share; returns ``(layer, prefix)``."""
+    convertible = ", ".join("jaxrnn." + name for name in _registry.cells() if name in _TORCH_NAMES)
     if not isinstance(cell, Cell):
         raise TypeError(
-            f"{where}: cell must be a jaxrnn.Cell (jaxrnn.simple_rnn, jaxrnn.lstm or jaxrnn.gru); "
+            f"{where}: cell must be a jaxrnn.Cell with a torch counterpart ({convertible}); "
             f"got {type(cell).__name__}. Pass the cell first, e.g. {where.rsplit('.', 1)[1]}(jaxrnn.lstm, ...)."
+        )
+    if cell.name not in _TORCH_NAMES:
+        raise ValueError(
+            f"{where}: {cell!r} has no torch.nn counterpart, so there are no torch weights to convert; the cells "
+            f"that have one are {convertible}."
         )
     layer = _checks.positive_int(layer, "layer", where, allow_zero=True)
     if not isinstance(prefix, str):

@@ -18,7 +18,7 @@ from jaxrnn import _checks
 from jaxrnn._protocol import Cell, zero_carry
 from jaxrnn._unroll import unroll
 
-__all__ = ["OPTIONS", "check_cell"]
+__all__ = ["OPTIONS", "check_cell", "relative_error"]
 
 OPTIONS: dict[str, dict[str, Any]] = {
     "plain": {},
@@ -34,10 +34,15 @@ OPTIONS: dict[str, dict[str, Any]] = {
 and ``resets`` set to True mean "draw some"."""
 
 
-def _relative(a, b) -> float:
-    """``max |a − b| / max(max |b|, tiny)``."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.max(np.abs(a - b), initial=0.0) / max(float(np.max(np.abs(b), initial=0.0)), 1e-30))
+def relative_error(a, b) -> float:
+    """The largest, over the leaves of two pytrees, of ``max |a − b| / max |b|`` (in float64; inf on a shape mismatch)."""
+    errors = [0.0]
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        if x.shape != y.shape:
+            return float("inf")
+        errors.append(float(np.max(np.abs(x - y), initial=0.0) / max(float(np.max(np.abs(y), initial=0.0)), 1e-30)))
+    return max(errors)
 
 
 def check_cell(
@@ -89,7 +94,11 @@ def check_cell(
 
     Returns:
         ``{option name: worst relative error}``, the largest over the params
-        fields, ``xs``, the carry and both references.
+        fields, ``xs``, the carry and both references. A cell with a
+        whole-sequence ``sequence`` (a parallel scan) is checked on both paths:
+        its step backward under each option's own name, its parallel one as
+        ``"<option> (parallel)"`` (options without ``checkpoint``, which the
+        parallel path does not take).
 
     Raises:
         AssertionError: naming the option and the argument (e.g.
@@ -100,9 +109,18 @@ def check_cell(
         raise TypeError(f"check_cell: cell must be a jaxrnn.Cell; got {type(cell).__name__}.")
     if cell.bptt is None and cell.sequence is None:
         raise ValueError(f"check_cell: {cell!r} has no hand-written backward pass (cell.bptt is None) to check.")
+    runs = {}
+    for name, given in (options or OPTIONS).items():
+        if "scan" in given:
+            runs[name] = dict(given)
+            continue
+        if cell.bptt is not None:  # the step protocol's backward, whatever scan="auto" would pick
+            runs[name] = {**given, "scan": "sequential"}
+        if cell.sequence is not None and "checkpoint" not in given:  # the whole-sequence path's own backward
+            runs[f"{name} (parallel)"] = {**given, "scan": "parallel"}
     with jax.enable_x64(True):
-        return _check(cell, params, input_size, hidden_size, batch, steps, dict(options or OPTIONS), rtol, fd_rtol,
-                      fd_eps, seed, dict(init_options or {}))
+        return _check(cell, params, input_size, hidden_size, batch, steps, runs, rtol, fd_rtol, fd_eps, seed,
+                      dict(init_options or {}))
 
 
 def _check(cell, params, input_size, hidden_size, batch, steps, options, rtol, fd_rtol, fd_eps, seed, init_options):
@@ -164,7 +182,7 @@ def _check(cell, params, input_size, hidden_size, batch, steps, options, rtol, f
         out_m, out_a, grads_m, grads_a, numeric = everything(args)
         worst = 0.0
         for label, got, want in zip(("carry", "outputs"), out_m, out_a):
-            error = max(_relative(g, w) for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)))
+            error = relative_error(got, want)
             worst = max(worst, error)
             if error > rtol:
                 raise AssertionError(
@@ -172,7 +190,7 @@ def _check(cell, params, input_size, hidden_size, batch, steps, options, rtol, f
                     f"differ, relative error {error:.2e} > rtol {rtol:.0e}."
                 )
         for label, g_m, g_a, k in _named_leaves(grads_m, grads_a, args):
-            error = _relative(g_m, g_a)
+            error = relative_error(g_m, g_a)
             if error > rtol:
                 raise AssertionError(
                     f"check_cell({cell!r}): option {name!r}: the manual gradient of {label} disagrees with "

@@ -32,16 +32,20 @@ def normal(seed, shape, dtype=jnp.float64):
 # check_cell: manual against autodiff and finite differences, every option.
 
 
+# The two combined entries hold every option (lengths, reverse, resets, checkpoint, batch-major) between them;
+# the single-option entries of testing.OPTIONS only locate a failure, which these cells do not have.
+COMBINED = ("lengths+reverse+resets", "checkpoint+lengths+batch_major")
+
+
 @pytest.mark.parametrize(
-    "cell, init_options",
-    [(custom_cells.peephole_lstm, {}), (custom_cells.layer_norm_lstm, {}), (jaxrnn.projected_lstm, {"proj_size": 3})],
+    "cell, init_options, names",
+    [(custom_cells.peephole_lstm, {}, COMBINED), (custom_cells.layer_norm_lstm, {}, COMBINED),
+     # Also against torch in both grad modes (below) and in the property tests: one combination here.
+     (jaxrnn.projected_lstm, {"proj_size": 3}, COMBINED[:1])],
     ids=["peephole_lstm", "layer_norm_lstm", "projected_lstm"],
 )
-def test_cells_pass_check_cell_on_every_option(cell, init_options):
-    # The two combined entries hold every option (lengths, reverse, resets, checkpoint, batch-major) between
-    # them; the single-option entries only locate a failure, which these cells do not have.
-    combined = {name: testing.OPTIONS[name] for name in ("plain", "lengths+reverse+resets",
-                                                         "checkpoint+lengths+batch_major")}
+def test_cells_pass_check_cell_on_every_option(cell, init_options, names):
+    combined = {name: testing.OPTIONS[name] for name in names}
     report = testing.check_cell(cell, hidden_size=5, init_options=init_options, options=combined)
     assert list(report) == list(combined)
     assert max(report.values()) < 1e-6, report
@@ -84,6 +88,12 @@ def test_check_cell_compares_with_finite_differences_too():
     with pytest.raises(AssertionError, match=r"option 'reverse': the manual gradient of params\.w_ih disagrees with "
                                              r"finite differences"):
         testing.check_cell(cell, options={"reverse": {"reverse": True}})
+
+
+def test_check_cell_checks_both_paths_of_a_parallel_cell():
+    report = testing.check_cell(jaxrnn.mingru, options={name: testing.OPTIONS[name] for name in ("plain", "checkpoint")})
+    assert list(report) == ["plain", "plain (parallel)", "checkpoint"]
+    assert max(report.values()) < 1e-6, report
 
 
 def test_check_cell_refuses_a_cell_without_bptt():
@@ -217,13 +227,13 @@ def test_float32_params_with_a_float64_carry(name):
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
-def test_every_registered_cell_inits_in_16_bits(dtype):
+def test_built_in_cells_init_in_16_bits(dtype):
     """The orthogonal recurrent blocks are drawn in float32 (no 16-bit QR), then cast."""
-    for name, cell in jaxrnn.cells().items():
+    for cell in (jaxrnn.simple_rnn, jaxrnn.lstm, jaxrnn.gru, jaxrnn.projected_lstm, jaxrnn.mingru, jaxrnn.minlstm):
         params = cell.init(KEY, 3, 4, dtype=dtype)
-        assert all(leaf.dtype == dtype for leaf in jax.tree.leaves(params)), name
-        _, hs = jaxrnn.unroll(cell, params, jnp.ones((2, 1, 3), dtype))
-        assert hs.dtype == dtype and bool(jnp.all(jnp.isfinite(hs.astype(jnp.float32)))), name
+        assert all(leaf.dtype == dtype for leaf in jax.tree.leaves(params)), cell
+    w_hh = jaxrnn.lstm.init(KEY, 3, 4, dtype=dtype).w_hh.astype(jnp.float32)[:, :4]  # the i block: orthogonal
+    np.testing.assert_allclose(w_hh.T @ w_hh, np.eye(4), atol=2e-2)
 
 
 # --------------------------------------------------------------------------
@@ -278,18 +288,15 @@ def test_registered_cells_appear_in_every_choice():
     assert bench_parser().parse_args(["--cells", "peephole_lstm"]).cells == ["peephole_lstm"]
 
 
-def test_register_refuses_a_second_cell_of_the_same_name():
+@pytest.mark.filterwarnings("ignore:jaxrnn.register")
+def test_register_refuses_a_built_in_name_and_replaces_ones_own():
     jaxrnn.register(jaxrnn.lstm)  # the same cell again is fine
-    with pytest.raises(ValueError, match="'lstm' is already registered"):
+    with pytest.raises(ValueError, match="'lstm' is the name of the built-in jaxrnn.lstm"):
         jaxrnn.register(dataclasses.replace(jaxrnn.lstm))
+    again = dataclasses.replace(custom_cells.peephole_lstm)  # as a re-run notebook cell makes it
+    with pytest.warns(UserWarning, match="'peephole_lstm' is replaced"):
+        jaxrnn.register(again)
+    assert jaxrnn.get_cell("peephole_lstm") is again
+    jaxrnn.register(custom_cells.peephole_lstm)  # put the original back (with a warning)
     with pytest.raises(ValueError, match="unknown cell 'tcn'; registered cells are"):
         jaxrnn.get_cell("tcn")
-
-
-def test_cli_check_runs_a_registered_example_cell(capsys):
-    from jaxrnn import _cli
-
-    tiny = ["--batch", "2", "--input", "3", "--hidden", "4", "--steps", "5", "--rounds", "2"]
-    assert _cli.main(["check", *tiny, "--cells", "peephole_lstm"]) == 0
-    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("peephole_lstm"))
-    assert row.split()[1] == "yes", row

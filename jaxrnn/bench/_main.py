@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib
-import os
 import shlex
 import sys
 import time
 from pathlib import Path
 
 from jaxrnn import _registry
-from jaxrnn._argparse import name_list
-from jaxrnn._protocol import Cell
+from jaxrnn._argparse import cell_list, name_list
 from jaxrnn.bench import _suite
 from jaxrnn.bench._problem import Problem
 
@@ -47,26 +44,6 @@ def _steps(text: str) -> list[int]:
     return steps
 
 
-def _cells(text: str) -> list[str]:
-    """An argparse type: registered cell names, or ``MODULE:NAME`` of a cell to import (which registers it)."""
-    names = []
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        if ":" in item:
-            module, _, attribute = item.partition(":")
-            if os.getcwd() not in sys.path:  # as `python -m` does: modules of the current folder import
-                sys.path.insert(0, os.getcwd())
-            try:
-                cell = getattr(importlib.import_module(module), attribute)
-            except (ImportError, AttributeError) as error:
-                raise argparse.ArgumentTypeError(f"cannot load the cell {item!r}: {error}") from None
-            if not isinstance(cell, Cell):
-                raise argparse.ArgumentTypeError(f"{item!r} is a {type(cell).__name__}, not a jaxrnn.Cell")
-            _registry.register(cell)
-            item = cell.name
-        names.append(item)
-    return name_list(_registry.cells(manual=True))(",".join(names))
-
-
 def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
     impl_names = [impl.name for impl in _suite.IMPLEMENTATIONS]
     parser = argparse.ArgumentParser(
@@ -78,7 +55,7 @@ def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true",
                         help=f"a short run (under 2 minutes on 2 cores): cells {','.join(QUICK_CELLS)}, "
                         f"shape {QUICK_SHAPES[0]}, sweep T={','.join(map(str, QUICK_SWEEP))}, fewer rounds")
-    parser.add_argument("--cells", type=_cells, default=None,
+    parser.add_argument("--cells", type=cell_list(manual=True), default=None,
                         help=f"comma-separated registered cells, or MODULE:NAME of a cell of your own, e.g. "
                         f"examples.custom_cells:peephole_lstm (default: {','.join(_suite.CELL_NAMES)}; registered: "
                         f"{','.join(_registry.cells(manual=True))})")
@@ -86,11 +63,12 @@ def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
                         help=f"comma-separated, from: {', '.join(impl_names)} (default: all; "
                         f"{_suite.REFERENCE!r} always runs)")
     parser.add_argument("--shapes", type=_shapes, default=None,
-                        help="comma-separated BxXxHxT table shapes (default: the table's four, 32x64x128x100,64x128x256x200,8x32x64x1000,256x256x512x50)")
+                        help="comma-separated BxXxHxT table shapes (default: "
+                        + ",".join("x".join(map(str, shape)) for shape in _suite.TABLE_SHAPES) + ")")
     parser.add_argument("--sweep", type=_steps, default=None,
                         help=f"comma-separated T for the sweep at B={_suite.SWEEP_SHAPE[0]}, X={_suite.SWEEP_SHAPE[1]}, "
                         f"H={_suite.SWEEP_SHAPE[2]}; '' for none (default: {','.join(map(str, _suite.SWEEP_STEPS))})")
-    parser.add_argument("--sweep-cells", type=_cells, default=None,
+    parser.add_argument("--sweep-cells", type=cell_list(manual=True), default=None,
                         help="cells for the sweep (default: lstm,gru, within --cells)")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds at most (default 15; quick 10)")
     parser.add_argument("--budget", type=float, default=None,

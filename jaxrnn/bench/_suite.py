@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn._timing import interleaved, median_ratio
+from jaxrnn.testing import relative_error
 from jaxrnn.bench._jaxrnn import AUTODIFF, MANUAL
 from jaxrnn.bench._numpy import NUMPY
 from jaxrnn.bench._peers import PEERS
@@ -106,13 +107,7 @@ def sgemm_ceiling(size: int = 2048, rounds: int = 8) -> dict[str, float]:
 
 def max_relative_error(got: Iterable[np.ndarray], want: Iterable[np.ndarray]) -> float:
     """The largest, over arrays, of max|got − want| / max|want|."""
-    errors = []
-    for g, w in zip(got, want):
-        g, w = np.asarray(g, np.float64), np.asarray(w, np.float64)
-        if g.shape != w.shape:
-            return float("inf")
-        errors.append(float(np.max(np.abs(g - w), initial=0.0) / max(np.max(np.abs(w), initial=0.0), 1e-30)))
-    return max(errors)
+    return relative_error(list(got), list(want))
 
 
 def available(implementations: Iterable[Implementation]) -> tuple[list[Implementation], dict[str, str]]:

@@ -44,6 +44,7 @@ from jax import Array
 
 from jaxrnn import _registry
 from jaxrnn._options import GRAD_MODES
+from jaxrnn._protocol import Cell
 from jaxrnn._unroll import unroll
 from jaxrnn._checks import positive_int
 from jaxrnn.training._io import atomic_write, progress_bar
@@ -150,7 +151,7 @@ def init_model(cell: Cell, key: Array, hidden: int) -> Model:
     k_cell, k_out = jax.random.split(key)
     return Model(
         cell=cell.init(k_cell, INPUT_FEATURES, hidden, dtype=jnp.float32),
-        w_out=jax.random.normal(k_out, (hidden,), jnp.float32) / math.sqrt(hidden),
+        w_out=jax.random.normal(k_out, (cell.sizes(hidden)[0],), jnp.float32) / math.sqrt(hidden),
         b_out=jnp.ones((), jnp.float32),
     )
 

@@ -41,7 +41,7 @@ class CharLM:
 
     Attributes:
         vocab_size: V.
-        cell: ``"lstm"``, ``"gru"`` or ``"simple_rnn"``.
+        cell: the name of a registered cell (:func:`jaxrnn.cells`), e.g. ``"lstm"``.
         layers: L stacked layers.
         hidden: H, every layer's state size.
         embed: E, the embedding size.
@@ -67,10 +67,11 @@ class CharLM:
         """Embedding N(0, 1) and readout U(±1/√H), as torch's defaults; the cells' own init."""
         k_embed, k_rnn, k_w, k_b = jax.random.split(key, 4)
         bound = self.hidden**-0.5
+        features = self.recurrent_cell.sizes(self.hidden)[0]  # the cell's output size (P for a projected LSTM)
         return CharLMParams(
             embedding=jax.random.normal(k_embed, (self.vocab_size, self.embed), jnp.float32),
             rnn=self.net.init(k_rnn, self.embed, self.hidden),
-            readout_w=jax.random.uniform(k_w, (self.hidden, self.vocab_size), jnp.float32, -bound, bound),
+            readout_w=jax.random.uniform(k_w, (features, self.vocab_size), jnp.float32, -bound, bound),
             readout_b=jax.random.uniform(k_b, (self.vocab_size,), jnp.float32, -bound, bound),
         )
 
