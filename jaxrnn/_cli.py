@@ -57,7 +57,8 @@ def check(args) -> int:
         f"{args.rounds} interleaved rounds, medians\n"
     )
     header = ("cell", "agree", "f64 rel err", "f32 rel err", "manual ms", "autodiff ms", "autodiff/manual", "compile s")
-    print("{:<11} {:>5} {:>11} {:>11} {:>9} {:>11} {:>15} {:>16}".format(*header))
+    width = max(11, *map(len, args.cells))
+    print(f"{{:<{width}}} {{:>5}} {{:>11}} {{:>11}} {{:>9}} {{:>11}} {{:>15}} {{:>16}}".format(*header))
     all_agree = True
     for name in args.cells:
         cell = _registry.get(name)
@@ -75,7 +76,7 @@ def check(args) -> int:
         agree = err64 < F64_TOLERANCE and err32 < F32_TOLERANCE
         all_agree &= agree
         print(
-            f"{name:<11} {'yes' if agree else 'NO':>5} {err64:>11.1e} {err32:>11.1e} "
+            f"{name:<{width}} {'yes' if agree else 'NO':>5} {err64:>11.1e} {err32:>11.1e} "
             f"{1e3 * statistics.median(times['manual']):>9.2f} {1e3 * statistics.median(times['autodiff']):>11.2f} "
             f"{_timing.median_ratio(times['autodiff'], times['manual']):>15.2f} "
             f"{compile_s['manual']:>7.2f} / {compile_s['autodiff']:<6.2f}"
