@@ -64,12 +64,16 @@ def cell_list(*, manual: bool = False):
                     sys.path.insert(0, os.getcwd())
                 try:
                     cell = getattr(importlib.import_module(module), attribute)
-                except (ImportError, AttributeError) as error:
-                    raise argparse.ArgumentTypeError(f"cannot load the cell {item!r}: {error}") from None
-                if not isinstance(cell, Cell):
-                    raise argparse.ArgumentTypeError(f"{item!r} is a {type(cell).__name__}, not a jaxrnn.Cell")
-                item = _registry.register(cell).name
+                    if not isinstance(cell, Cell):
+                        raise TypeError(f"it is a {type(cell).__name__}, not a jaxrnn.Cell")
+                    item = _registry.register(cell).name
+                except Exception as error:  # argparse would hide a TypeError/ValueError's message
+                    raise argparse.ArgumentTypeError(
+                        f"cannot load the cell {item!r}: {type(error).__name__}: {error}") from None
+            if manual and item in _registry.cells() and item not in _registry.cells(manual=True):
+                raise argparse.ArgumentTypeError(f"the cell {item!r} has no hand-written BPTT (cell.bptt is None)")
             names.append(item)
         return name_list(_registry.cells(manual=manual))(",".join(names))
 
+    parse.__name__ = "cell list"
     return parse

@@ -350,7 +350,7 @@ def _gated(name: str, gates: str, params_type, carry_type, recurrence, step_vjp,
         gates=gates,
         doc=doc,
     )
-    return _registry.register(cell)
+    return _registry.register_built_in(cell)
 
 
 _INIT_DOC = """Init (``cell.init(key, input_size, hidden_size, dtype=...)``), Keras' recurrent defaults:
@@ -455,7 +455,7 @@ def _projected_lstm_shapes(params: ProjectedLSTMParams, where: str):
     return w_ih.shape[0], (proj, hidden)
 
 
-projected_lstm = _registry.register(Cell(
+projected_lstm = _registry.register_built_in(Cell(
     name="projected_lstm",
     params_type=ProjectedLSTMParams,
     carry_type=LSTMCarry,

@@ -473,7 +473,7 @@ def _parallel_cell(name: str, gates: tuple[str, ...], params_type, maths: _Gates
         gates=gates,
         doc=doc,
     )
-    return _registry.register(cell)
+    return _registry.register_built_in(cell)
 
 
 mingru = _parallel_cell(

@@ -12,6 +12,13 @@ import warnings
 from jaxrnn._protocol import Cell
 
 _CELLS: dict[str, Cell] = {}
+_BUILT_IN: set[str] = set()  # names the library's own cells hold; never replaced
+
+
+def register_built_in(cell):
+    """:func:`register` for the library's own cells, whose names no other cell may take."""
+    _BUILT_IN.add(register(cell).name)
+    return cell
 
 
 def register(cell):
@@ -29,13 +36,16 @@ def register(cell):
         raise TypeError(f"jaxrnn.register: expected a jaxrnn.Cell; got {type(cell).__name__}.")
     known = _CELLS.get(cell.name)
     if known is not None and known is not cell:
-        if known.recurrence.__module__.startswith("jaxrnn."):
+        if cell.name in _BUILT_IN:
             raise ValueError(
                 f"jaxrnn.register: {cell.name!r} is the name of the built-in {known!r}. "
                 "Give yours another name, e.g. dataclasses.replace(cell, name='my_' + cell.name)."
             )
-        warnings.warn(f"jaxrnn.register: the cell registered as {cell.name!r} is replaced by a new one.",
-                      UserWarning, stacklevel=2)
+        warnings.warn(
+            f"jaxrnn.register: the cell registered as {cell.name!r} (recurrence from "
+            f"{known.recurrence.__module__}) is replaced by a new one (from {cell.recurrence.__module__}).",
+            UserWarning, stacklevel=2,
+        )
     _CELLS[cell.name] = cell
     return cell
 

@@ -89,7 +89,8 @@ def from_torch(cell: Cell, state_dict: Mapping[str, Any], *, layer: int = 0, pre
 
     Args:
         cell: :data:`jaxrnn.simple_rnn` for ``torch.nn.RNN``,
-            :data:`jaxrnn.lstm` for ``LSTM``, :data:`jaxrnn.gru` for ``GRU``.
+            :data:`jaxrnn.lstm` for ``LSTM``, :data:`jaxrnn.projected_lstm`
+            for an ``LSTM`` with ``proj_size > 0``, :data:`jaxrnn.gru` for ``GRU``.
         state_dict: ``module.state_dict()`` or any mapping of key to array.
             Values may be torch tensors (on any device, requiring grad or
             not) or anything ``np.asarray`` takes.
@@ -108,7 +109,8 @@ def from_torch(cell: Cell, state_dict: Mapping[str, Any], *, layer: int = 0, pre
         ValueError: keys missing, shapes that do not fit ``cell`` (such as an
             LSTM's weights given to :data:`jaxrnn.gru`), a negative
             ``layer``, or an LSTM with ``proj_size > 0`` given to a cell
-            other than :data:`jaxrnn.projected_lstm` (or the reverse).
+            other than :data:`jaxrnn.projected_lstm` (or the reverse), or a
+            cell with no torch counterpart.
         TypeError: ``cell`` not a :class:`jaxrnn.Cell`, ``state_dict`` not a
             mapping, ``layer`` not an int, or non-floating arrays.
 

@@ -8,6 +8,7 @@ same scan and against central finite differences.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Mapping
 
 import jax
@@ -35,14 +36,26 @@ and ``resets`` set to True mean "draw some"."""
 
 
 def relative_error(a, b) -> float:
-    """The largest, over the leaves of two pytrees, of ``max |a − b| / max |b|`` (in float64; inf on a shape mismatch)."""
-    errors = [0.0]
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    """The largest, over the leaves of two pytrees, of ``max |a − b| / max |b|``, in float64.
+
+    ``inf`` when the trees or a leaf's shape differ, or when either has a
+    non-finite value the other does not share (so a NaN gradient never
+    passes as agreement).
+    """
+    leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
+    if len(leaves_a) != len(leaves_b):
+        return float("inf")
+    worst = 0.0
+    for x, y in zip(leaves_a, leaves_b):
         x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
         if x.shape != y.shape:
             return float("inf")
-        errors.append(float(np.max(np.abs(x - y), initial=0.0) / max(float(np.max(np.abs(y), initial=0.0)), 1e-30)))
-    return max(errors)
+        if not (np.isfinite(x).all() and np.isfinite(y).all()):
+            if not np.array_equal(x, y, equal_nan=True):
+                return float("inf")
+            x, y = np.nan_to_num(x), np.nan_to_num(y)
+        worst = max(worst, float(np.max(np.abs(x - y), initial=0.0) / max(float(np.max(np.abs(y), initial=0.0)), 1e-30)))
+    return worst
 
 
 def check_cell(
@@ -78,7 +91,8 @@ def check_cell(
     switched on for the duration of the call only (``jax.enable_x64``).
 
     Args:
-        cell: the cell to check; it needs a hand-written backward (``cell.bptt``).
+        cell: the cell to check; it needs a hand-written backward
+            (``cell.bptt``, or the ``sequence`` hook's own).
         params: its params (cast to float64), or None to draw them with
             ``cell.init`` plus noise of scale 0.1, so no bias is zero.
         input_size, hidden_size, batch, steps: the problem's sizes (ignored
@@ -116,8 +130,13 @@ def check_cell(
             continue
         if cell.bptt is not None:  # the step protocol's backward, whatever scan="auto" would pick
             runs[name] = {**given, "scan": "sequential"}
-        if cell.sequence is not None and "checkpoint" not in given:  # the whole-sequence path's own backward
+        if cell.sequence is not None and given.get("checkpoint") is None:  # the whole-sequence path's backward
             runs[f"{name} (parallel)"] = {**given, "scan": "parallel"}
+    if not runs:
+        raise ValueError(
+            f"check_cell: none of the options {list(options or OPTIONS)} applies to {cell!r}: its only backward is "
+            "its parallel scan, which takes no checkpoint. Pass options without checkpoint."
+        )
     with jax.enable_x64(True):
         return _check(cell, params, input_size, hidden_size, batch, steps, runs, rtol, fd_rtol, fd_eps, seed,
                       dict(init_options or {}))
@@ -125,7 +144,7 @@ def check_cell(
 
 def _check(cell, params, input_size, hidden_size, batch, steps, options, rtol, fd_rtol, fd_eps, seed, init_options):
     f64 = jnp.float64
-    keys = iter(jax.random.split(jax.random.key(seed), 16))
+    keys = (jax.random.fold_in(jax.random.key(seed), k) for k in itertools.count())
     if params is None:
         params = cell.init(next(keys), input_size, hidden_size, dtype=f64, **init_options)
         leaves, tree = jax.tree.flatten(params)
@@ -184,14 +203,14 @@ def _check(cell, params, input_size, hidden_size, batch, steps, options, rtol, f
         for label, got, want in zip(("carry", "outputs"), out_m, out_a):
             error = relative_error(got, want)
             worst = max(worst, error)
-            if error > rtol:
+            if not error <= rtol:  # NaN fails too
                 raise AssertionError(
                     f"check_cell({cell!r}): option {name!r}: the {label} of grad='manual' and grad='autodiff' "
                     f"differ, relative error {error:.2e} > rtol {rtol:.0e}."
                 )
         for label, g_m, g_a, k in _named_leaves(grads_m, grads_a, args):
             error = relative_error(g_m, g_a)
-            if error > rtol:
+            if not error <= rtol:
                 raise AssertionError(
                     f"check_cell({cell!r}): option {name!r}: the manual gradient of {label} disagrees with "
                     f"autodiff: relative error {error:.2e} > rtol {rtol:.0e}."
@@ -199,7 +218,7 @@ def _check(cell, params, input_size, hidden_size, batch, steps, options, rtol, f
             analytic = float(jnp.sum(g_m * unit[k]))
             fd = float(numeric[k])
             fd_error = abs(fd - analytic) / max(abs(fd), abs(analytic), 1e-12)
-            if fd_error > fd_rtol:
+            if not fd_error <= fd_rtol:
                 raise AssertionError(
                     f"check_cell({cell!r}): option {name!r}: the manual gradient of {label} disagrees with finite "
                     f"differences: directional derivative {analytic:.10g} against {fd:.10g} (relative error "

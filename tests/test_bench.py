@@ -13,7 +13,8 @@ import pytest
 from jaxrnn import _cli
 from jaxrnn.bench import _main, _suite
 from jaxrnn.bench._jaxrnn import MANUAL
-from jaxrnn.bench._problem import Implementation, Prepared
+from jaxrnn.bench._problem import Implementation
+from jaxrnn.testing import relative_error
 
 TINY = ["--shapes", "2x3x4x5", "--sweep", "3", "--rounds", "3", "--budget", "0.01"]
 
@@ -114,8 +115,10 @@ def test_jaxrnn_bench_is_the_same_command(capsys):
     assert "usage: jaxrnn bench" in capsys.readouterr().out
 
 
-def test_max_relative_error_sees_shape_and_value_differences():
+def test_relative_error_sees_shape_value_and_nan_differences():
     a = np.ones((2, 3))
-    assert _suite.max_relative_error([a], [a]) == 0.0
-    assert _suite.max_relative_error([a * 1.5], [a]) == pytest.approx(0.5)
-    assert _suite.max_relative_error([a[:1]], [a]) == float("inf")
+    assert relative_error([a], [a]) == 0.0
+    assert relative_error([a * 1.5], [a]) == pytest.approx(0.5)
+    assert relative_error([a[:1]], [a]) == float("inf")
+    assert relative_error([a, a * np.nan], [a, a]) == float("inf")  # a NaN gradient never agrees
+    assert relative_error([a], [a, a]) == float("inf")

@@ -2,7 +2,7 @@
 
 The example cells (examples/custom_cells.py) import nothing but ``jaxrnn``'s
 public names; here they go through every ``unroll`` option in both grad
-modes (by ``check_cell``), stacks, the CLI and the registry.
+modes (by ``check_cell``), the registry and the command line's cell choices.
 """
 
 import dataclasses
@@ -288,15 +288,44 @@ def test_registered_cells_appear_in_every_choice():
     assert bench_parser().parse_args(["--cells", "peephole_lstm"]).cells == ["peephole_lstm"]
 
 
-@pytest.mark.filterwarnings("ignore:jaxrnn.register")
-def test_register_refuses_a_built_in_name_and_replaces_ones_own():
+def test_cells_load_from_module_and_name_on_the_command_line(capsys):
+    from jaxrnn import _cli
+
+    parser = _cli.build_parser()
+    spec = "custom_cells:layer_norm_lstm"  # examples/ is on sys.path here, as the checkout is for `python -m`
+    assert parser.parse_args(["check", "--cells", f"{spec},lstm"]).cells == ["layer_norm_lstm", "lstm"]
+    for bad, message in [("custom_cells:nothing", "AttributeError"), ("no_such_module:cell", "ModuleNotFoundError"),
+                         ("custom_cells:EPS", "not a jaxrnn.Cell")]:
+        with pytest.raises(SystemExit):
+            parser.parse_args(["check", "--cells", bad])
+        err = capsys.readouterr().err
+        assert f"cannot load the cell '{bad}'" in err and message in err, err
+
+
+def test_cells_with_a_projected_output_size_everything_that_reads_it():
+    from jaxrnn import _cli
+    from jaxrnn.training._memory_task import init_model
+    from jaxrnn.training._model import CharLM
+
+    cell = jaxrnn.projected_lstm  # output P = H // 2 = 3 features, state H = 6
+    _, _, carry, weights = _cli._problem(cell, 2, 3, 6, 4, jnp.float32)
+    assert weights.shape == (4, 2, 3) and carry.h.shape == (2, 3) and carry.c.shape == (2, 6)
+    assert CharLM(vocab_size=5, cell="projected_lstm", hidden=6, embed=4).init(KEY).readout_w.shape == (3, 5)
+    assert init_model(cell, KEY, 6).w_out.shape == (3,)
+
+
+def test_register_refuses_a_built_in_name_and_replaces_ones_own(monkeypatch):
+    from jaxrnn import _registry
+
+    monkeypatch.setattr(_registry, "_CELLS", dict(_registry._CELLS))  # this test's changes stay here
     jaxrnn.register(jaxrnn.lstm)  # the same cell again is fine
     with pytest.raises(ValueError, match="'lstm' is the name of the built-in jaxrnn.lstm"):
         jaxrnn.register(dataclasses.replace(jaxrnn.lstm))
-    again = dataclasses.replace(custom_cells.peephole_lstm)  # as a re-run notebook cell makes it
-    with pytest.warns(UserWarning, match="'peephole_lstm' is replaced"):
+    mine = dataclasses.replace(jaxrnn.lstm, name="my_lstm")  # built from a built-in, as the message suggests
+    jaxrnn.register(mine)
+    again = dataclasses.replace(mine)  # as a re-run notebook cell makes it
+    with pytest.warns(UserWarning, match="'my_lstm' .* is replaced"):
         jaxrnn.register(again)
-    assert jaxrnn.get_cell("peephole_lstm") is again
-    jaxrnn.register(custom_cells.peephole_lstm)  # put the original back (with a warning)
+    assert jaxrnn.get_cell("my_lstm") is again
     with pytest.raises(ValueError, match="unknown cell 'tcn'; registered cells are"):
         jaxrnn.get_cell("tcn")

@@ -105,11 +105,6 @@ def sgemm_ceiling(size: int = 2048, rounds: int = 8) -> dict[str, float]:
     return {name: 2 * size**3 / min(t) / 1e9 for name, t in times.items()}
 
 
-def max_relative_error(got: Iterable[np.ndarray], want: Iterable[np.ndarray]) -> float:
-    """The largest, over arrays, of max|got − want| / max|want|."""
-    return relative_error(list(got), list(want))
-
-
 def available(implementations: Iterable[Implementation]) -> tuple[list[Implementation], dict[str, str]]:
     """The implementations that can run here, and why each of the others cannot."""
     ready, skipped = [], {}
@@ -162,7 +157,7 @@ def measure(
     errors = {}
     for name, p in prepared.items():
         hs, grads = p.outputs()
-        errors[name] = max(max_relative_error([hs], [want_hs]), max_relative_error(grads, want_grads))
+        errors[name] = relative_error((hs, tuple(grads)), (want_hs, tuple(want_grads)))
         if errors[name] > F32_TOLERANCE:
             log(f"  ! {name} disagrees with jaxrnn autodiff on {problem.label()}: max relative error {errors[name]:.2e}")
 

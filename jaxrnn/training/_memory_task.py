@@ -14,7 +14,7 @@ predict it the model must carry the first marked value across at least
 gradient through ``T/2`` tanh steps vanishes, so it settles on the mean.
 
 Model: the cell over the whole sequence, then a linear readout of its last
-output, ``ŷ = h_T · w + b`` with ``w`` of shape (hidden,) and ``b`` a scalar.
+output, ``ŷ = h_T · w + b`` with ``w`` of the output's size (hidden, or P for a projected LSTM) and ``b`` a scalar.
 Loss: the mean squared error. Always predicting ``E[y] = 1`` scores
 ``Var[y] = 2 · Var[U(0, 1)] = 2/12 = 1/6 ≈ 0.167``: the baseline line in the
 plot. A prediction counts as correct when ``|ŷ − y| < 0.04``
@@ -131,7 +131,7 @@ class Model(NamedTuple):
 
     Attributes:
         cell: the cell's params (input size 2).
-        w_out: readout weights, float32 (hidden,).
+        w_out: readout weights, float32, one per output feature (hidden, or P).
         b_out: readout bias, a float32 scalar.
     """
 
@@ -145,13 +145,14 @@ def init_model(cell: Cell, key: Array, hidden: int) -> Model:
 
     The bias starts at the target's mean, so step 0 already scores about the
     baseline and the first updates go to using the inputs, not to finding the
-    mean. ``w_out ~ N(0, 1/hidden)`` keeps the initial ``h_T · w`` of order 1
+    mean. ``w_out ~ N(0, 1/F)``, F the output features, keeps the initial ``h_T · w`` of order 1
     or less while letting gradients reach the cell from the first step.
     """
     k_cell, k_out = jax.random.split(key)
+    features = cell.sizes(hidden)[0]  # the output's size: hidden, or P for a projected LSTM
     return Model(
         cell=cell.init(k_cell, INPUT_FEATURES, hidden, dtype=jnp.float32),
-        w_out=jax.random.normal(k_out, (cell.sizes(hidden)[0],), jnp.float32) / math.sqrt(hidden),
+        w_out=jax.random.normal(k_out, (features,), jnp.float32) / math.sqrt(features),
         b_out=jnp.ones((), jnp.float32),
     )
 

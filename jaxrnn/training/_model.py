@@ -64,10 +64,10 @@ class CharLM:
         return stack(self.recurrent_cell, self.layers, dropout=self.dropout if self.layers > 1 else 0.0)
 
     def init(self, key: Array) -> CharLMParams:
-        """Embedding N(0, 1) and readout U(±1/√H), as torch's defaults; the cells' own init."""
+        """Embedding N(0, 1) and readout U(±1/√F) with F its input features, as torch's defaults; the cells' own init."""
         k_embed, k_rnn, k_w, k_b = jax.random.split(key, 4)
-        bound = self.hidden**-0.5
         features = self.recurrent_cell.sizes(self.hidden)[0]  # the cell's output size (P for a projected LSTM)
+        bound = features**-0.5
         return CharLMParams(
             embedding=jax.random.normal(k_embed, (self.vocab_size, self.embed), jnp.float32),
             rnn=self.net.init(k_rnn, self.embed, self.hidden),
