@@ -23,6 +23,20 @@ import jax.numpy as jnp
 
 import jaxrnn
 
+def _four_gate_shapes(params, where: str, vectors: dict[str, int]):
+    """``(input_size, hidden)`` of an LSTM-like cell's params, read off ``w_hh`` (H, 4H); ``ValueError`` if
+    ``w_ih`` is not (X, 4H) or a vector field ``name`` is not (multiple · H,) for ``vectors[name]``."""
+    hidden = params.w_hh.shape[0]
+    expected = {"w_hh": (hidden, 4 * hidden), **{name: (k * hidden,) for name, k in vectors.items()}}
+    for name, shape in expected.items():
+        if getattr(params, name).shape != shape:
+            raise ValueError(f"{where}: params.{name} must be {shape} for hidden {hidden}; "
+                             f"got {getattr(params, name).shape}.")
+    if params.w_ih.ndim != 2 or params.w_ih.shape[1] != 4 * hidden:
+        raise ValueError(f"{where}: params.w_ih must be (input_size, {4 * hidden}); got {params.w_ih.shape}.")
+    return params.w_ih.shape[0], hidden
+
+
 # --------------------------------------------------------------------------
 # Peephole LSTM.
 
@@ -54,16 +68,7 @@ def _peephole_init(key, input_size, hidden_size, dtype):
 
 
 def _peephole_shapes(params: PeepholeParams, where: str):
-    hidden = params.w_hh.shape[0]
-    expected = {"w_hh": (hidden, 4 * hidden), "b": (4 * hidden,), "w_ci": (hidden,), "w_cf": (hidden,),
-                "w_co": (hidden,)}
-    for name, shape in expected.items():
-        if getattr(params, name).shape != shape:
-            raise ValueError(f"{where}: params.{name} must be {shape} for hidden {hidden}; "
-                             f"got {getattr(params, name).shape}.")
-    if params.w_ih.ndim != 2 or params.w_ih.shape[1] != 4 * hidden:
-        raise ValueError(f"{where}: params.w_ih must be (input_size, {4 * hidden}); got {params.w_ih.shape}.")
-    return params.w_ih.shape[0], hidden
+    return _four_gate_shapes(params, where, {"b": 4, "w_ci": 1, "w_cf": 1, "w_co": 1})
 
 
 def _peephole_project(params, x):
@@ -169,16 +174,7 @@ def _layer_norm_init(key, input_size, hidden_size, dtype):
 
 
 def _layer_norm_shapes(params: LayerNormLSTMParams, where: str):
-    hidden = params.w_hh.shape[0]
-    expected = {"w_hh": (hidden, 4 * hidden), "b": (4 * hidden,), "gamma_x": (4 * hidden,),
-                "gamma_h": (4 * hidden,), "gamma_c": (hidden,), "beta_c": (hidden,)}
-    for name, shape in expected.items():
-        if getattr(params, name).shape != shape:
-            raise ValueError(f"{where}: params.{name} must be {shape} for hidden {hidden}; "
-                             f"got {getattr(params, name).shape}.")
-    if params.w_ih.ndim != 2 or params.w_ih.shape[1] != 4 * hidden:
-        raise ValueError(f"{where}: params.w_ih must be (input_size, {4 * hidden}); got {params.w_ih.shape}.")
-    return params.w_ih.shape[0], hidden
+    return _four_gate_shapes(params, where, {"b": 4, "gamma_x": 4, "gamma_h": 4, "gamma_c": 1, "beta_c": 1})
 
 
 def _layer_norm_project(params, x):
