@@ -80,8 +80,8 @@ def _project_vjp(cell, params, x_rows: Array, d_gx: Array):
         return None, d_gx
     if cell.bptt.project_vjp is not None:
         return cell.bptt.project_vjp(params, x_rows, d_gx)
-    _, vjp = jax.vjp(cell.project, params, x_rows)
-    return vjp(d_gx.astype(jax.eval_shape(cell.project, params, x_rows).dtype))
+    gx, vjp = jax.vjp(cell.project, params, x_rows)
+    return vjp(d_gx.astype(gx.dtype))
 
 
 def _stores_in_buffer(residual, gx) -> bool:

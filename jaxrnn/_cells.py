@@ -333,10 +333,9 @@ def _gru_param_grads(params, h_prev: Array, dgx: Array, dn_r: Array):
     )
 
 
-def _gated(name: str, gates: str, params_type, carry_type, recurrence, step_vjp, param_grads, doc: str,
+def _gated(name: str, gates: tuple[str, ...], params_type, carry_type, recurrence, step_vjp, param_grads, doc: str,
            unit_bias_gate: str | None = None) -> Cell:
     """A built-in cell: ``(w_ih, w_hh, b_ih, b_hh)`` params, a linear projection, a hand-written BPTT."""
-    gates = tuple(gates)
     bias_block = None if unit_bias_gate is None else gates.index(unit_bias_gate)
     cell = Cell(
         name=name,

@@ -143,7 +143,7 @@ def run(cell: Cell, params, input_size: int, sizes: tuple[int, ...], xs, carry, 
         xs = jnp.swapaxes(xs, 0, 1)
     inner_time_major = time_major or swap
     steps, batch = xs.shape[:2] if inner_time_major else xs.shape[1::-1]
-    other = xs.shape[0] if inner_time_major and time_major else None  # for a time_major=False hint
+    other = steps if time_major else None  # xs' first axis, which a time_major=False hint compares with
     valid, bad_rows = _validity(lengths, steps, batch, where, other)
     resets = _checks.step_mask(resets, steps, batch, "resets", where)
     if carry is None:
