@@ -164,9 +164,11 @@ def _add_train_parser(commands) -> None:
     parser.add_argument("--resume", action="store_true", help="continue exactly from OUT's checkpoint")
     parser.add_argument(
         "--distributed", action="store_true",
-        help="many hosts: call jax.distributed.initialize() first (coordinator from the environment, e.g. "
-        "SLURM or JAX_COORDINATOR_ADDRESS); --devices is then the global count",
+        help="many processes: start jax.distributed first, from JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and "
+        "JAX_PROCESS_ID, or from SLURM or Open MPI; --devices is then the global count (default: every device)",
     )
+    parser.add_argument("--distributed-timeout", type=number(float, 0), default=120.0,
+                        help="seconds to wait for the coordinator and every process (default 120)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=train_command, options=[flag[2:].replace("-", "_") for flag, _, _ in options])
 
@@ -177,7 +179,14 @@ def train_command(args) -> int:
 
     given = {name: getattr(args, name) for name in args.options if getattr(args, name) is not None}
     if args.distributed:
-        jax.distributed.initialize()
+        from jaxrnn.training import _distributed
+
+        try:
+            _distributed.initialize(args.distributed_timeout)
+        except _distributed.DistributedError as error:
+            print(f"jaxrnn train: error: --distributed: {error}", file=sys.stderr)
+            return 2
+        given.setdefault("devices", jax.device_count())
     try:
         base = {}
         if args.resume:  # flags left out take the checkpoint's values
@@ -194,8 +203,9 @@ def train_command(args) -> int:
     if result.interrupted:
         return 130
     last_val = next((r["val_bpc"] for r in reversed(result.records) if "val_bpc" in r), None)
-    print(f"done: step {result.step}" + (f", validation {last_val:.3f} bits per character" if last_val else "")
-          + f"; sample it with: jaxrnn sample --out {config.out}")
+    if jax.process_index() == 0:  # one message for the run, not one per process
+        print(f"done: step {result.step}" + (f", validation {last_val:.3f} bits per character" if last_val else "")
+              + f"; sample it with: jaxrnn sample --out {config.out}")
     return 0
 
 

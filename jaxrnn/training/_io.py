@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Callable, IO
@@ -68,6 +69,12 @@ def train_extra(module: str, purpose: str):
 
 
 def progress_bar(total: int, *, initial: int = 0, enabled: bool = True, desc: str | None = None):
-    """A tqdm bar over ``total`` steps, starting at ``initial`` (hidden when not ``enabled``)."""
+    """A tqdm bar over ``total`` steps, starting at ``initial``.
+
+    It is hidden (``bar.disable`` is True) when not ``enabled``, and when
+    standard error is neither a terminal nor a notebook: redirected to a
+    file, a bar would write a carriage-return update per refresh into it.
+    """
     tqdm = train_extra("tqdm.auto", "progress bars").tqdm
-    return tqdm(total=total, initial=initial, disable=not enabled, desc=desc, unit="step", dynamic_ncols=True)
+    shown = enabled and (sys.stderr.isatty() or "ipykernel" in sys.modules)
+    return tqdm(total=total, initial=initial, disable=not shown, desc=desc, unit="step", dynamic_ncols=True)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import hashlib
 import json
 import math
+import shlex
 import signal
 import threading
 import time
@@ -31,6 +33,7 @@ SCHEDULES = ("cosine", "constant")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 METRICS_NAME = "metrics.jsonl"
 CURVE_NAME = "curve.png"
+LAG = 3  # steps dispatched ahead of the one whose loss the host reads: the device never waits for the host
 # What a checkpoint's arrays or data stream depend on: these cannot change on --resume.
 # (The corpus is checked by content, not by path: see _check_corpus.)
 RESUME_FIXED = ("cell", "layers", "hidden", "embed", "dropout", "batch", "seq_len", "seed", "optimizer")
@@ -146,6 +149,13 @@ class StepOutput(NamedTuple):
     finite: jax.Array  # the loss and the updated params are all finite
 
 
+class LoopOutput(NamedTuple):
+    """One step of :func:`train`'s loop: the step's output and whether any process asked to stop."""
+
+    step: StepOutput
+    stop: jax.Array
+
+
 @dataclasses.dataclass
 class TrainResult:
     """What :func:`train` returns: the last step, the final model and the metric records."""
@@ -187,6 +197,22 @@ def make_step(model: CharLM, optimizer, *, grad: str, dtype) -> Callable[..., St
     return train_step
 
 
+def make_loop_step(model: CharLM, optimizer, *, grad: str, dtype) -> Callable[..., LoopOutput]:
+    """:func:`make_step` as the loop runs it: ``(params, opt_state, carry, inputs, targets, rng, step, stop)``.
+
+    The dropout key is ``fold_in(rng, step)``, derived on the device. ``stop``
+    (one flag per device, each process setting its own) is reduced with
+    ``any``, so every process learns of a Ctrl-C on any of them at the same step.
+    """
+    train_step = make_step(model, optimizer, grad=grad, dtype=dtype)
+
+    def loop_step(params, opt_state, carry, inputs, targets, rng, step, stop):
+        key = jax.random.fold_in(jax.random.wrap_key_data(rng), step)
+        return LoopOutput(train_step(params, opt_state, carry, inputs, targets, key), jnp.any(stop))
+
+    return loop_step
+
+
 def make_eval(model: CharLM, *, dtype) -> Callable:
     """``(params, window (T+1, rows) ids) -> mean nats per character``, from a zero state."""
 
@@ -198,19 +224,35 @@ def make_eval(model: CharLM, *, dtype) -> Callable:
 
 
 class _Placement:
-    """Where arrays live: the batch axis split over a 1-D device mesh, everything else replicated."""
+    """Where arrays live: the batch axis split over a 1-D device mesh, everything else replicated.
+
+    With several processes each gives ``devices / processes`` of its own
+    devices, so every process holds an equal share of the batch.
+    """
 
     def __init__(self, devices: int):
-        available = jax.devices()
-        if devices > len(available):
+        available, processes = jax.devices(), jax.process_count()
+        if processes == 1 and devices > len(available):
             raise TrainingError(
                 f"--devices {devices} but JAX sees {len(available)} ({available[0].platform}). On a CPU, set "
                 f"XLA_FLAGS=--xla_force_host_platform_device_count={devices} before starting; on accelerators, "
                 f"use at most {len(available)}."
             )
-        self.mesh = jax.sharding.Mesh(np.array(available[:devices]), ("data",))
+        share, local = devices // processes, jax.local_device_count()
+        if devices % processes or share > local:
+            raise TrainingError(
+                f"--devices {devices} with {processes} processes: each process must give the same number of its "
+                f"{local} devices, so --devices must be a multiple of {processes} and at most {processes * local}. "
+                f"Use --devices {processes * local} (every device)."
+            )
+        by_process: dict[int, list] = {}
+        for device in available:
+            by_process.setdefault(device.process_index, []).append(device)
+        chosen = [device for index in sorted(by_process) for device in by_process[index][:share]]
+        self.mesh = jax.sharding.Mesh(np.array(chosen), ("data",))
+        self.local_share = share
         self.replicated = NamedSharding(self.mesh, PartitionSpec())
-        self.rows = NamedSharding(self.mesh, PartitionSpec("data"))  # carry leaves (batch, H)
+        self.rows = NamedSharding(self.mesh, PartitionSpec("data"))  # carry leaves (batch, H); one flag per device
         self.columns = NamedSharding(self.mesh, PartitionSpec(None, "data"))  # ids (T, batch)
 
     def replicate(self, tree):
@@ -221,6 +263,10 @@ class _Placement:
 
     def ids(self, array: np.ndarray):
         return jax.device_put(array, self.columns)
+
+    def flags(self, value: bool):
+        """One boolean per device of the mesh, ``value`` on this process's devices."""
+        return jax.make_array_from_process_local_data(self.rows, np.full(self.local_share, value))
 
 
 @functools.lru_cache(maxsize=8)
@@ -240,11 +286,18 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, l
     eval) and ``checkpoint.npz`` (every ``checkpoint_every`` steps, at the
     end, and on Ctrl-C) into ``config.out``.
 
+    The host never waits for the step it has just dispatched: it reads each
+    step's loss and finite-flag :data:`LAG` steps later, so the device always
+    has work queued. Before a checkpoint is written every step up to it has
+    been read and found finite, so a NaN or inf stops the run at the step
+    where it appeared, and the checkpoint on disk is the last good one.
+
     Args:
         config: the run.
         resume: continue exactly from ``config.out``'s checkpoint. Its
             :data:`RESUME_FIXED` options must equal ``config``'s.
-        progress: show a tqdm progress bar.
+        progress: show progress: a tqdm bar when standard error is a
+            terminal, otherwise one plain line per eval through ``log``.
         log: prints the run's messages.
 
     Returns:
@@ -273,94 +326,154 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, l
     model = CharLM(len(vocab), **config.model_fields)
     step_fn, eval_fn = _compiled(model, _optimizer_options(config), config.grad, config.dtype, place)
     template = _template(model, config)
+    lead = jax.process_index() == 0  # with many processes, the first writes the files and the messages
+    say = log if lead else (lambda _: None)
     if header:
         stored, header = _checkpoint.load(config.checkpoint_path, template)
         start, elapsed = header["step"], header["elapsed_s"]
-        log(f"resuming {out} from step {start} (epoch {header['epoch']}, column {header['column']})")
+        say(f"resuming {out} from step {start} (epoch {header['epoch']}, column {header['column']})")
         if config.schedule == "cosine" and header["config"].get("steps") != config.steps:
-            log(f"note: --steps is now {config.steps} (was {header['config'].get('steps')}): the cosine schedule "
+            say(f"note: --steps is now {config.steps} (was {header['config'].get('steps')}): the cosine schedule "
                 "is recomputed for the new length, so the learning rate jumps at this step")
     else:
         out.mkdir(parents=True, exist_ok=True)
         stored, start, elapsed = template, 0, 0.0
     state = TrainState(place.replicate(stored.params), place.replicate(stored.opt_state), place.carry(stored.carry),
                        np.asarray(stored.rng))
-    lead = jax.process_index() == 0  # with many hosts, the first writes the files
-    records = _restart_metrics(out / METRICS_NAME, start, write=lead)
     val_window = place.ids(val_window)
-    chars_per_step = config.batch * config.seq_len
-
     fingerprint = _fingerprint(text)
+    clock = time.perf_counter() - elapsed  # elapsed_s is wall time: steps, evals, plots and checkpoints
 
     def save(state: TrainState, step: int) -> None:
         epoch, column = streams.position(step)
         _checkpoint.save(config.checkpoint_path, state, {
-            "step": step, "epoch": epoch, "column": column, "elapsed_s": elapsed,
+            "step": step, "epoch": epoch, "column": column, "elapsed_s": time.perf_counter() - clock,
             "config": dataclasses.asdict(config), "vocab": vocab.chars, "corpus_chars": len(text),
             "corpus_sha256": fingerprint,
         })
 
-    log(
+    say(
         f"jaxrnn train: {config.cell} × {config.layers}, hidden {config.hidden}, vocabulary {len(vocab)}, "
         f"{len(train_ids):,} training / {len(val_ids):,} validation characters; batch {config.batch} × "
         f"{config.seq_len}, grad {config.grad}, {config.dtype}, {config.devices} device(s) "
-        f"({jax.devices()[0].platform}); writing {out}"
+        f"({jax.devices()[0].platform}"
+        + (f", {jax.process_count()} processes" if jax.process_count() > 1 else "") + f"); writing {out}"
     )
-    bar = progress_bar(config.steps, initial=start, enabled=progress)
-    step, interrupted, speed = start, False, None
-    clock = time.perf_counter() - elapsed  # elapsed_s is wall time: steps, evals, plots and checkpoints
+    monitor = _Monitor(config, out, start, clock, lead, progress, say)
+    pending: collections.deque = collections.deque()  # (step number, LoopOutput, eval or None) not read yet
+    step, interrupted, unsaved = start, False, False
     stop = _SigintFlag()
     try:
-        while step < config.steps and not stop.requested:
+        while step < config.steps and not monitor.stop_agreed:
             inputs, targets, fresh = streams.batch(step)
             carry = place.carry(model.initial_carry(config.batch)) if fresh else state.carry
-            began = time.perf_counter()
-            result = step_fn(state.params, state.opt_state, carry, place.ids(inputs), place.ids(targets),
-                             jax.random.fold_in(jax.random.wrap_key_data(state.rng), step))
-            loss, finite = float(result.loss), bool(result.finite)
-            seconds = time.perf_counter() - began
-            if not finite:
-                saved = _checkpoint.read_header(config.checkpoint_path)["step"] if config.checkpoint_path.exists() else None
-                what = (f"the training loss is {loss}" if not math.isfinite(loss)
-                        else f"the update made the params NaN or inf (the loss was {loss:.4g})")
-                raise NonFiniteLoss(
-                    f"step {step + 1}: {what}. "
-                    + (f"The last good checkpoint (step {saved}) is kept in {config.checkpoint_path}. "
-                       if saved is not None else "No checkpoint was written yet. ")
-                    + f"Lower --lr (now {config.lr:g}) or --clip (now {config.clip:g}), then --resume."
-                )
-            record = {"step": step + 1, "train_loss": loss}
-            if (step + 1) % config.eval_every == 0 or step + 1 == config.steps:
-                record["val_bpc"] = float(eval_fn(result.params, val_window)) / math.log(2)
-            elapsed = time.perf_counter() - clock
-            record["elapsed_s"] = round(elapsed, 3)
-            if lead:
-                _append(out / METRICS_NAME, record)
-            state = TrainState(result.params, result.opt_state, result.carry, state.rng)
+            result = step_fn(state.params, state.opt_state, carry, place.ids(inputs), place.ids(targets), state.rng,
+                             step, place.flags(stop.requested))
             step += 1
-            records.append(record)
-            if "val_bpc" in record and lead:
-                _plot_curve(records, out / CURVE_NAME, config)
+            state = TrainState(result.step.params, result.step.opt_state, result.step.carry, state.rng)
+            evaluate = step % config.eval_every == 0 or step == config.steps
+            pending.append((step, result, eval_fn(state.params, val_window) if evaluate else None))
             if step % config.checkpoint_every == 0 or step == config.steps:
+                monitor.settle(pending, keep=0)  # every step up to the checkpoint is read and finite
                 save(state, step)
-            bar.update(1)
-            if step > start + 1:  # the first step compiles; average the rest
-                rate = chars_per_step / seconds
-                speed = rate if speed is None else 0.9 * speed + 0.1 * rate
-            shown = {"loss": f"{loss:.3f}", "chars_s": f"{speed:,.0f}" if speed else "…"}
-            if "val_bpc" in record:
-                shown["val_bpc"] = f"{record['val_bpc']:.3f}"
-            bar.set_postfix(shown)
-        interrupted = stop.requested
+                monitor.paused()
+            else:
+                monitor.settle(pending, keep=LAG)
+        monitor.settle(pending, keep=0)
+        interrupted = monitor.stop_agreed
     except KeyboardInterrupt:  # raised where no SIGINT handler could be set (a thread), or a second Ctrl-C
         interrupted = True
+        # With several processes the others may be at another step, and saving is collective: it could hang.
+        unsaved = jax.process_count() > 1
+        if not unsaved:
+            monitor.settle(pending, keep=0)
     finally:
         stop.restore()
-        bar.close()
-    if interrupted:
+        monitor.close()
+    resume_command = f"jaxrnn train --out {shlex.quote(str(out))} --resume" + (
+        " --distributed   (on every process, as before)" if jax.process_count() > 1 else "")
+    if unsaved:
+        say(f"\ninterrupted at once: with {jax.process_count()} processes no checkpoint can be written mid-step; "
+            f"the last one is kept in {config.checkpoint_path}. Continue from it with:\n  {resume_command}")
+    elif interrupted:
         save(state, step)
-        log(f"\ninterrupted: saved a checkpoint at step {step} in {config.checkpoint_path}; continue with --resume")
-    return TrainResult(step, model, vocab, jax.device_get(state.params), records, interrupted)
+        say(f"\ninterrupted: saved a checkpoint at step {step} in {config.checkpoint_path}; continue with:\n"
+            f"  {resume_command}")
+    return TrainResult(step, model, vocab, jax.device_get(state.params), monitor.records, interrupted)
+
+
+class _Monitor:
+    """The host's side of the loop: reads finished steps, checks them, writes their records and shows progress."""
+
+    def __init__(self, config: TrainConfig, out: Path, start: int, clock: float, lead: bool, progress: bool, say):
+        self.config, self.out, self.clock, self.lead, self.say = config, out, clock, lead, say
+        self.records = _restart_metrics(out / METRICS_NAME, start, write=lead)
+        self.bar = progress_bar(config.steps, initial=start, enabled=progress and lead)
+        self.lines = progress and lead and self.bar.disable  # no terminal: a plain line per eval instead
+        self.chars_per_step = config.batch * config.seq_len
+        self.stop_agreed = False
+        self.speed = None
+        self.window = None  # (time, step) since which only training steps ran; restarted after compile, evals, saves
+
+    def settle(self, pending: collections.deque, keep: int) -> None:
+        """Reads the oldest pending steps until ``keep`` are left, in order.
+
+        Raises:
+            NonFiniteLoss: a step's loss or updated params are not finite.
+        """
+        while len(pending) > keep:
+            number, result, val = pending[0]
+            loss, finite, stop = (x.item() for x in jax.device_get((result.step.loss, result.step.finite, result.stop)))
+            if not finite:
+                self._fail(number, loss)
+            record = {"step": number, "train_loss": loss}
+            if val is not None:
+                record["val_bpc"] = float(val) / math.log(2)
+            self._record(record)
+            pending.popleft()
+            self.stop_agreed |= stop
+
+    def _record(self, record: dict) -> None:
+        now = time.perf_counter()
+        record["elapsed_s"] = round(now - self.clock, 3)
+        if self.lead:
+            _append(self.out / METRICS_NAME, record)
+        self.records.append(record)
+        if self.window is not None and "val_bpc" not in record:
+            began, first = self.window
+            self.speed = self.chars_per_step * (record["step"] - first) / max(now - began, 1e-9)
+        if self.window is None or "val_bpc" in record:
+            self.window = (now, record["step"])
+        if "val_bpc" in record and self.lead:
+            _plot_curve(self.records, self.out / CURVE_NAME, self.config)
+        train_bpc = record["train_loss"] / math.log(2)
+        shown = {"train_bpc": f"{train_bpc:.3f}", "chars_s": f"{self.speed:,.0f}" if self.speed else "…"}
+        if "val_bpc" in record:
+            shown["val_bpc"] = f"{record['val_bpc']:.3f}"
+            if self.lines:
+                self.say(f"step {record['step']}/{self.config.steps}  train {train_bpc:.3f} bpc  val "
+                         f"{record['val_bpc']:.3f} bpc  {shown['chars_s']} chars/s  {record['elapsed_s']:.0f} s")
+        self.bar.update(1)
+        self.bar.set_postfix(shown, refresh=False)
+
+    def paused(self) -> None:
+        """The host did something else (a checkpoint): measure the speed afresh from the next step."""
+        self.window = None
+
+    def _fail(self, number: int, loss: float):
+        path = self.config.checkpoint_path
+        saved = _checkpoint.read_header(path)["step"] if path.exists() else None
+        what = (f"the training loss is {loss}" if not math.isfinite(loss)
+                else f"the update made the params NaN or inf (the loss was {loss:.4g})")
+        raise NonFiniteLoss(
+            f"step {number}: {what}. "
+            + (f"The last good checkpoint (step {saved}) is kept in {path}. "
+               if saved is not None else "No checkpoint was written yet. ")
+            + f"Lower --lr (now {self.config.lr:g}) or --clip (now {self.config.clip:g}), then --resume."
+        )
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def _optimizer_options(config: TrainConfig) -> tuple:
@@ -372,8 +485,11 @@ def _compiled(model: CharLM, optimizer_options: tuple, grad: str, dtype: str, pl
     """The jitted step and eval, cached so that runs of one configuration in one process compile once."""
     optimizer = make_optimizer(*optimizer_options)
     step_fn = jax.jit(
-        make_step(model, optimizer, grad=grad, dtype=DTYPES[dtype]),
-        out_shardings=StepOutput(place.replicated, place.replicated, place.rows, place.replicated, place.replicated),
+        make_loop_step(model, optimizer, grad=grad, dtype=DTYPES[dtype]),
+        out_shardings=LoopOutput(
+            StepOutput(place.replicated, place.replicated, place.rows, place.replicated, place.replicated),
+            place.replicated,
+        ),
     )  # no buffer donation: Ctrl-C mid-step must still find the last state intact to save it
     eval_fn = jax.jit(make_eval(model, dtype=DTYPES[dtype]), out_shardings=place.replicated)
     return step_fn, eval_fn

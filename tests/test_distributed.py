@@ -1,0 +1,213 @@
+"""Many devices and many processes: data parallel equals one device, 2 processes × 2 devices equal 1 × 4,
+a Ctrl-C on one process stops all at the same step, and resuming continues exactly; clear start-up errors."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jaxrnn import _cli, training
+from jaxrnn.training import _distributed
+
+FLAGS = dict(hidden=24, embed=8, batch=8, seq_len=16, eval_every=5, checkpoint_every=5, val_chars=256)
+STEPS = 24
+LIMIT = 240  # seconds for any one launch; a hang fails the test instead of stalling CI
+
+# Runs `jaxrnn train` after arranging a Ctrl-C (SIGINT to itself) as step JAXRNN_TEST_SIGINT_AT's batch is read.
+LAUNCHER = """
+import os, signal, sys
+from jaxrnn import _cli
+from jaxrnn.training import _corpus
+at, read = os.environ.get("JAXRNN_TEST_SIGINT_AT"), _corpus.Streams.batch
+def batch(self, step):
+    if at is not None and step == int(at):
+        os.kill(os.getpid(), signal.SIGINT)
+    return read(self, step)
+_corpus.Streams.batch = batch
+sys.exit(_cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    text, files = "", iter(training.stdlib_files())
+    while len(text) < 60_000:
+        text += next(files).read_text(encoding="utf-8", errors="replace")
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    path.write_text(text[:60_000], encoding="utf-8")
+    return path
+
+
+def _argv(corpus, out, *extra):
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in FLAGS.items()]
+    return [sys.executable, "-c", LAUNCHER, "train", "--out", str(out), "--corpus", str(corpus), "--steps",
+            str(STEPS), "--no-progress", *flags, *extra]
+
+
+def _env(devices: int, **extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "SLURM_", "OMPI_"))}
+    return {**env, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", **extra}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _pair(corpus, out, *extra, sigint_at=None) -> list[subprocess.CompletedProcess]:
+    """`jaxrnn train --distributed` as 2 processes × 2 CPU devices on the loopback address."""
+    port = _free_port()
+    processes = []
+    for index in range(2):
+        env = _env(2, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(index))
+        if sigint_at is not None and index == 1:  # only the second process is interrupted
+            env["JAXRNN_TEST_SIGINT_AT"] = str(sigint_at)
+        processes.append(subprocess.Popen(
+            _argv(corpus, out, "--distributed", "--distributed-timeout", "60", *extra), env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        ))
+    done = []
+    try:
+        for process in processes:
+            stdout, stderr = process.communicate(timeout=LIMIT)
+            done.append(subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr))
+    finally:
+        for process in processes:
+            process.kill()
+    return done
+
+
+def _metrics(out) -> list[dict]:
+    return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+
+
+def _assert_same(records, reference):
+    assert [r["step"] for r in records] == [r["step"] for r in reference[:len(records)]]
+    for mine, theirs in zip(records, reference):
+        np.testing.assert_allclose(mine["train_loss"], theirs["train_loss"], rtol=1e-5)
+        assert ("val_bpc" in mine) == ("val_bpc" in theirs)
+        if "val_bpc" in mine:
+            np.testing.assert_allclose(mine["val_bpc"], theirs["val_bpc"], rtol=1e-5)
+
+
+def test_two_processes_match_one_and_resume_exactly(corpus, tmp_path):
+    # One process: 1 device and 4 devices (data parallel) must agree; 4 is the reference for the pair.
+    script = f"""
+from jaxrnn import training
+for devices in (1, 4):
+    training.train(training.TrainConfig(out="{tmp_path}/one_" + str(devices), corpus="{corpus}", devices=devices,
+                                        steps={STEPS}, **{FLAGS!r}), progress=False, log=lambda _: None)
+"""
+    done = subprocess.run([sys.executable, "-c", script], env=_env(4), capture_output=True, text=True, timeout=LIMIT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    reference = _metrics(tmp_path / "one_4")
+    assert [r["step"] for r in reference] == list(range(1, STEPS + 1))
+    _assert_same(_metrics(tmp_path / "one_1"), reference)
+
+    # Two processes × 2 devices, Ctrl-C on process 1 only as step 8's batch is read: both stop at one step,
+    # after it, and save one checkpoint; process 0 speaks for the run.
+    cut = _pair(corpus, tmp_path / "pair", sigint_at=7)
+    assert [p.returncode for p in cut] == [130, 130], cut[0].stderr[-3000:] + cut[1].stderr[-3000:]
+    assert "Traceback" not in cut[0].stderr + cut[1].stderr
+    assert "2 processes" in cut[0].stdout
+    assert not [line for line in cut[1].stdout.splitlines() if not line.startswith("[Gloo]")]  # gloo's own
+    assert "--resume --distributed" in cut[0].stdout
+    stopped = training.load_run(tmp_path / "pair")[3]["step"]
+    assert 8 <= stopped < STEPS
+    first = _metrics(tmp_path / "pair")
+    assert [r["step"] for r in first] == list(range(1, stopped + 1))
+    _assert_same(first, reference)
+
+    # Both resumed: the run continues to the end with the reference's metrics.
+    resumed = _pair(corpus, tmp_path / "pair", "--resume")
+    assert [p.returncode for p in resumed] == [0, 0], resumed[0].stderr[-3000:] + resumed[1].stderr[-3000:]
+    assert f"resuming {tmp_path / 'pair'} from step {stopped}" in resumed[0].stdout
+    records = _metrics(tmp_path / "pair")
+    assert [r["step"] for r in records] == list(range(1, STEPS + 1))
+    _assert_same(records, reference)
+
+
+@pytest.mark.parametrize(
+    "environ, message",
+    [
+        ({}, "JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID are not set"),
+        ({"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234"}, "JAX_NUM_PROCESSES, JAX_PROCESS_ID are not set"),
+        ({"JAX_COORDINATOR_ADDRESS": "10.0.0.1", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "0"},
+         "must be HOST:PORT, e.g. 10.0.0.1:1234; got '10.0.0.1'"),
+        ({"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "2"},
+         r"process id must be in 0\.\.1 for 2 processes; got 2"),
+        ({"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "two", "JAX_PROCESS_ID": "0"},
+         "JAX_NUM_PROCESSES must be a whole number ≥ 1; got 'two'"),
+    ],
+)
+def test_the_environment_is_read_and_checked(environ, message):
+    with pytest.raises(_distributed.DistributedError, match=message):
+        _distributed.resolve(environ)
+
+
+def test_resolve_reads_the_three_variables():
+    environ = {"JAX_COORDINATOR_ADDRESS": "[::1]:1234", "JAX_NUM_PROCESSES": "4", "JAX_PROCESS_ID": "3"}
+    assert _distributed.resolve(environ)[:3] == ("[::1]:1234", 4, 3)
+
+
+def _cluster(port, count, index):
+    return _distributed.Cluster(f"127.0.0.1:{port}", count, index, None, "test")
+
+
+def _in_thread(function, *args):
+    """Runs ``function(*args)`` in a thread; returns a callable that joins it and gives its exception."""
+    raised = []
+
+    def target():
+        try:
+            function(*args)
+        except Exception as error:  # noqa: BLE001
+            raised.append(error)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    return lambda: (thread.join(30), raised[0] if raised else None)[1]
+
+
+def test_rendezvous_meets_every_process_and_frees_the_port():
+    port = _free_port()
+    joins = [_in_thread(_distributed.rendezvous, _cluster(port, 3, index), 20) for index in (2, 1)]
+    _distributed.rendezvous(_cluster(port, 3, 0), 20)
+    assert [join() for join in joins] == [None, None]
+    with socket.socket() as again:  # JAX's service takes the port next
+        again.bind(("127.0.0.1", port))
+
+
+def test_rendezvous_failures_are_clear_and_bounded():
+    port = _free_port()
+    with pytest.raises(_distributed.DistributedError, match=r"process 1 could not reach the coordinator at "
+                       rf"127\.0\.0\.1:{port} within 0\.5 s .*Is process 0 running"):
+        _distributed.rendezvous(_cluster(port, 2, 1), 0.5)
+    with pytest.raises(_distributed.DistributedError, match=r"only 2 of 3 processes reached .* process id\(s\) 2 did "
+                       "not"):
+        join = _in_thread(_distributed.rendezvous, _cluster(port, 3, 1), 5)
+        try:
+            _distributed.rendezvous(_cluster(port, 3, 0), 1)
+        finally:
+            assert "process 0 gave up" in str(join())
+    join = _in_thread(_distributed.rendezvous, _cluster(port, 3, 1), 5)
+    with pytest.raises(_distributed.DistributedError, match="it says there are 3 processes, process 0 says 2"):
+        _distributed.rendezvous(_cluster(port, 2, 0), 5)
+    assert "it says there are 3 processes, process 0 says 2" in str(join())
+
+
+def test_cli_reports_a_missing_coordinator(monkeypatch, capsys):
+    for name, value in (("JAX_COORDINATOR_ADDRESS", f"127.0.0.1:{_free_port()}"), ("JAX_NUM_PROCESSES", "2"),
+                        ("JAX_PROCESS_ID", "1")):
+        monkeypatch.setenv(name, value)
+    assert _cli.main(["train", "--distributed", "--distributed-timeout", "0.5"]) == 2
+    error = capsys.readouterr().err
+    assert "error: --distributed: process 1 could not reach the coordinator" in error and "Traceback" not in error
