@@ -3,7 +3,6 @@ a Ctrl-C on one process stops all at the same step, and resuming continues exact
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys

@@ -61,7 +61,7 @@ def problems(draw):
     )
 
 
-@settings(max_examples=8, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=5, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(problems())
 def test_both_grad_modes_match_a_plain_loop(problem):
     p = problem
