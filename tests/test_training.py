@@ -105,13 +105,36 @@ def test_extending_a_finished_run(corpus, trained, tmp_path):
     assert any("the cosine schedule is recomputed" in line for line in said)
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path):
-    with pytest.raises(training.NonFiniteLoss, match=r"step 2: the training loss is (inf|nan).*step 1.*Lower --lr"):
-        run(corpus, tmp_path, steps=20, checkpoint_every=1, lr=1e37)
-    model, params, _, header = training.load_run(tmp_path)
-    assert header["step"] == 1
-    assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(params))
+@pytest.mark.parametrize("checkpoint_every", [1, 20])
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path, checkpoint_every):
+    """The loss is read a few steps late; the step named, the records and the checkpoint are still the right ones.
+
+    With a checkpoint every step the NaN is seen before the next save; with
+    one every 20 it is seen while later steps are already dispatched.
+    """
+    kept = "The last good checkpoint (step 1)" if checkpoint_every == 1 else "No checkpoint was written yet"
+    with pytest.raises(training.NonFiniteLoss, match=rf"step 2: the training loss is (inf|nan)\. {kept}.*Lower --lr"):
+        run(corpus, tmp_path, steps=20, checkpoint_every=checkpoint_every, lr=1e37)
     assert [r["step"] for r in metrics(tmp_path)] == [1]
+    if checkpoint_every == 1:
+        model, params, _, header = training.load_run(tmp_path)
+        assert header["step"] == 1
+        assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(params))
+    else:
+        assert not (tmp_path / "checkpoint.npz").exists()
+
+
+def test_progress_without_a_terminal_is_a_plain_line_per_eval_in_bits(corpus, tmp_path):
+    said = []
+    config = training.TrainConfig(out=str(tmp_path), corpus=str(corpus), **{**TINY, "steps": 10})
+    result = training.train(config, progress=True, log=said.append)  # pytest's stderr is not a terminal
+    lines = [line for line in said if line.startswith("step ")]
+    evals = [r for r in result.records if "val_bpc" in r]
+    assert len(lines) == len(evals) == 2
+    for line, record in zip(lines, evals):
+        assert line.startswith(f"step {record['step']}/10  train {record['train_loss'] / np.log(2):.3f} bpc  "
+                               f"val {record['val_bpc']:.3f} bpc  ")
+        assert line.endswith(" s") and "chars/s" in line
 
 
 def test_checkpoint_mismatch_and_corruption_are_clear_errors(corpus, trained, tmp_path, capsys):
@@ -222,6 +245,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(corpus, tmp_path):
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr[-3000:]
     assert "Traceback" not in stderr and "saved a checkpoint at step" in stdout
+    assert f"continue with:\n  jaxrnn train --out {tmp_path} --resume" in stdout
     step = training.load_run(tmp_path)[3]["step"]
     assert step >= 3 and [r["step"] for r in metrics(tmp_path)][:step] == list(range(1, step + 1))
 

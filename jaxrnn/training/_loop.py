@@ -72,7 +72,7 @@ class TrainConfig:
 
     out: str = "jaxrnn_run"
     corpus: str | None = None
-    cell: str = "lstm"
+    cell: str = "gru"
     layers: int = 1
     hidden: int = 256
     embed: int = 64
