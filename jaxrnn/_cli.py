@@ -179,11 +179,11 @@ def train_command(args) -> int:
 
     given = {name: getattr(args, name) for name in args.options if getattr(args, name) is not None}
     if args.distributed:
-        from jaxrnn.training import _distributed
+        from jaxrnn import training
 
         try:
-            _distributed.initialize(args.distributed_timeout)
-        except _distributed.DistributedError as error:
+            training.initialize_distributed(args.distributed_timeout)
+        except training.DistributedError as error:
             print(f"jaxrnn train: error: --distributed: {error}", file=sys.stderr)
             return 2
         given.setdefault("devices", jax.device_count())

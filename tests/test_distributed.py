@@ -18,6 +18,7 @@ from jaxrnn.training import _distributed
 FLAGS = dict(hidden=24, embed=8, batch=8, seq_len=16, eval_every=5, checkpoint_every=5, val_chars=256)
 STEPS = 24
 LIMIT = 240  # seconds for any one launch; a hang fails the test instead of stalling CI
+CACHE = {}  # JAX's persistent compilation cache, shared by the launches (set by the test)
 
 # Runs `jaxrnn train` after arranging a Ctrl-C (SIGINT to itself) as step JAXRNN_TEST_SIGINT_AT's batch is read.
 LAUNCHER = """
@@ -52,7 +53,8 @@ def _argv(corpus, out, *extra):
 
 def _env(devices: int, **extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "SLURM_", "OMPI_"))}
-    return {**env, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", **extra}
+    return {**env, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+            **CACHE, **extra}
 
 
 def _free_port() -> int:
@@ -97,7 +99,10 @@ def _assert_same(records, reference):
             np.testing.assert_allclose(mine["val_bpc"], theirs["val_bpc"], rtol=1e-5)
 
 
-def test_two_processes_match_one_and_resume_exactly(corpus, tmp_path):
+def test_two_processes_match_one_and_resume_exactly(corpus, tmp_path, monkeypatch):
+    # The resumed pair runs the programs the first pair compiled: JAX's persistent cache saves compiling them twice.
+    monkeypatch.setitem(CACHE, "JAX_COMPILATION_CACHE_DIR", str(tmp_path / "jax_cache"))
+    monkeypatch.setitem(CACHE, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     # One process: 1 device and 4 devices (data parallel) must agree; 4 is the reference for the pair.
     script = f"""
 from jaxrnn import training
@@ -118,8 +123,9 @@ for devices in (1, 4):
     assert "Traceback" not in cut[0].stderr + cut[1].stderr
     assert "2 processes" in cut[0].stdout
     assert not [line for line in cut[1].stdout.splitlines() if not line.startswith("[Gloo]")]  # gloo's own
-    assert "--resume --distributed" in cut[0].stdout
     stopped = training.load_run(tmp_path / "pair")[3]["step"]
+    assert (f"interrupted: saved a checkpoint at step {stopped} in {tmp_path / 'pair' / 'checkpoint.npz'}; continue "
+            f"with:\n  jaxrnn train --out {tmp_path / 'pair'} --resume --distributed") in cut[0].stdout
     assert 8 <= stopped < STEPS
     first = _metrics(tmp_path / "pair")
     assert [r["step"] for r in first] == list(range(1, stopped + 1))

@@ -5,7 +5,6 @@ rows and steps of ``cell.step``), in both grad modes, and the hand-written
 gradients against autodiff's in float64.
 """
 
-import itertools
 
 import jax
 import jax.numpy as jnp

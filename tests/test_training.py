@@ -1,12 +1,8 @@
 """`jaxrnn train` / `jaxrnn sample`: learning, exact resume, the NaN guard, checkpoints, data parallel."""
 
 import json
-import os
+import re
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import jax
@@ -113,7 +109,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path, che
     one every 20 it is seen while later steps are already dispatched.
     """
     kept = "The last good checkpoint (step 1)" if checkpoint_every == 1 else "No checkpoint was written yet"
-    with pytest.raises(training.NonFiniteLoss, match=rf"step 2: the training loss is (inf|nan)\. {kept}.*Lower --lr"):
+    with pytest.raises(training.NonFiniteLoss, match=rf"step 2: the training loss is (inf|nan)\. {re.escape(kept)}.*Lower"):
         run(corpus, tmp_path, steps=20, checkpoint_every=checkpoint_every, lr=1e37)
     assert [r["step"] for r in metrics(tmp_path)] == [1]
     if checkpoint_every == 1:
@@ -229,25 +225,6 @@ def test_streams_continue_across_steps_and_vocabulary_round_trips():
         np.testing.assert_array_equal(targets[:-1], inputs[1:])  # targets are the next characters
         np.testing.assert_array_equal(following[0], inputs[-1] + 1)  # each stream goes on where it stopped
     assert streams.batch(chunks)[2]  # a new epoch starts fresh
-
-
-def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(corpus, tmp_path):
-    argv = [sys.executable, "-m", "jaxrnn", "train", "--out", str(tmp_path), "--corpus", str(corpus),
-            "--steps", "100000", "--checkpoint-every", "100000", "--no-progress",
-            *(f"--{k.replace('_', '-')}={v}" for k, v in TINY.items() if k != "checkpoint_every")]
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    metrics_file, deadline = tmp_path / "metrics.jsonl", time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        if metrics_file.exists() and len(metrics_file.read_text().splitlines()) >= 3:
-            break
-        time.sleep(0.1)
-    process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr[-3000:]
-    assert "Traceback" not in stderr and "saved a checkpoint at step" in stdout
-    assert f"continue with:\n  jaxrnn train --out {tmp_path} --resume" in stdout
-    step = training.load_run(tmp_path)[3]["step"]
-    assert step >= 3 and [r["step"] for r in metrics(tmp_path)][:step] == list(range(1, step + 1))
 
 
 def test_bfloat16_mixed_precision_keeps_float32_master_params(corpus, tmp_path):

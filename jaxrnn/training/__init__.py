@@ -6,6 +6,7 @@ The modules behind this one, one concern each:
 * ``_model``: :class:`CharLM`, embedding → stacked cell → linear readout;
 * ``_loop``: :func:`train`, with metrics, curve, checkpoints, resume and data parallelism;
 * ``_checkpoint``: atomic ``.npz`` checkpoints with a JSON header;
+* ``_distributed``: :func:`initialize_distributed`, many processes from the environment;
 * ``_sample``: :func:`sample`, one character at a time through ``cell.step``;
 * ``_memory_task``: the adding problem, LSTM/GRU against a simple RNN;
 * ``_io``, ``_plot``: atomic files, progress bars and PNG figures.
@@ -13,6 +14,8 @@ The modules behind this one, one concern each:
 
 from jaxrnn.training._checkpoint import CheckpointError
 from jaxrnn.training._corpus import CorpusError, Vocabulary, read_corpus, stdlib_files
+from jaxrnn.training._distributed import DistributedError
+from jaxrnn.training._distributed import initialize as initialize_distributed
 from jaxrnn.training._loop import (
     NonFiniteLoss,
     TrainConfig,
@@ -31,12 +34,14 @@ __all__ = [
     "CharLMParams",
     "CheckpointError",
     "CorpusError",
+    "DistributedError",
     "NonFiniteLoss",
     "TrainConfig",
     "TrainResult",
     "TrainingError",
     "Vocabulary",
     "adding_problem",
+    "initialize_distributed",
     "load_run",
     "load_run_config",
     "read_corpus",

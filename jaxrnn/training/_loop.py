@@ -325,7 +325,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, l
 
     model = CharLM(len(vocab), **config.model_fields)
     step_fn, eval_fn = _compiled(model, _optimizer_options(config), config.grad, config.dtype, place)
-    template = _template(model, config)
+    template = _template(model, config, shapes_only=bool(header))
     lead = jax.process_index() == 0  # with many processes, the first writes the files and the messages
     say = log if lead else (lambda _: None)
     if header:
@@ -495,8 +495,18 @@ def _compiled(model: CharLM, optimizer_options: tuple, grad: str, dtype: str, pl
     return step_fn, eval_fn
 
 
-def _template(model: CharLM, config: TrainConfig) -> TrainState:
-    """The fresh state of a run: initial params (from the seed), optimiser state, zero carry, root key."""
+def _template(model: CharLM, config: TrainConfig, *, shapes_only: bool = False) -> TrainState:
+    """The fresh state of a run: initial params (from the seed), optimiser state, zero carry, root key.
+
+    Built by one jitted call (op by op, the init's dozens of small programs
+    took twice as long to compile); ``shapes_only`` gives its shapes and
+    dtypes without computing it, all a checkpoint's loader needs.
+    """
+    build = functools.partial(_fresh_state, model, config)
+    return jax.eval_shape(build) if shapes_only else jax.jit(build)()
+
+
+def _fresh_state(model: CharLM, config: TrainConfig) -> TrainState:
     key = jax.random.key(config.seed)
     params = model.init(key)
     optimizer = make_optimizer(*_optimizer_options(config))
@@ -531,7 +541,7 @@ def load_run(out: str | Path) -> tuple[CharLM, Any, Vocabulary, dict]:
     except (KeyError, TypeError, TrainingError) as error:
         raise _checkpoint.CheckpointError(f"{path}: its header is incomplete or invalid ({error}).") from None
     model = CharLM(len(vocab), **config.model_fields)
-    state, header = _checkpoint.load(path, _template(model, config))
+    state, header = _checkpoint.load(path, _template(model, config, shapes_only=True))
     return model, jax.tree.map(jnp.asarray, state.params), vocab, header
 
 
