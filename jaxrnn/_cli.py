@@ -179,8 +179,6 @@ def train_command(args) -> int:
 
     given = {name: getattr(args, name) for name in args.options if getattr(args, name) is not None}
     if args.distributed:
-        from jaxrnn import training
-
         try:
             training.initialize_distributed(args.distributed_timeout)
         except training.DistributedError as error:
