@@ -3,10 +3,12 @@ a Ctrl-C on one process stops all at the same step, and resuming continues exact
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -179,15 +181,30 @@ def _in_thread(function, *args):
 
     thread = threading.Thread(target=target)
     thread.start()
-    return lambda: (thread.join(30), raised[0] if raised else None)[1]
+
+    def join():
+        thread.join(30)
+        assert not thread.is_alive(), "the rendezvous did not return"
+        return raised[0] if raised else None
+
+    return join
 
 
-def test_rendezvous_meets_every_process_and_frees_the_port():
+def test_rendezvous_meets_every_process_ignores_strangers_and_frees_the_port():
     port = _free_port()
-    joins = [_in_thread(_distributed.rendezvous, _cluster(port, 3, index), 20) for index in (2, 1)]
-    _distributed.rendezvous(_cluster(port, 3, 0), 20)
-    assert [join() for join in joins] == [None, None]
-    with socket.socket() as again:  # JAX's service takes the port next
+    host = _in_thread(_distributed.rendezvous, _cluster(port, 3, 0), 20)
+    while True:  # a stranger (a port probe, say) arrives first and stays connected
+        try:
+            stranger = socket.create_connection(("127.0.0.1", port), timeout=10)
+            break
+        except ConnectionRefusedError:
+            time.sleep(0.05)
+    with stranger:
+        stranger.sendall(b"GET / HTTP/1.0\r\n")
+        joins = [_in_thread(_distributed.rendezvous, _cluster(port, 3, index), 20) for index in (2, 1)]
+        assert [join() for join in joins] == [None, None] and host() is None
+    with socket.socket() as again:  # JAX's service takes the port next (gRPC also sets SO_REUSEADDR)
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         again.bind(("127.0.0.1", port))
 
 
@@ -196,17 +213,28 @@ def test_rendezvous_failures_are_clear_and_bounded():
     with pytest.raises(_distributed.DistributedError, match=r"process 1 could not reach the coordinator at "
                        rf"127\.0\.0\.1:{port} within 0\.5 s .*Is process 0 running"):
         _distributed.rendezvous(_cluster(port, 2, 1), 0.5)
-    with pytest.raises(_distributed.DistributedError, match=r"only 2 of 3 processes reached .* process id\(s\) 2 did "
-                       "not"):
-        join = _in_thread(_distributed.rendezvous, _cluster(port, 3, 1), 5)
-        try:
-            _distributed.rendezvous(_cluster(port, 3, 0), 1)
-        finally:
-            assert "process 0 gave up" in str(join())
+
+    missing = r"only 2 of 3 processes reached .* process id\(s\) 2 did not"
     join = _in_thread(_distributed.rendezvous, _cluster(port, 3, 1), 5)
-    with pytest.raises(_distributed.DistributedError, match="it says there are 3 processes, process 0 says 2"):
-        _distributed.rendezvous(_cluster(port, 2, 0), 5)
-    assert "it says there are 3 processes, process 0 says 2" in str(join())
+    with pytest.raises(_distributed.DistributedError, match=missing):
+        _distributed.rendezvous(_cluster(port, 3, 0), 1)
+    assert re.search("the start was stopped by process 0: " + missing, str(join()))
+
+    for joiner, problem in (((3, 1), "a process says there are 3 processes, process 0 says 2"),
+                            ((3, 1), "process id 1 arrived twice")):
+        joins = [_in_thread(_distributed.rendezvous, _cluster(port, *joiner), 5)]
+        if problem.endswith("twice"):
+            joins.append(_in_thread(_distributed.rendezvous, _cluster(port, *joiner), 5))
+        with pytest.raises(_distributed.DistributedError, match=problem):
+            _distributed.rendezvous(_cluster(port, 3 if problem.endswith("twice") else 2, 0), 5)
+        assert all(problem in str(join()) for join in joins)
+
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("", port))
+        taken.listen()
+        with pytest.raises(_distributed.DistributedError, match=f"process 0 cannot listen on port {port}"):
+            _distributed.rendezvous(_cluster(port, 2, 0), 1)
 
 
 def test_cli_reports_a_missing_coordinator(monkeypatch, capsys):

@@ -3,6 +3,7 @@
 import json
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import jax
@@ -120,10 +121,11 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path, che
         assert not (tmp_path / "checkpoint.npz").exists()
 
 
-def test_progress_without_a_terminal_is_a_plain_line_per_eval_in_bits(corpus, tmp_path):
+def test_progress_without_a_terminal_is_a_plain_line_per_eval_in_bits(corpus, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)  # as with `jaxrnn train 2> log`
     said = []
     config = training.TrainConfig(out=str(tmp_path), corpus=str(corpus), **{**TINY, "steps": 10})
-    result = training.train(config, progress=True, log=said.append)  # pytest's stderr is not a terminal
+    result = training.train(config, progress=True, log=said.append)
     lines = [line for line in said if line.startswith("step ")]
     evals = [r for r in result.records if "val_bpc" in r]
     assert len(lines) == len(evals) == 2

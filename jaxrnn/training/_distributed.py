@@ -13,6 +13,7 @@ port over.
 from __future__ import annotations
 
 import os
+import select
 import socket
 import time
 from typing import NamedTuple
@@ -21,6 +22,7 @@ import jax
 
 ENVIRONMENT = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
 _GREETING = b"jaxrnn-rendezvous-1"
+_GREETING_TIMEOUT = 5.0  # seconds a new connection has to say who it is
 
 
 class DistributedError(RuntimeError):
@@ -170,32 +172,42 @@ def _host(cluster: Cluster, port: int, deadline: float, timeout: float) -> None:
             ) from None
         peers: dict[int, socket.socket] = {}
         try:
-            while len(peers) < cluster.num_processes - 1:
-                listener.settimeout(max(0.01, deadline - time.monotonic()))
+            while True:
+                for index in [i for i, connection in peers.items() if _closed(connection)]:
+                    peers.pop(index).close()  # it gave up waiting; it may still come back before the deadline
+                if len(peers) == cluster.num_processes - 1:
+                    break
+                listener.settimeout(max(0.01, min(1.0, deadline - time.monotonic())))
                 try:
                     connection, _ = listener.accept()
                 except socket.timeout:
+                    if time.monotonic() < deadline:
+                        continue
                     missing = sorted(set(range(1, cluster.num_processes)) - set(peers))
-                    raise DistributedError(
+                    raise _refuse(peers.values(), (
                         f"only {cluster.num_processes - len(missing)} of {cluster.num_processes} processes reached the "
                         f"coordinator at {cluster.coordinator} within {timeout:g} s; process id(s) "
                         f"{', '.join(map(str, missing))} did not. Start every process (each with its own "
-                        "JAX_PROCESS_ID), or raise --distributed-timeout."
-                    ) from None
-                index, count = _hello(connection, deadline)
+                        "JAX_PROCESS_ID), or raise --distributed-timeout"
+                    )) from None
+                hello = _hello(connection, deadline)
+                if hello is None:  # not a jaxrnn process (a port probe, say): ignore it
+                    connection.close()
+                    continue
+                index, count = hello
+                peers[index] = peers.pop(index, None) or connection  # a duplicate is refused below
                 problem = (
-                    f"it says there are {count} processes, process 0 says {cluster.num_processes}"
+                    f"a process says there are {count} processes, process 0 says {cluster.num_processes}"
                     if count != cluster.num_processes
-                    else f"process id {index} is out of range" if not 0 < index < count
-                    else f"process id {index} arrived twice" if index in peers else None
+                    else f"process id {index} is out of range for {count} processes" if not 0 < index < count
+                    else f"process id {index} arrived twice" if peers[index] is not connection else None
                 )
                 if problem:
-                    connection.sendall(f"error {problem}; give every process the same JAX_NUM_PROCESSES and its own "
-                                       "JAX_PROCESS_ID\n".encode())
-                    connection.close()
-                    raise DistributedError(f"a process that reached the coordinator was refused: {problem}. Give every "
-                                           "process the same JAX_NUM_PROCESSES and its own JAX_PROCESS_ID.")
-                peers[index] = connection
+                    error = _refuse([*peers.values(), connection], f"{problem}. Give every process the same "
+                                    "JAX_NUM_PROCESSES and its own JAX_PROCESS_ID")
+                    if peers[index] is not connection:
+                        connection.close()
+                    raise error
             for connection in peers.values():
                 connection.sendall(b"ok\n")
             for connection in peers.values():  # the peers hang up first, so this port is free at once
@@ -209,18 +221,36 @@ def _host(cluster: Cluster, port: int, deadline: float, timeout: float) -> None:
                 connection.close()
 
 
-def _hello(connection: socket.socket, deadline: float) -> tuple[int, int]:
-    connection.settimeout(max(0.01, deadline - time.monotonic()))
+def _closed(connection: socket.socket) -> bool:
+    """Whether the peer hung up (a waiting peer sends nothing more, so anything readable is its end)."""
+    readable, _, _ = select.select([connection], [], [], 0)
+    if not readable:
+        return False
+    try:
+        return connection.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
+
+
+def _refuse(connections, reason: str) -> DistributedError:
+    """Tells every waiting process why the start failed; the error for process 0 itself."""
+    for connection in dict.fromkeys(connections):
+        try:
+            connection.sendall(f"error {reason}\n".encode())
+        except OSError:
+            pass
+    return DistributedError(reason + ".")
+
+
+def _hello(connection: socket.socket, deadline: float) -> tuple[int, int] | None:
+    """``(id, count)`` from a joining process, or None for a connection that is not one."""
+    connection.settimeout(max(0.01, min(_GREETING_TIMEOUT, deadline - time.monotonic())))
     try:
         words = connection.makefile("rb").readline(200).split()
     except OSError:
-        words = []
+        return None
     if len(words) != 3 or words[0] != _GREETING or not all(w.isdigit() for w in words[1:]):
-        connection.close()
-        raise DistributedError(
-            "something that is not a jaxrnn process connected to the coordinator's port; choose another port in "
-            "JAX_COORDINATOR_ADDRESS."
-        )
+        return None
     return int(words[1]), int(words[2])
 
 
@@ -243,13 +273,17 @@ def _join(cluster: Cluster, host: str, port: int, deadline: float, timeout: floa
         connection.sendall(b"%s %d %d\n" % (_GREETING, cluster.process_id, cluster.num_processes))
         connection.settimeout(max(0.01, deadline - time.monotonic()))
         try:
-            answer = connection.makefile("rb").readline(1000).decode(errors="replace").strip()
+            answer = connection.makefile("rb").readline(2000).decode(errors="replace").strip()
+        except socket.timeout:
+            raise DistributedError(
+                f"process {cluster.process_id} reached the coordinator at {cluster.coordinator}, but not every "
+                f"process arrived within {timeout:g} s (process 0's message says which did not). Start every "
+                "process, or raise --distributed-timeout."
+            ) from None
         except OSError:
             answer = ""
     if answer != "ok":
         raise DistributedError(
-            f"the coordinator at {cluster.coordinator} refused process {cluster.process_id}: "
-            + (answer[len("error "):] if answer.startswith("error ") else
-               "process 0 gave up before every process had arrived (its message says which are missing)")
-            + "."
+            f"process {cluster.process_id}: the start was stopped by process 0: "
+            + (answer[len("error "):] if answer.startswith("error ") else "it closed the connection (see its message)")
         )

@@ -158,7 +158,10 @@ class LoopOutput(NamedTuple):
 
 @dataclasses.dataclass
 class TrainResult:
-    """What :func:`train` returns: the last step, the final model and the metric records."""
+    """What :func:`train` returns: the last step, the final model and the metric records.
+
+    ``params`` is None only after a second Ctrl-C with several processes (no state could be kept).
+    """
 
     step: int
     model: CharLM
@@ -259,14 +262,24 @@ class _Placement:
         return jax.device_put(tree, self.replicated)
 
     def carry(self, tree):
-        return jax.device_put(tree, self.rows)
+        return jax.tree.map(lambda leaf: _local_shards(np.asarray(leaf), self.rows), tree)
 
     def ids(self, array: np.ndarray):
-        return jax.device_put(array, self.columns)
+        return _local_shards(array, self.columns)
 
     def flags(self, value: bool):
         """One boolean per device of the mesh, ``value`` on this process's devices."""
         return jax.make_array_from_process_local_data(self.rows, np.full(self.local_share, value))
+
+
+def _local_shards(array: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    """``array`` (the same on every process) as a global array, each process sending only its own devices' slices.
+
+    ``jax.device_put`` of a host array onto devices of several processes
+    first checks that every process passed the same value, a blocking
+    cross-process gather of the whole array, which would stall every step.
+    """
+    return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
 
 
 @functools.lru_cache(maxsize=8)
@@ -361,26 +374,29 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, l
     )
     monitor = _Monitor(config, out, start, clock, lead, progress, say)
     pending: collections.deque = collections.deque()  # (step number, LoopOutput, eval or None) not read yet
-    step, interrupted, unsaved = start, False, False
+    at = (start, state)  # the last dispatched step and the state after it, moved on by one assignment
+    interrupted, unsaved, saved = False, False, start
     stop = _SigintFlag()
     try:
-        while step < config.steps and not monitor.stop_agreed:
+        while at[0] < config.steps and not monitor.stop_agreed:
+            step, state = at
             inputs, targets, fresh = streams.batch(step)
             carry = place.carry(model.initial_carry(config.batch)) if fresh else state.carry
             result = step_fn(state.params, state.opt_state, carry, place.ids(inputs), place.ids(targets), state.rng,
                              step, place.flags(stop.requested))
-            step += 1
-            state = TrainState(result.step.params, result.step.opt_state, result.step.carry, state.rng)
-            evaluate = step % config.eval_every == 0 or step == config.steps
-            pending.append((step, result, eval_fn(state.params, val_window) if evaluate else None))
-            if step % config.checkpoint_every == 0 or step == config.steps:
+            following = TrainState(result.step.params, result.step.opt_state, result.step.carry, state.rng)
+            evaluate = step + 1 == config.steps or (step + 1) % config.eval_every == 0
+            pending.append((step + 1, result, eval_fn(following.params, val_window) if evaluate else None))
+            at = (step + 1, following)  # a Ctrl-C before this line leaves a record ahead of the state: resume drops it
+            if at[0] % config.checkpoint_every == 0 or at[0] == config.steps:
                 monitor.settle(pending, keep=0)  # every step up to the checkpoint is read and finite
-                save(state, step)
+                save(*at[::-1])
+                saved = at[0]
                 monitor.paused()
             else:
                 monitor.settle(pending, keep=LAG)
         monitor.settle(pending, keep=0)
-        interrupted = monitor.stop_agreed
+        interrupted = monitor.stop_agreed and at[0] < config.steps  # a stop read after the last step changes nothing
     except KeyboardInterrupt:  # raised where no SIGINT handler could be set (a thread), or a second Ctrl-C
         interrupted = True
         # With several processes the others may be at another step, and saving is collective: it could hang.
@@ -390,13 +406,17 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, l
     finally:
         stop.restore()
         monitor.close()
+    step, state = at
     resume_command = f"jaxrnn train --out {shlex.quote(str(out))} --resume" + (
-        " --distributed   (on every process, as before)" if jax.process_count() > 1 else "")
-    if unsaved:
-        say(f"\ninterrupted at once: with {jax.process_count()} processes no checkpoint can be written mid-step; "
-            f"the last one is kept in {config.checkpoint_path}. Continue from it with:\n  {resume_command}")
-    elif interrupted:
-        save(state, step)
+        " --distributed\n(on every process, as before)" if jax.process_count() > 1 else "")
+    if unsaved:  # every process says it: the one interrupted may not be the first
+        log(f"\nprocess {jax.process_index()} interrupted at once: with {jax.process_count()} processes no "
+            f"checkpoint can be written mid-step; the last one is kept in {config.checkpoint_path}. Continue from "
+            f"it with:\n  {resume_command}")
+        return TrainResult(step, model, vocab, None, monitor.records, interrupted)  # in-flight steps may never end
+    if interrupted:
+        if saved != step:
+            save(state, step)
         say(f"\ninterrupted: saved a checkpoint at step {step} in {config.checkpoint_path}; continue with:\n"
             f"  {resume_command}")
     return TrainResult(step, model, vocab, jax.device_get(state.params), monitor.records, interrupted)
@@ -423,6 +443,9 @@ class _Monitor:
         """
         while len(pending) > keep:
             number, result, val = pending[0]
+            if self.records and self.records[-1]["step"] >= number:  # recorded before a Ctrl-C cut this loop short
+                pending.popleft()
+                continue
             loss, finite, stop = (x.item() for x in jax.device_get((result.step.loss, result.step.finite, result.stop)))
             if not finite:
                 self._fail(number, loss)
@@ -546,7 +569,7 @@ def load_run(out: str | Path) -> tuple[CharLM, Any, Vocabulary, dict]:
 
 
 class _SigintFlag:
-    """Turns the first Ctrl-C into a request to stop after the current step; a second one interrupts at once.
+    """Turns the first Ctrl-C into a request to stop (read with the steps, a few later); a second one interrupts at once.
 
     A KeyboardInterrupt raised at an arbitrary point can land inside a
     callback that swallows it (JAX's garbage-collection hook does), and the
