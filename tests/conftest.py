@@ -1,5 +1,21 @@
-"""Gradients are compared in float64; x64 is enabled here and only here."""
+"""Gradients are compared in float64; x64 is enabled here and only here. Fixtures shared by the training tests."""
+
+from pathlib import Path
 
 import jax
+import pytest
 
 jax.config.update("jax_enable_x64", True)
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory) -> Path:
+    """About 60k characters of real Python source from the standard library, for `jaxrnn train`."""
+    from jaxrnn import training
+
+    text, files = "", iter(training.stdlib_files())
+    while len(text) < 60_000:
+        text += next(files).read_text(encoding="utf-8", errors="replace")
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    path.write_text(text[:60_000], encoding="utf-8")
+    return path

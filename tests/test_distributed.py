@@ -37,16 +37,6 @@ sys.exit(_cli.main(sys.argv[1:]))
 """
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    text, files = "", iter(training.stdlib_files())
-    while len(text) < 60_000:
-        text += next(files).read_text(encoding="utf-8", errors="replace")
-    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
-    path.write_text(text[:60_000], encoding="utf-8")
-    return path
-
-
 def _argv(corpus, out, *extra):
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in FLAGS.items()]
     return [sys.executable, "-c", LAUNCHER, "train", "--out", str(out), "--corpus", str(corpus), "--steps",

@@ -17,17 +17,6 @@ from jaxrnn.training._corpus import Streams, Vocabulary, split
 TINY = dict(hidden=24, embed=8, batch=4, seq_len=16, eval_every=5, checkpoint_every=5, val_chars=256)
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    """About 60k characters of real Python source from the standard library."""
-    text, files = "", iter(training.stdlib_files())
-    while len(text) < 60_000:
-        text += next(files).read_text(encoding="utf-8", errors="replace")
-    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
-    path.write_text(text[:60_000], encoding="utf-8")
-    return path
-
-
 @pytest.fixture(autouse=True)
 def float32():
     """Train as the CLI does: the suite's conftest turns on x64, which training must not depend on."""
