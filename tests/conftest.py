@@ -1,5 +1,6 @@
 """Gradients are compared in float64; x64 is enabled here and only here. Fixtures shared by the training tests."""
 
+import json
 from pathlib import Path
 
 import jax
@@ -19,3 +20,13 @@ def corpus(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
     path.write_text(text[:60_000], encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def read_metrics():
+    """Reads a run folder's ``metrics.jsonl`` strictly: every line must be a whole JSON record."""
+
+    def read(out) -> list[dict]:
+        return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+
+    return read

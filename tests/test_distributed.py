@@ -1,7 +1,6 @@
 """Many devices and many processes: data parallel equals one device, 2 processes × 2 devices equal 1 × 4,
 a Ctrl-C on one process stops all at the same step, and resuming continues exactly; clear start-up errors."""
 
-import json
 import os
 import re
 import socket
@@ -9,7 +8,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -78,10 +76,6 @@ def _pair(corpus, out, *extra, sigint_at=None) -> list[subprocess.CompletedProce
     return done
 
 
-def _metrics(out) -> list[dict]:
-    return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
-
-
 def _assert_same(records, reference):
     assert [r["step"] for r in records] == [r["step"] for r in reference[:len(records)]]
     for mine, theirs in zip(records, reference):
@@ -91,7 +85,7 @@ def _assert_same(records, reference):
             np.testing.assert_allclose(mine["val_bpc"], theirs["val_bpc"], rtol=1e-5)
 
 
-def test_two_processes_match_one_and_resume_exactly(corpus, tmp_path, monkeypatch):
+def test_two_processes_match_one_and_resume_exactly(corpus, tmp_path, monkeypatch, read_metrics):
     # The resumed pair runs the programs the first pair compiled: JAX's persistent cache saves compiling them twice.
     monkeypatch.setitem(CACHE, "JAX_COMPILATION_CACHE_DIR", str(tmp_path / "jax_cache"))
     monkeypatch.setitem(CACHE, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
@@ -104,9 +98,9 @@ for devices in (1, 4):
 """
     done = subprocess.run([sys.executable, "-c", script], env=_env(4), capture_output=True, text=True, timeout=LIMIT)
     assert done.returncode == 0, done.stderr[-3000:]
-    reference = _metrics(tmp_path / "one_4")
+    reference = read_metrics(tmp_path / "one_4")
     assert [r["step"] for r in reference] == list(range(1, STEPS + 1))
-    _assert_same(_metrics(tmp_path / "one_1"), reference)
+    _assert_same(read_metrics(tmp_path / "one_1"), reference)
 
     # Two processes × 2 devices, Ctrl-C on process 1 only as step 8's batch is read: both stop at one step,
     # after it, and save one checkpoint; process 0 speaks for the run.
@@ -119,7 +113,7 @@ for devices in (1, 4):
     assert (f"interrupted: saved a checkpoint at step {stopped} in {tmp_path / 'pair' / 'checkpoint.npz'}; continue "
             f"with:\n  jaxrnn train --out {tmp_path / 'pair'} --resume --distributed") in cut[0].stdout
     assert 8 <= stopped < STEPS
-    first = _metrics(tmp_path / "pair")
+    first = read_metrics(tmp_path / "pair")
     assert [r["step"] for r in first] == list(range(1, stopped + 1))
     _assert_same(first, reference)
 
@@ -127,7 +121,7 @@ for devices in (1, 4):
     resumed = _pair(corpus, tmp_path / "pair", "--resume")
     assert [p.returncode for p in resumed] == [0, 0], resumed[0].stderr[-3000:] + resumed[1].stderr[-3000:]
     assert f"resuming {tmp_path / 'pair'} from step {stopped}" in resumed[0].stdout
-    records = _metrics(tmp_path / "pair")
+    records = read_metrics(tmp_path / "pair")
     assert [r["step"] for r in records] == list(range(1, STEPS + 1))
     _assert_same(records, reference)
 

@@ -1,6 +1,5 @@
 """`jaxrnn train` / `jaxrnn sample`: learning, exact resume, the NaN guard, checkpoints, data parallel."""
 
-import json
 import re
 import shutil
 import sys
@@ -29,10 +28,6 @@ def run(corpus, out, resume=False, **options) -> training.TrainResult:
     return training.train(config, resume=resume, progress=False, log=lambda _: None)
 
 
-def metrics(out) -> list[dict]:
-    return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
-
-
 @pytest.fixture(scope="module")
 def trained(corpus, tmp_path_factory) -> tuple[Path, training.TrainResult]:
     """One 40-step run shared by the tests that only read it (compiling is most of the cost)."""
@@ -41,9 +36,9 @@ def trained(corpus, tmp_path_factory) -> tuple[Path, training.TrainResult]:
         return out, run(corpus, out, steps=40, eval_every=20, lr=1e-2)
 
 
-def test_loss_goes_down_and_files_are_written(trained):
+def test_loss_goes_down_and_files_are_written(trained, read_metrics):
     tmp_path, result = trained
-    records = metrics(tmp_path)
+    records = read_metrics(tmp_path)
     assert [r["step"] for r in records] == list(range(1, 41))
     first, last = np.mean([r["train_loss"] for r in records[:5]]), np.mean([r["train_loss"] for r in records[-5:]])
     assert last < first - 0.5, (first, last)
@@ -53,7 +48,7 @@ def test_loss_goes_down_and_files_are_written(trained):
     assert training.load_run(tmp_path)[3]["step"] == result.step == 40
 
 
-def test_resume_after_an_interruption_is_exact(corpus, tmp_path, monkeypatch):
+def test_resume_after_an_interruption_is_exact(corpus, tmp_path, monkeypatch, read_metrics):
     """A run stopped by Ctrl-C after step 9 and resumed to 16 equals an uninterrupted run bit for bit.
 
     57k characters in 64 streams of 100 make 7-step epochs, so both parts
@@ -79,20 +74,21 @@ def test_resume_after_an_interruption_is_exact(corpus, tmp_path, monkeypatch):
         file.write('{"step": 10, "train_loss": 1.0}\n{"step": 11, "tra')
     result = run(corpus, parts, resume=True, **options)
     assert result.step == 16 and not result.interrupted
-    assert metrics(parts) == [{**r, "elapsed_s": mine["elapsed_s"]} for r, mine in zip(metrics(whole), metrics(parts))]
+    mine, reference = read_metrics(parts), read_metrics(whole)
+    assert mine == [{**r, "elapsed_s": m["elapsed_s"]} for r, m in zip(reference, mine)]
 
 
-def test_extending_a_finished_run(corpus, trained, tmp_path):
+def test_extending_a_finished_run(corpus, trained, tmp_path, read_metrics):
     shutil.copytree(trained[0], tmp_path, dirs_exist_ok=True)
     config = training.TrainConfig(**{**training.load_run_config(tmp_path), "steps": 44})
     said = []
     result = training.train(config, resume=True, progress=False, log=said.append)
-    assert result.step == 44 and [r["step"] for r in metrics(tmp_path)] == list(range(1, 45))
+    assert result.step == 44 and [r["step"] for r in read_metrics(tmp_path)] == list(range(1, 45))
     assert any("the cosine schedule is recomputed" in line for line in said)
 
 
 @pytest.mark.parametrize("checkpoint_every", [1, 20])
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path, checkpoint_every):
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path, checkpoint_every, read_metrics):
     """The loss is read a few steps late; the step named, the records and the checkpoint are still the right ones.
 
     With a checkpoint every step the NaN is seen before the next save; with
@@ -101,7 +97,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path, che
     kept = "The last good checkpoint (step 1)" if checkpoint_every == 1 else "No checkpoint was written yet"
     with pytest.raises(training.NonFiniteLoss, match=rf"step 2: the training loss is (inf|nan)\. {re.escape(kept)}.*Lower"):
         run(corpus, tmp_path, steps=20, checkpoint_every=checkpoint_every, lr=1e37)
-    assert [r["step"] for r in metrics(tmp_path)] == [1]
+    assert [r["step"] for r in read_metrics(tmp_path)] == [1]
     if checkpoint_every == 1:
         model, params, _, header = training.load_run(tmp_path)
         assert header["step"] == 1

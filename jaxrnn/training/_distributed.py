@@ -195,19 +195,18 @@ def _host(cluster: Cluster, port: int, deadline: float, timeout: float) -> None:
                     connection.close()
                     continue
                 index, count = hello
-                peers[index] = peers.pop(index, None) or connection  # a duplicate is refused below
                 problem = (
                     f"a process says there are {count} processes, process 0 says {cluster.num_processes}"
                     if count != cluster.num_processes
                     else f"process id {index} is out of range for {count} processes" if not 0 < index < count
-                    else f"process id {index} arrived twice" if peers[index] is not connection else None
+                    else f"process id {index} arrived twice" if index in peers else None
                 )
                 if problem:
                     error = _refuse([*peers.values(), connection], f"{problem}. Give every process the same "
                                     "JAX_NUM_PROCESSES and its own JAX_PROCESS_ID")
-                    if peers[index] is not connection:
-                        connection.close()
+                    connection.close()
                     raise error
+                peers[index] = connection
             for connection in peers.values():
                 connection.sendall(b"ok\n")
             for connection in peers.values():  # the peers hang up first, so this port is free at once
