@@ -17,10 +17,12 @@ from jaxrnn._cells import (
     simple_rnn,
 )
 from jaxrnn._checks import CellMismatchError
+from jaxrnn._heads import block_diagonal
 from jaxrnn._options import GRAD_MODES
 from jaxrnn._parallel import MinGRUParams, MinLSTMParams, mingru, minlstm
 from jaxrnn._protocol import BPTT, Cell, cotangents
 from jaxrnn._registry import cells, get as get_cell, register
+from jaxrnn._slstm import SLSTMCarry, SLSTMParams, slstm
 from jaxrnn._stack import Bidirectional, Stack, bidirectional, stack
 from jaxrnn._unroll import unroll
 from jaxrnn import interop, notebook, testing  # noqa: E402  (they build on the names above)
@@ -39,9 +41,12 @@ __all__ = [
     "MinGRUParams",
     "MinLSTMParams",
     "ProjectedLSTMParams",
+    "SLSTMCarry",
+    "SLSTMParams",
     "SimpleRNNParams",
     "Stack",
     "bidirectional",
+    "block_diagonal",
     "cells",
     "cotangents",
     "get_cell",
@@ -54,6 +59,7 @@ __all__ = [
     "projected_lstm",
     "register",
     "simple_rnn",
+    "slstm",
     "stack",
     "testing",
     "unroll",

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from jaxrnn import _checks, _registry
+from jaxrnn import _checks, _heads, _registry
 from jaxrnn._precision import accumulation_dtype, matmul
 from jaxrnn._protocol import BPTT, Cell, cotangents
 
@@ -31,7 +31,7 @@ from jaxrnn._protocol import BPTT, Cell, cotangents
 # Parameters and carries.
 
 
-class _Weights(NamedTuple):
+class GatedWeights(NamedTuple):
     """The four arrays every built-in cell has; G is the number of gates.
 
     Attributes:
@@ -49,19 +49,19 @@ class _Weights(NamedTuple):
     b_hh: Array
 
 
-class SimpleRNNParams(_Weights):
+class SimpleRNNParams(GatedWeights):
     """Parameters of :data:`simple_rnn` (G = 1)."""
 
     __slots__ = ()
 
 
-class LSTMParams(_Weights):
+class LSTMParams(GatedWeights):
     """Parameters of :data:`lstm` (G = 4, gate blocks ``i, f, g, o``)."""
 
     __slots__ = ()
 
 
-class GRUParams(_Weights):
+class GRUParams(GatedWeights):
     """Parameters of :data:`gru` (G = 3, gate blocks ``r, z, n``)."""
 
     __slots__ = ()
@@ -141,19 +141,19 @@ def linear_projection_vjp(params, x: Array, d_gx: Array):
     return cotangents(params, w_ih=matmul(x.T, d_gx)), matmul(d_gx, params.w_ih.T)
 
 
-def weights_and_bias(h_prev: Array, dz: Array) -> tuple[Array, Array]:
-    """``(h_prevᵀ dz, Σ dz)`` over rows: the hidden side's weight and bias cotangents."""
-    return matmul(h_prev.T, dz), matmul(jnp.ones((1, dz.shape[0]), dz.dtype), dz)[0]
+def weights_and_bias(h_prev: Array, dz: Array, num_heads: int = 1) -> tuple[Array, Array]:
+    """``(h_prevᵀ dz, Σ dz)`` over rows: the hidden side's weight (per head) and bias cotangents."""
+    return _heads.weight_grad(h_prev, dz, num_heads), matmul(jnp.ones((1, dz.shape[0]), dz.dtype), dz)[0]
 
 
 def _transposed_w_hh(params) -> Array:
-    # Once before the reverse scan, so each step's dz @ W_hhᵀ reads a contiguous (G·H, H) matrix.
-    return jnp.transpose(params.w_hh)
+    # Once before the reverse scan, so each step's dz @ W_hhᵀ reads a contiguous matrix.
+    return _heads.transposed(params.w_hh)
 
 
-def _shared_bias_grads(params, h_prev: Array, dz: Array, stash):
-    """Both biases and ``W_hh`` see the same pre-activations ``z`` (simple RNN, LSTM)."""
-    d_w_hh, d_b = weights_and_bias(h_prev, dz)
+def shared_bias_grads(params, h_prev: Array, dz: Array, stash):
+    """Both biases and ``W_hh`` see the same pre-activations ``z`` (simple RNN, LSTM, sLSTM)."""
+    d_w_hh, d_b = weights_and_bias(h_prev, dz, _heads.num_heads(params.w_hh))
     return type(params)(None, d_w_hh, d_b, d_b)
 
 
@@ -182,12 +182,22 @@ def gate_biases(num_gates: int, hidden_size: int, dtype, unit_block: int | None 
     return (b if unit_block is None else b.at[unit_block].set(1)).reshape(-1)
 
 
-def _init_gated(params_type, num_gates: int, unit_block: int | None, key, input_size, hidden_size, dtype):
-    """Glorot input blocks, orthogonal recurrent blocks, zero biases (see :data:`lstm`)."""
+def recurrent_blocks(key, num_gates: int, hidden_size: int, num_heads: int, dtype) -> Array:
+    """``w_hh``: an orthogonal block per gate and head; (H, G·H) for one head, else (K, d, G·d)."""
+    if num_heads == 1:
+        return orthogonal_blocks(key, num_gates, hidden_size, hidden_size, dtype)
+    size = hidden_size // num_heads
+    return jax.vmap(lambda k: orthogonal_blocks(k, num_gates, size, size, dtype))(jax.random.split(key, num_heads))
+
+
+def init_gated(params_type, num_gates: int, unit_block: int | None, key, input_size, hidden_size, dtype, *,
+               num_heads: int = 1):
+    """Glorot input blocks, orthogonal recurrent blocks per head, zero biases (see :data:`lstm`)."""
+    num_heads = _heads.checked_num_heads(num_heads, hidden_size, f"jaxrnn.{params_type.__name__}")
     k_ih, k_hh = jax.random.split(key)
     return params_type(
         w_ih=glorot_blocks(k_ih, num_gates, input_size, hidden_size, dtype),
-        w_hh=orthogonal_blocks(k_hh, num_gates, hidden_size, hidden_size, dtype),
+        w_hh=recurrent_blocks(k_hh, num_gates, hidden_size, num_heads, dtype),
         b_ih=gate_biases(num_gates, hidden_size, dtype, unit_block),
         b_hh=gate_biases(num_gates, hidden_size, dtype),
     )
@@ -204,13 +214,13 @@ def _init_gated(params_type, num_gates: int, unit_block: int | None, key, input_
 
 def _simple_rnn_recurrence(params: SimpleRNNParams, h_prev: Array, gx: Array):
     """``h' = tanh(x W_ih + b_ih + h W_hh + b_hh)``. Saves nothing: ``h'`` is the output."""
-    h = jnp.tanh(gx + (params.b_ih + params.b_hh) + matmul(h_prev, params.w_hh))
+    h = jnp.tanh(gx + (params.b_ih + params.b_hh) + _heads.recurrent(h_prev, params.w_hh))
     return h, h.astype(params.w_hh.dtype), ()
 
 
 def _simple_rnn_step_vjp(params, w_hh_t, dh, dh_out, h, h_prev, res):
     dz = (dh + dh_out) * (1 - h.astype(dh.dtype) ** 2)
-    return matmul(dz, w_hh_t), dz, None
+    return _heads.recurrent_vjp(dz, w_hh_t), dz, None
 
 
 def lstm_state(i: Array, f: Array, g: Array, o: Array, c_prev: Array):
@@ -242,7 +252,7 @@ def lstm_state_vjp(dh: Array, dc: Array, i: Array, f: Array, g: Array, o: Array,
 def _lstm_core(params, carry: LSTMCarry, gx: Array):
     """``i, f, o = σ(·)``, ``g = tanh(·)`` of ``gx + b + h W_hh``, then :func:`lstm_state`: ``(o ⊙ tanh c', c', residual)``."""
     h_prev, c_prev = carry
-    z = gx + (params.b_ih + params.b_hh) + matmul(h_prev, params.w_hh)
+    z = gx + (params.b_ih + params.b_hh) + _heads.recurrent(h_prev, params.w_hh)
     i, f, g, o = jnp.split(z, 4, axis=-1)
     i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
     m, c = lstm_state(i, f, g, o, c_prev)
@@ -265,7 +275,7 @@ def _lstm_recurrence(params: LSTMParams, carry: LSTMCarry, gx: Array):
 
 def _lstm_step_vjp(params, w_hh_t, d_carry, dh_out, h, h_prev, res):
     dz, dc_prev = _lstm_core_vjp(d_carry.h + dh_out, d_carry.c, res)
-    return LSTMCarry(matmul(dz, w_hh_t), dc_prev), dz, None
+    return LSTMCarry(_heads.recurrent_vjp(dz, w_hh_t), dc_prev), dz, None
 
 
 def _projected_lstm_recurrence(params: ProjectedLSTMParams, carry: LSTMCarry, gx: Array):
@@ -298,7 +308,7 @@ def _gru_recurrence(params: GRUParams, h_prev: Array, gx: Array):
     ``h' = (1 − z) ⊙ n + z ⊙ h``.
     """
     x_r, x_z, x_n = jnp.split(gx + params.b_ih, 3, axis=-1)
-    h_r, h_z, hn = jnp.split(matmul(h_prev, params.w_hh) + params.b_hh, 3, axis=-1)
+    h_r, h_z, hn = jnp.split(_heads.recurrent(h_prev, params.w_hh) + params.b_hh, 3, axis=-1)
     r = jax.nn.sigmoid(x_r + h_r)
     z = jax.nn.sigmoid(x_z + h_z)
     n = jnp.tanh(x_n + r * hn)
@@ -317,31 +327,42 @@ def _gru_step_vjp(params, w_hh_t, dh, dh_out, h, h_prev, res):
     dn_r = dn * r  # at W_hn h + b_hn, which r scales
     dgh = jnp.concatenate([d_r, d_z, dn_r], axis=-1)  # (B, 3H) at h W_hh + b_hh
     # dn_r is stored in the params' dtype: with 16-bit params, dW_hh's matmul takes 16-bit operands.
-    return dh * z + matmul(dgh, w_hh_t), jnp.concatenate([d_r, d_z, dn], axis=-1), dn_r.astype(params.w_hh.dtype)
+    d_gx = jnp.concatenate([d_r, d_z, dn], axis=-1)
+    return dh * z + _heads.recurrent_vjp(dgh, w_hh_t), d_gx, dn_r.astype(params.w_hh.dtype)
 
 
 def _gru_param_grads(params, h_prev: Array, dgx: Array, dn_r: Array):
     # The hidden side sees r and z like the input side, but n scaled by r.
-    hidden = dn_r.shape[-1]
-    d_w, d_b = weights_and_bias(h_prev, dgx)
-    d_w_n, d_b_n = weights_and_bias(h_prev, dn_r)
+    hidden, heads = dn_r.shape[-1], _heads.num_heads(params.w_hh)
+    d_w, d_b = weights_and_bias(h_prev, dgx, heads)
+    d_w_n, d_b_n = weights_and_bias(h_prev, dn_r, heads)
+    size = hidden // heads  # each head's (d, 3d) block: r and z from d_w, n from d_w_n
     return GRUParams(
         w_ih=None,
-        w_hh=jnp.concatenate([d_w[:, : 2 * hidden], d_w_n], axis=-1),
+        w_hh=jnp.concatenate([d_w[..., : 2 * size], d_w_n], axis=-1),
         b_ih=d_b,
         b_hh=jnp.concatenate([d_b[: 2 * hidden], d_b_n]),
     )
 
 
-def _gated(name: str, gates: tuple[str, ...], params_type, carry_type, recurrence, step_vjp, param_grads, doc: str,
-           unit_bias_gate: str | None = None) -> Cell:
-    """A built-in cell: ``(w_ih, w_hh, b_ih, b_hh)`` params, a linear projection, a hand-written BPTT."""
+def _carry_sizes(hidden_size: int, num_heads: int = 1) -> int:
+    """Every carry field is (batch, H), heads or not; ``num_heads`` is taken so init's options serve here too."""
+    return hidden_size
+
+
+def gated_cell(name: str, gates: tuple[str, ...], params_type, carry_type, recurrence, step_vjp, param_grads,
+               doc: str, unit_bias_gate: str | None = None, init_params=None) -> Cell:
+    """A built-in cell: ``(w_ih, w_hh, b_ih, b_hh)`` params, a linear projection, a hand-written BPTT.
+
+    ``init_params`` defaults to :func:`init_gated` with ``unit_bias_gate``'s input bias at 1.
+    """
     bias_block = None if unit_bias_gate is None else gates.index(unit_bias_gate)
     cell = Cell(
         name=name,
         params_type=params_type,
         carry_type=carry_type,
-        init_params=partial(_init_gated, params_type, len(gates), bias_block),
+        init_params=init_params or partial(init_gated, params_type, len(gates), bias_block),
+        carry_sizes=_carry_sizes,
         check_shapes=lambda params, where: _checks.gated_shapes(cell, params, where),
         recurrence=recurrence,
         project=linear_projection,
@@ -363,8 +384,8 @@ _INIT_DOC = """Init (``cell.init(key, input_size, hidden_size, dtype=...)``), Ke
       the memory is kept until the net learns to drop it (Jozefowicz et al., 2015).
     """
 
-simple_rnn = _gated(
-    "simple_rnn", ("h",), SimpleRNNParams, None, _simple_rnn_recurrence, _simple_rnn_step_vjp, _shared_bias_grads,
+simple_rnn = gated_cell(
+    "simple_rnn", ("h",), SimpleRNNParams, None, _simple_rnn_recurrence, _simple_rnn_step_vjp, shared_bias_grads,
     doc=f"""Elman RNN: ``h' = tanh(W_ih x + b_ih + W_hh h + b_hh)``.
 
     Params :class:`SimpleRNNParams` ``(w_ih (X, H), w_hh (H, H), b_ih (H,), b_hh (H,))``;
@@ -374,8 +395,8 @@ simple_rnn = _gated(
     {_INIT_DOC}""",
 )
 
-lstm = _gated(
-    "lstm", ("i", "f", "g", "o"), LSTMParams, LSTMCarry, _lstm_recurrence, _lstm_step_vjp, _shared_bias_grads,
+lstm = gated_cell(
+    "lstm", ("i", "f", "g", "o"), LSTMParams, LSTMCarry, _lstm_recurrence, _lstm_step_vjp, shared_bias_grads,
     unit_bias_gate="f",
     doc=f"""LSTM, with the seeds' equations (z = W_ih x + b_ih + W_hh h + b_hh)::
 
@@ -392,7 +413,7 @@ lstm = _gated(
     {_INIT_DOC}""",
 )
 
-gru = _gated(
+gru = gated_cell(
     "gru", ("r", "z", "n"), GRUParams, None, _gru_recurrence, _gru_step_vjp, _gru_param_grads,
     doc=f"""GRU, reset-after form (cuDNN, torch.nn.GRU, Flax, Keras)::
 

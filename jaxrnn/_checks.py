@@ -112,12 +112,23 @@ def gated_shapes(cell, params, where: str) -> tuple[int, int]:
     """Shape rules of the gated cells' ``(w_ih, w_hh, b_ih, b_hh)``; returns ``(input_size, hidden)``."""
     num_gates = len(cell.gates)
     w_hh = params.w_hh
-    hidden = w_hh.shape[0] if w_hh.ndim == 2 else -1
-    if hidden <= 0 or w_hh.shape != (hidden, num_gates * hidden):
-        raise ValueError(
-            f"{where}: {cell!r} has {num_gates} gate(s), so params.w_hh must be (hidden, {num_gates}·hidden) "
-            f"with hidden > 0; got shape {w_hh.shape}. These may be params of another cell type."
-        )
+    if w_hh.ndim == 3:  # block-diagonal: (heads, head size, G·head size)
+        heads, size = w_hh.shape[:2]
+        if heads <= 0 or size <= 0 or w_hh.shape != (heads, size, num_gates * size):
+            raise ValueError(
+                f"{where}: {cell!r} has {num_gates} gate(s), so headed params.w_hh must be (num_heads, head_size, "
+                f"{num_gates}·head_size) with both > 0; got shape {w_hh.shape}. Make them with "
+                f"{cell!r}.init(key, input_size, hidden_size, num_heads=K)."
+            )
+        hidden = heads * size
+    else:
+        hidden = w_hh.shape[0] if w_hh.ndim == 2 else -1
+        if hidden <= 0 or w_hh.shape != (hidden, num_gates * hidden):
+            raise ValueError(
+                f"{where}: {cell!r} has {num_gates} gate(s), so params.w_hh must be (hidden, {num_gates}·hidden) "
+                f"with hidden > 0, or (num_heads, head_size, {num_gates}·head_size) with heads; got shape "
+                f"{w_hh.shape}. These may be params of another cell type."
+            )
     width = num_gates * hidden
     w_ih = params.w_ih
     if w_ih.ndim != 2 or w_ih.shape[1] != width or w_ih.shape[0] == 0:

@@ -111,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_parser(commands)
     _add_sample_parser(commands)
     _add_memory_task_parser(commands)
+    _add_state_tracking_parser(commands)
     commands.add_parser("bench", add_help=False, help="the benchmark suite against autodiff and the peers "
                         "(see `jaxrnn bench --help`)")
     return parser
@@ -137,6 +138,7 @@ def _add_train_parser(commands) -> None:
         ("--corpus", str, "a UTF-8 text file (default: the Python standard library's .py files)"),
         ("--cell", str, "the recurrent cell"),
         ("--layers", positive, "stacked layers"),
+        ("--heads", positive, f"heads of a block-diagonal recurrence ({', '.join(_registry.taking('num_heads'))})"),
         ("--hidden", positive, "hidden size H"),
         ("--embed", positive, "embedding size"),
         ("--dropout", number(float, 0, inclusive=True), "dropout between layers (needs --layers ≥ 2)"),
@@ -247,6 +249,37 @@ def main(argv: list[str] | None = None) -> int:
     return args.run(args)
 
 
+def _add_comparison_flags(parser, task, sizes: tuple) -> None:
+    """The flags the cell-comparison demos share; ``sizes``: ``(flag, type, help)`` of the task's own sizes."""
+    from jaxrnn.training._compare import DECAY_FACTOR
+
+    names = list(_registry.cells())
+    parser.add_argument("--cells", type=cell_list(), default=list(task.DEFAULT_CELLS),
+                        help=f"comma-separated cells, from {','.join(names)} or MODULE:NAME of your own "
+                        f"(default {','.join(task.DEFAULT_CELLS)})")
+    defaults = task.DEFAULTS
+    for flag, kind, help_text in (*sizes, ("--hidden", positive, "hidden size"),
+                                  ("--batch", positive, "training sequences per step"),
+                                  ("--steps", positive, "optimiser steps per cell"),
+                                  ("--eval-every", positive, f"steps between evals on {task.EVAL_BATCH} held-out sequences")):
+        default = defaults[flag[2:].replace("-", "_")]
+        parser.add_argument(flag, type=kind, default=default, help=f"{help_text} (default {default})")
+    parser.add_argument("--lr", type=number(float, 0), default=defaults["lr"],
+                        help=f"Adam learning rate, divided by {DECAY_FACTOR} for the last third of the steps "
+                        f"(default {defaults['lr']:g})")
+    parser.add_argument("--seed", type=number(int, 0, inclusive=True), default=defaults["seed"],
+                        help=f"random seed (default {defaults['seed']})")
+    parser.add_argument("--grad", choices=GRAD_MODES, default="manual", help="the BPTT (default manual)")
+    parser.add_argument("--out", default=task.DEFAULT_OUT, help=f"output folder (default {task.DEFAULT_OUT})")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _comparison_arguments(args, *names: str) -> dict:
+    """The keyword arguments of a demo's ``run_…`` function from its flags."""
+    shared = ("cells", "hidden", "batch", "steps", "lr", "eval_every", "seed", "grad", "out")
+    return {**{name: getattr(args, name) for name in (*names, *shared)}, "progress": not args.no_progress}
+
+
 def _add_memory_task_parser(commands) -> None:
     from jaxrnn.training import _memory_task as task
 
@@ -256,27 +289,45 @@ def _add_memory_task_parser(commands) -> None:
         description="Train each cell on the adding problem with the same budget; write OUT/memory_task.json "
         "and OUT/memory_task.png (eval MSE and accuracy against steps).",
     )
-    names = list(_registry.cells())
-    parser.add_argument("--cells", type=cell_list(), default=list(task.DEFAULT_CELLS),
-                        help=f"comma-separated cells, from {','.join(names)} or MODULE:NAME of your own "
-                        f"(default {','.join(task.DEFAULT_CELLS)})")
-    defaults = task.DEFAULTS
-    parser.add_argument("--length", type=number(int, 2, inclusive=True), default=defaults["length"],
-                        help=f"sequence length T ≥ 2: one marker in each half (default {defaults['length']})")
-    for flag, help_text in (("--hidden", "hidden size"), ("--batch", "training sequences per step"),
-                            ("--steps", "optimiser steps per cell"),
-                            ("--eval-every", f"steps between evals on {task.EVAL_BATCH} held-out sequences")):
-        default = defaults[flag[2:].replace("-", "_")]
-        parser.add_argument(flag, type=positive, default=default, help=f"{help_text} (default {default})")
-    parser.add_argument("--lr", type=number(float, 0), default=defaults["lr"],
-                        help=f"Adam learning rate, divided by {task.DECAY_FACTOR} for the last third of the steps "
-                        f"(default {defaults['lr']:g})")
-    parser.add_argument("--seed", type=number(int, 0, inclusive=True), default=defaults["seed"],
-                        help=f"random seed (default {defaults['seed']})")
-    parser.add_argument("--grad", choices=GRAD_MODES, default="manual", help="the BPTT (default manual)")
-    parser.add_argument("--out", default=task.DEFAULT_OUT, help=f"output folder (default {task.DEFAULT_OUT})")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_comparison_flags(parser, task, (
+        ("--length", number(int, 2, inclusive=True), "sequence length T ≥ 2: one marker in each half"),))
     parser.set_defaults(run=memory_task_command)
+
+
+def _add_state_tracking_parser(commands) -> None:
+    from jaxrnn.training import _state_tracking as task
+
+    parser = commands.add_parser(
+        "state-tracking",
+        help="running parity: LSTM, GRU and sLSTM track it at any length, minGRU and minLSTM cannot",
+        description="Train each cell on running parity (a label at every step) at one length and test it on "
+        "longer sequences; write OUT/state_tracking.json and OUT/state_tracking.png.",
+    )
+    _add_comparison_flags(parser, task, (
+        ("--length", positive, "training sequence length"),
+        ("--test-length", number(int, 2, inclusive=True), "held-out sequence length, longer than --length")))
+    parser.set_defaults(run=state_tracking_command)
+
+
+def state_tracking_command(args) -> int:
+    """``jaxrnn state-tracking``: trains, prints a results table and the output paths."""
+    from jaxrnn.training import _state_tracking as task
+
+    try:
+        report = task.run_state_tracking(**_comparison_arguments(args, "length", "test_length"))
+    except (ModuleNotFoundError, ValueError) as error:  # the [train] extra missing; --test-length too short
+        print(f"jaxrnn state-tracking: error: {error}", file=sys.stderr)
+        return 2
+    config = report["config"]
+    seen, longer = f"steps 1-{config['length']}", f"steps {config['length'] + 1}-{config['test_length']}"
+    print(f"\nrunning parity, trained at length {config['length']}; accuracy on {task.EVAL_BATCH} held-out "
+          f"sequences of length {config['test_length']} (chance 0.5)")
+    print(f"{'cell':<11} {seen:>12} {longer:>14} {'steps':>6} {'seconds':>8}")
+    for name, result in report["cells"].items():
+        print(f"{name:<11} {result['final_accuracy_seen']:>12.3f} {result['final_accuracy_longer']:>14.3f} "
+              f"{config['steps']:>6} {result['seconds']:>8.1f}")
+    print(f"\nwrote {report['files']['json']}\n      {report['files']['png']}")
+    return 0
 
 
 def memory_task_command(args) -> int:
@@ -284,11 +335,7 @@ def memory_task_command(args) -> int:
     from jaxrnn.training import _memory_task as task
 
     try:
-        report = task.run_memory_task(
-            cells=args.cells, length=args.length, hidden=args.hidden, batch=args.batch, steps=args.steps,
-            lr=args.lr, eval_every=args.eval_every, seed=args.seed, grad=args.grad, out=args.out,
-            progress=not args.no_progress,
-        )
+        report = task.run_memory_task(**_comparison_arguments(args, "length"))
     except ModuleNotFoundError as error:  # tqdm or matplotlib: the [train] extra
         print(f"jaxrnn memory-task: error: {error}", file=sys.stderr)
         return 2

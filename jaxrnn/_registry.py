@@ -7,6 +7,7 @@ once appears wherever it applies.
 
 from __future__ import annotations
 
+import inspect
 import warnings
 
 from jaxrnn._protocol import Cell
@@ -61,3 +62,8 @@ def get(name: str, where: str = "jaxrnn.get_cell"):
         return _CELLS[name]
     except KeyError:
         raise ValueError(f"{where}: unknown cell {name!r}; registered cells are {list(_CELLS)}.") from None
+
+
+def taking(option: str) -> list[str]:
+    """The names of the registered cells whose ``init`` takes the keyword ``option`` (e.g. ``"num_heads"``)."""
+    return [name for name, cell in _CELLS.items() if option in inspect.signature(cell.init_params).parameters]

@@ -45,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn import _checks, _registry
+from jaxrnn._heads import block_diagonal
 from jaxrnn._protocol import Cell
 from jaxrnn._stack import Bidirectional, Stack
 
@@ -192,7 +193,9 @@ def to_torch(cell: Cell, params, *, layer: int = 0, prefix: str = "", reverse: b
     size and G the cell's gate count, returns the numpy arrays
 
     * ``{prefix}weight_ih_l{layer}``: ``w_ih.T``, (G·H, X);
-    * ``{prefix}weight_hh_l{layer}``: ``w_hh.T``, (G·H, H);
+    * ``{prefix}weight_hh_l{layer}``: ``w_hh.T``, (G·H, H); headed weights
+      (``init(..., num_heads=K)``) as their dense block-diagonal matrix
+      (:func:`jaxrnn.block_diagonal`), which torch computes the same forward with;
     * ``{prefix}bias_ih_l{layer}``, ``{prefix}bias_hh_l{layer}``: ``b_ih``,
       ``b_hh``, (G·H,).
 
@@ -230,7 +233,7 @@ def to_torch(cell: Cell, params, *, layer: int = 0, prefix: str = "", reverse: b
     params, _, _ = _checks.params(cell, params, where)
     keys = _keys(prefix, _suffix(layer, reverse))
     # np.array copies into a C-ordered, writable array: what torch.from_numpy wants.
-    arrays = (params.w_ih.T, params.w_hh.T, params.b_ih, params.b_hh)
+    arrays = (params.w_ih.T, block_diagonal(params.w_hh).T, params.b_ih, params.b_hh)
     if cell.name == _PROJECTED:
         keys, arrays = (*keys, f"{prefix}weight_hr{_suffix(layer, reverse)}"), (*arrays, params.w_hr.T)
     return {key: np.array(array, order="C") for key, array in zip(keys, arrays)}

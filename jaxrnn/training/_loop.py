@@ -36,11 +36,23 @@ CURVE_NAME = "curve.png"
 LAG = 3  # steps dispatched ahead of the one whose loss the host reads: the device never waits for the host
 # What a checkpoint's arrays or data stream depend on: these cannot change on --resume.
 # (The corpus is checked by content, not by path: see _check_corpus.)
-RESUME_FIXED = ("cell", "layers", "hidden", "embed", "dropout", "batch", "seq_len", "seed", "optimizer")
+RESUME_FIXED = ("cell", "heads", "layers", "hidden", "embed", "dropout", "batch", "seq_len", "seed", "optimizer")
 
 
 class TrainingError(ValueError):
     """Bad options, or a state training cannot continue from; the message says what to change."""
+
+
+def _check_heads(cell: str, heads: int, hidden: int) -> None:
+    """``--heads`` needs a cell whose init takes ``num_heads``, and must divide ``--hidden``."""
+    try:  # traced only: no arrays are made
+        jax.eval_shape(lambda: _registry.get(cell).init(jax.random.key(0), 1, hidden, num_heads=heads))
+    except TypeError:
+        raise TrainingError(f"--heads {heads}: the {cell} cell has no heads; use one of "
+                            f"{', '.join(_registry.taking('num_heads'))}, "
+                            "or --heads 1.") from None
+    except ValueError as error:
+        raise TrainingError(f"--heads {heads}: {str(error).split(': ', 1)[-1]}") from None
 
 
 class NonFiniteLoss(RuntimeError):
@@ -54,7 +66,8 @@ class TrainConfig:
     Attributes:
         out: the run's folder: ``checkpoint.npz``, ``metrics.jsonl``, ``curve.png``.
         corpus: a UTF-8 text file; None is the Python standard library's source.
-        cell, layers, hidden, embed, dropout: the :class:`CharLM`.
+        cell, heads, layers, hidden, embed, dropout: the :class:`CharLM`
+            (``heads``: block-diagonal recurrence, for the cells that take ``num_heads``).
         batch: B contiguous streams per step. seq_len: T characters per chunk.
         steps: total optimiser steps (a resumed run continues up to this).
         optimizer: ``"adam"`` or ``"adamw"``; lr, weight_decay (AdamW only) and
@@ -73,6 +86,7 @@ class TrainConfig:
     out: str = "jaxrnn_run"
     corpus: str | None = None
     cell: str = "gru"
+    heads: int = 1
     layers: int = 1
     hidden: int = 256
     embed: int = 64
@@ -94,7 +108,7 @@ class TrainConfig:
     devices: int = 1
 
     def __post_init__(self):
-        for name in ("layers", "hidden", "embed", "batch", "seq_len", "steps", "eval_every", "checkpoint_every",
+        for name in ("heads", "layers", "hidden", "embed", "batch", "seq_len", "steps", "eval_every", "checkpoint_every",
                      "val_chars", "devices"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -104,6 +118,8 @@ class TrainConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise TrainingError(f"--{_flag(name)} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}.")
+        if self.heads > 1:
+            _check_heads(self.cell, self.heads, self.hidden)
         if not 0 <= self.dropout < 1:
             raise TrainingError(f"--dropout must be in [0, 1); got {self.dropout}.")
         if self.dropout > 0 and self.layers == 1:
@@ -121,7 +137,12 @@ class TrainConfig:
 
     @property
     def model_fields(self) -> dict:
-        return {name: getattr(self, name) for name in ("cell", "layers", "hidden", "embed", "dropout")}
+        return {name: getattr(self, name) for name in ("cell", "heads", "layers", "hidden", "embed", "dropout")}
+
+    @property
+    def model_name(self) -> str:
+        """The cell's name, with its heads if more than one: ``"slstm (4 heads)"``."""
+        return self.cell + (f" ({self.heads} heads)" if self.heads > 1 else "")
 
     @property
     def checkpoint_path(self) -> Path:
@@ -366,7 +387,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, l
         })
 
     say(
-        f"jaxrnn train: {config.cell} × {config.layers}, hidden {config.hidden}, vocabulary {len(vocab)}, "
+        f"jaxrnn train: {config.model_name} × {config.layers}, hidden {config.hidden}, vocabulary {len(vocab)}, "
         f"{len(train_ids):,} training / {len(val_ids):,} validation characters; batch {config.batch} × "
         f"{config.seq_len}, grad {config.grad}, {config.dtype}, {config.devices} device(s) "
         f"({jax.devices()[0].platform}"
@@ -609,7 +630,7 @@ def _check_out(config: TrainConfig, resume: bool) -> dict | None:
     changed = [
         f"--{_flag(name)} {stored.get(name)!r} (now {getattr(config, name)!r})"
         for name in RESUME_FIXED
-        if stored.get(name) != getattr(config, name)
+        if stored.get(name, getattr(TrainConfig, name)) != getattr(config, name)  # older runs lack newer fields
     ]
     if changed:
         raise TrainingError(
@@ -670,7 +691,7 @@ def _plot_curve(records: list[dict], path: Path, config: TrainConfig) -> None:
     if val:
         axes.plot(*zip(*val), "o-", ms=3, label="validation")
     axes.set(xlabel="step", ylabel="bits per character (log scale)", yscale="log",
-             title=f"{config.cell} × {config.layers}, hidden {config.hidden}, batch {config.batch} × {config.seq_len}")
+             title=f"{config.model_name} × {config.layers}, hidden {config.hidden}, batch {config.batch} × {config.seq_len}")
     _plot.plain_log_ticks(axes.yaxis)
     axes.grid(True, which="both", alpha=0.3)
     axes.legend()

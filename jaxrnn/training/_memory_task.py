@@ -31,23 +31,22 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 from functools import partial
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jax import Array
 
-from jaxrnn import _registry
+from jaxrnn._checks import positive_int
 from jaxrnn._options import GRAD_MODES
 from jaxrnn._protocol import Cell
 from jaxrnn._unroll import unroll
-from jaxrnn._checks import positive_int
-from jaxrnn.training._io import atomic_write, progress_bar
+from jaxrnn.training._compare import (DECAY_FACTOR, Trial, cell_names, decay_step, describe_optimizer,
+                                      learning_rate, optimizer, train_each)
+from jaxrnn.training._io import atomic_write
 
 DEFAULT_CELLS = ("simple_rnn", "lstm", "gru")
 """The cells compared by default: the classic three (any registered cell may be named)."""
@@ -62,9 +61,6 @@ EVAL_BATCH = 1024
 """Held-out sequences, drawn once from the seed and scored at every eval."""
 
 INPUT_FEATURES = 2  # value, marker
-GRAD_CLIP = 1.0  # global-norm clip: the loss drops in a cliff when a gated cell catches on, and gradients spike
-DECAY_AT = 2 / 3  # the learning rate is divided by DECAY_FACTOR after this fraction of the steps
-DECAY_FACTOR = 10
 
 # Defaults, measured on 2 CPU cores (docs/memory_task.json): the three cells
 # take 4.5-6 minutes together (simple RNN 25 s, LSTM 130-150 s, GRU 120-170 s,
@@ -171,46 +167,38 @@ def _mse(predictions: Array, targets: Array) -> Array:
 # Training.
 
 
-def _train_step_fn(cell: Cell, optimizer, batch: int, length: int, grad: str):
-    """One jitted ``(model, opt_state, key) -> (model, opt_state, loss)``.
-
-    The batch is drawn inside from ``key``, so the data never crosses from the
-    host and a seed fixes the whole run.
-    """
+def _trial(cell: Cell, optimizer, *, key: Array, train_key: Array, hidden: int, batch: int, length: int,
+           grad: str, eval_xs: Array, eval_targets: Array) -> Trial:
+    """The cell's run: each step draws its batch from ``fold_in(train_key, step)`` inside the jitted step,
+    so the data never crosses from the host and a seed fixes the whole run."""
 
     def loss_fn(model: Model, key: Array) -> Array:
         xs, targets = adding_problem(key, batch, length)
         return _mse(predict(cell, model, xs, grad), targets)
 
     @jax.jit
-    def train_step(model: Model, opt_state, key: Array):
-        loss, grads = jax.value_and_grad(loss_fn)(model, key)
+    def train_step(state, step):
+        model, opt_state = state
+        loss, grads = jax.value_and_grad(loss_fn)(model, jax.random.fold_in(train_key, step))
         updates, opt_state = optimizer.update(grads, opt_state, model)
-        return optax.apply_updates(model, updates), opt_state, loss
+        return (optax.apply_updates(model, updates), opt_state), loss
 
-    return train_step
+    @jax.jit
+    def scores(model: Model):
+        predictions = predict(cell, model, eval_xs)  # the forward pass is the same in both grad modes
+        correct = jnp.abs(predictions - eval_targets) < ACCURACY_TOLERANCE
+        return _mse(predictions, eval_targets), jnp.mean(correct.astype(jnp.float32))
 
+    def evaluate(state) -> dict[str, float]:
+        mse, accuracy = (float(v) for v in scores(state[0]))
+        return {"eval_mse": mse, "accuracy": accuracy}
 
-def _init_fn(cell: Cell, optimizer, hidden: int):
-    """``key -> (model, opt_state)``: the starting point of a training run."""
-
-    def init(key: Array):
+    @jax.jit  # run eagerly, each of the init's small ops would compile on its own
+    def start(key):
         model = init_model(cell, key, hidden)
         return model, optimizer.init(model)
 
-    return init
-
-
-def _eval_fn(cell: Cell):
-    """A jitted ``(model, xs, targets) -> (mse, accuracy)`` on a fixed batch (float32 scalars)."""
-
-    @jax.jit
-    def evaluate(model: Model, xs: Array, targets: Array):
-        predictions = predict(cell, model, xs)  # the forward pass is the same in both grad modes
-        correct = jnp.abs(predictions - targets) < ACCURACY_TOLERANCE
-        return _mse(predictions, targets), jnp.mean(correct.astype(jnp.float32))
-
-    return evaluate
+    return Trial(start(key), train_step, evaluate)
 
 
 def run_memory_task(
@@ -232,8 +220,8 @@ def run_memory_task(
     Every cell sees the same training batches (step ``s`` draws from
     ``fold_in(train_key, s)``), starts from params drawn from the same key,
     and is scored on the same held-out :data:`EVAL_BATCH` sequences. The
-    optimiser is Adam after a global-norm clip at :data:`GRAD_CLIP`, with
-    learning rate ``lr`` for the first :data:`DECAY_AT` of the steps and
+    optimiser is Adam after a global-norm clip (:func:`_compare.optimizer`), with
+    learning rate ``lr`` for the first two thirds of the steps and
     ``lr / DECAY_FACTOR`` after (to settle once the task is learnt); the loss
     is the MSE ``mean_b (ŷ_b − y_b)²``.
 
@@ -271,59 +259,26 @@ def run_memory_task(
         ModuleNotFoundError: tqdm or matplotlib is missing.
     """
     where = "run_memory_task"
-    names = _cell_names(cells, where)
+    names = cell_names(cells, where)
     length = _length(length, where)
     hidden = positive_int(hidden, "hidden", where)
     batch = positive_int(batch, "batch", where)
     steps = positive_int(steps, "steps", where)
     eval_every = positive_int(eval_every, "eval_every", where)
     seed = positive_int(seed, "seed", where, allow_zero=True)
-    lr = _learning_rate(lr, where)
+    lr = learning_rate(lr, where)
     if grad not in GRAD_MODES:
         raise ValueError(f"{where}: grad must be one of {GRAD_MODES}; got {grad!r}. Pass grad='manual' or 'autodiff'.")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
 
-    root = jax.random.key(seed)
-    k_init, k_train, k_eval = jax.random.split(root, 3)
+    k_init, k_train, k_eval = jax.random.split(jax.random.key(seed), 3)
     eval_xs, eval_targets = adding_problem(k_eval, EVAL_BATCH, length)
-    optimizer = optax.chain(optax.clip_by_global_norm(GRAD_CLIP), optax.adam(_schedule(lr, steps)))
-    eval_steps = {*range(eval_every, steps, eval_every), steps}
-
-    results: dict[str, Any] = {}
-    for name in names:
-        cell = _registry.get(name)
-        start = time.perf_counter()
-        # Jitted: run eagerly, each of the init's small ops would compile on its own.
-        model, opt_state = jax.jit(_init_fn(cell, optimizer, hidden))(k_init)
-        train_step = _train_step_fn(cell, optimizer, batch, length, grad)
-        evaluate = _eval_fn(cell)
-        curve: dict[str, list] = {"step": [], "eval_mse": [], "accuracy": [], "train_loss": []}
-        pending: list[Array] = []  # device losses since the last eval; fetched there, so steps never sync
-
-        def record(step: int, model: Model, bar) -> None:
-            mse, accuracy = (float(v) for v in evaluate(model, eval_xs, eval_targets))
-            curve["step"].append(step)
-            curve["eval_mse"].append(mse)
-            curve["accuracy"].append(accuracy)
-            curve["train_loss"].append(float(np.mean(jax.device_get(pending))) if pending else None)
-            pending.clear()
-            bar.set_postfix(eval_mse=f"{mse:.4f}", acc=f"{accuracy:.3f}")
-
-        with progress_bar(steps, enabled=progress, desc=f"{name:<10}") as bar:
-            record(0, model, bar)
-            for step in range(1, steps + 1):
-                model, opt_state, loss = train_step(model, opt_state, jax.random.fold_in(k_train, step))
-                pending.append(loss)
-                bar.update()
-                if step in eval_steps:
-                    record(step, model, bar)
-        results[name] = {
-            "curve": curve,
-            "final_eval_mse": curve["eval_mse"][-1],
-            "final_accuracy": curve["accuracy"][-1],
-            "seconds": round(time.perf_counter() - start, 2),
-        }
+    trial = partial(_trial, optimizer=optimizer(lr, steps), key=k_init, train_key=k_train, hidden=hidden,
+                    batch=batch, length=length, grad=grad, eval_xs=eval_xs, eval_targets=eval_targets)
+    results = train_each(names, trial, steps=steps, eval_every=eval_every, progress=progress)
+    for result in results.values():
+        del result["state"]
 
     json_path, png_path = out / "memory_task.json", out / "memory_task.png"
     report = {
@@ -331,9 +286,7 @@ def run_memory_task(
         "config": {
             "cells": names, "length": length, "hidden": hidden, "batch": batch, "steps": steps, "lr": lr,
             "eval_every": eval_every, "seed": seed, "grad": grad, "eval_batch": EVAL_BATCH,
-            "optimizer": f"clip_by_global_norm({GRAD_CLIP}) + adam",
-            "lr_schedule": f"lr until step {_decay_step(steps)}, then lr / {DECAY_FACTOR}",
-            "backend": jax.default_backend(),
+            **describe_optimizer(steps), "backend": jax.default_backend(),
         },
         "baseline_mse": BASELINE_MSE,
         "accuracy_tolerance": ACCURACY_TOLERANCE,
@@ -343,15 +296,6 @@ def run_memory_task(
     _plot(report, png_path)
     atomic_write(json_path, lambda file: file.write(json.dumps(report, indent=1).encode() + b"\n"))
     return report
-
-
-def _decay_step(steps: int) -> int:
-    return max(1, round(DECAY_AT * steps))
-
-
-def _schedule(lr: float, steps: int):
-    """``lr`` for the first :data:`DECAY_AT` of the steps, then ``lr / DECAY_FACTOR``."""
-    return optax.piecewise_constant_schedule(lr, {_decay_step(steps): 1 / DECAY_FACTOR})
 
 
 def _plot(report: dict, path: Path) -> None:
@@ -375,7 +319,7 @@ def _plot(report: dict, path: Path) -> None:
         ax.legend()
     fig.suptitle(
         f"Adding problem, T = {config['length']}: hidden {config['hidden']}, batch {config['batch']}, "
-        f"Adam lr {config['lr']:g} (÷{DECAY_FACTOR} from step {_decay_step(config['steps'])}), seed {config['seed']}"
+        f"Adam lr {config['lr']:g} (÷{DECAY_FACTOR} from step {decay_step(config['steps'])}), seed {config['seed']}"
     )
     save(fig, path)
 
@@ -392,31 +336,3 @@ def _length(value: Any, where: str) -> int:
             "Pass length=2 or more (the classic task uses 200)."
         )
     return length
-
-
-def _learning_rate(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(
-            f"{where}: lr must be a number; got {value!r} of type {type(value).__name__}. Pass e.g. lr=1e-2."
-        )
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{where}: lr must be a finite number > 0; got {value!r}. Pass e.g. lr=1e-2.")
-    return float(value)
-
-
-def _cell_names(cells: Any, where: str) -> list[str]:
-    if isinstance(cells, str):
-        raise TypeError(
-            f"{where}: cells must be a sequence of names such as ('lstm', 'gru'); got the string {cells!r}. "
-            f"Pass cells=({cells!r},) for one cell."
-        )
-    names = list(cells)
-    if not names:
-        raise ValueError(f"{where}: cells is empty; pass at least one of {', '.join(_registry.cells())}.")
-    unknown = [name for name in names if name not in _registry.cells()]
-    if unknown:
-        raise ValueError(f"{where}: unknown cell(s) {unknown}; choose from {', '.join(_registry.cells())}.")
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:
-        raise ValueError(f"{where}: cell(s) {repeated} appear more than once; list each cell once.")
-    return names

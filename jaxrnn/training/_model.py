@@ -42,6 +42,7 @@ class CharLM:
     Attributes:
         vocab_size: V.
         cell: the name of a registered cell (:func:`jaxrnn.cells`), e.g. ``"lstm"``.
+        heads: the cell's ``num_heads`` (block-diagonal recurrence); 1 for a dense one.
         layers: L stacked layers.
         hidden: H, every layer's state size.
         embed: E, the embedding size.
@@ -50,6 +51,7 @@ class CharLM:
 
     vocab_size: int
     cell: str = "lstm"
+    heads: int = 1
     layers: int = 1
     hidden: int = 256
     embed: int = 64
@@ -70,7 +72,7 @@ class CharLM:
         bound = features**-0.5
         return CharLMParams(
             embedding=jax.random.normal(k_embed, (self.vocab_size, self.embed), jnp.float32),
-            rnn=self.net.init(k_rnn, self.embed, self.hidden),
+            rnn=self.net.init(k_rnn, self.embed, self.hidden, **({"num_heads": self.heads} if self.heads > 1 else {})),
             readout_w=jax.random.uniform(k_w, (features, self.vocab_size), jnp.float32, -bound, bound),
             readout_b=jax.random.uniform(k_b, (self.vocab_size,), jnp.float32, -bound, bound),
         )

@@ -1,0 +1,106 @@
+"""Recurrent weights, dense or block-diagonal (multi-head), for the gated cells.
+
+With ``num_heads = K`` the state of size H is split into K heads of
+d = H / K units: head k is units ``k·d … (k+1)·d − 1``. Each head's gate
+pre-activations read only that head's units, so the recurrent matrix is
+block-diagonal and stored as its K blocks (FlashRNN's layout, Pöppel et al.
+2024):
+
+* ``K = 1``: ``w_hh`` is dense, ``(H, G·H)``, gate blocks along the output
+  axis (G gates);
+* ``K > 1``: ``w_hh`` is ``(K, d, G·d)``; block k maps head k's d units to
+  its G·d pre-activations, gate blocks of d along the last axis.
+
+Either way the pre-activations ``h W_hh`` come out gate-major, ``(B, G·H)``
+with gate g's head k at columns ``g·H + k·d …``, so the input projection
+and the biases are the same dense arrays for any K, and K = 1 is the plain
+dense cell. A step costs ``G·H²/K`` multiply-adds instead of ``G·H²``.
+
+Every product takes the weights' dtype for its operands and sums in at least
+float32 (:mod:`jaxrnn._precision`).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import Array
+
+from jaxrnn import _checks
+from jaxrnn._precision import accumulation_dtype, matmul
+
+
+def num_heads(w_hh: Array) -> int:
+    """K: 1 for a dense ``(H, G·H)`` matrix, else the leading axis of ``(K, d, G·d)``."""
+    return 1 if w_hh.ndim == 2 else w_hh.shape[0]
+
+
+def checked_num_heads(num_heads: int, hidden_size: int, where: str) -> int:
+    """``num_heads`` as an int ≥ 1 that divides ``hidden_size``; a clear error otherwise."""
+    num_heads = _checks.positive_int(num_heads, "num_heads", where)
+    if hidden_size % num_heads:
+        divisors = [k for k in range(1, hidden_size + 1) if hidden_size % k == 0]
+        raise ValueError(
+            f"{where}: num_heads must divide hidden_size, so every head has the same size; got num_heads="
+            f"{num_heads} with hidden_size={hidden_size}. Choose one of {divisors}."
+        )
+    return num_heads
+
+
+def _einsum(spec: str, a: Array, w: Array) -> Array:
+    return jnp.einsum(spec, a.astype(w.dtype), w, preferred_element_type=accumulation_dtype(w.dtype))
+
+
+def recurrent(h: Array, w_hh: Array) -> Array:
+    """``h W_hh``: ``h`` (B, H) to gate-major pre-activations (B, G·H), one batched matmul over heads."""
+    if w_hh.ndim == 2:
+        return matmul(h, w_hh)
+    k, d, width = w_hh.shape
+    out = _einsum("bkd,kde->bke", h.reshape(-1, k, d), w_hh)  # (B, K, G·d)
+    # head-major blocks to gate-major columns
+    return jnp.swapaxes(out.reshape(-1, k, width // d, d), 1, 2).reshape(-1, k * width)
+
+
+def transposed(w_hh: Array) -> Array:
+    """``W_hhᵀ`` for :func:`recurrent_vjp`, made once before the reverse scan: (G·H, H) or (K, G·d, d)."""
+    return jnp.swapaxes(w_hh, -1, -2)
+
+
+def recurrent_vjp(dz: Array, w_hh_t: Array) -> Array:
+    """The cotangent of ``h`` from that of ``h W_hh``: ``dz`` (B, G·H) to (B, H)."""
+    if w_hh_t.ndim == 2:
+        return matmul(dz, w_hh_t)
+    k, width, d = w_hh_t.shape
+    dz = jnp.swapaxes(dz.reshape(-1, width // d, k, d), 1, 2).reshape(-1, k, width)  # gate-major to head-major
+    return _einsum("bke,ked->bkd", dz, w_hh_t).reshape(-1, k * d)
+
+
+def weight_grad(h_prev: Array, dz: Array, num_heads: int) -> Array:
+    """``dW_hh`` over N rows: ``h_prevᵀ dz`` for K = 1, else each head's ``h_kᵀ dz_k``, (K, d, G·d)."""
+    dtype = dz.dtype
+    if num_heads == 1:
+        return matmul(h_prev.T, dz)
+    k, d = num_heads, h_prev.shape[-1] // num_heads
+    width = dz.shape[-1] // k
+    dz = jnp.swapaxes(dz.reshape(-1, width // d, k, d), 1, 2).reshape(-1, k, width)
+    return jnp.einsum("nkd,nke->kde", h_prev.reshape(-1, k, d).astype(dtype), dz,
+                      preferred_element_type=accumulation_dtype(dtype))
+
+
+def block_diagonal(w_hh: Array) -> Array:
+    """The dense ``(H, G·H)`` matrix of headed recurrent weights: zero outside the heads' blocks.
+
+    ``recurrent(h, block_diagonal(w)) == recurrent(h, w)`` to rounding; a
+    dense matrix is returned as it is. For exporting a headed cell to a
+    framework without heads (``torch.nn.LSTM`` reads the dense matrix), at
+    K times the weights' memory.
+    """
+    if w_hh.ndim == 2:
+        return w_hh
+    k, d, width = w_hh.shape
+    gates = width // d
+    blocks = w_hh.reshape(k, d, gates, d)  # [head, in unit, gate, out unit]
+    eye = jnp.eye(k, dtype=w_hh.dtype)
+    # dense[k·d + i, g·H + l·d + j] = blocks[k, i, g, j] if k == l else 0
+    dense = jnp.einsum("kigj,kl->kiglj", blocks, eye)
+    return dense.reshape(k * d, gates * k * d)

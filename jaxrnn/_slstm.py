@@ -1,0 +1,182 @@
+"""sLSTM (Beck et al. 2024, xLSTM): exponential input and forget gates, a normaliser and a log-space stabiliser.
+
+The step is that of FlashRNN's pure-PyTorch reference
+(``flashrnn.flashrnn.vanilla.slstm``, Pöppel et al. 2024) with its first-step
+test made per element, and the hand-written backward pass is the exact
+reverse of those equations, ``jnp.maximum``'s even split at ties included,
+so it equals JAX's autodiff of the same step.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import Array
+
+from jaxrnn import _heads
+from jaxrnn._cells import GatedWeights, gated_cell, init_gated, shared_bias_grads
+
+
+class SLSTMParams(GatedWeights):
+    """Parameters of :data:`slstm` (G = 4, gate blocks ``i, f, z, o``); ``w_hh`` may be headed (:mod:`jaxrnn._heads`)."""
+
+    __slots__ = ()
+
+
+class SLSTMCarry(NamedTuple):
+    """sLSTM state; unpacks as ``h, c, n, m = carry``, each ``(batch, hidden)``.
+
+    Attributes:
+        h: the output, ``σ(õ) ⊙ c / n``.
+        c: the cell state, scaled by ``exp(−m)``.
+        n: the normaliser state, scaled likewise; 0 only before the first step.
+        m: the stabiliser, the log of that scale.
+    """
+
+    h: Array
+    c: Array
+    n: Array
+    m: Array
+
+
+class SLSTMResidual(NamedTuple):
+    """What one sLSTM step saves for the backward pass, which recomputes the gates from it.
+
+    Attributes:
+        raw: the pre-activations ``[ĩ, f̃, z̃, õ]``, ``(batch, 4 * hidden)``,
+            kept in the input projection's buffer (see :mod:`jaxrnn._bptt`).
+        c_prev, n_prev, m_prev: the state entering the step, ``(batch, hidden)`` each.
+    """
+
+    raw: Array
+    c_prev: Array
+    n_prev: Array
+    m_prev: Array
+
+
+def _ties(x: Array, y: Array) -> Array:
+    """The share of ``max(x, y)``'s cotangent that reaches ``x``: 1, ½ at a tie (as ``jnp.maximum``), 0."""
+    return jnp.where(x > y, 1.0, jnp.where(x == y, 0.5, 0.0)).astype(x.dtype)
+
+
+def slstm_state(raw: Array, c: Array, n: Array, m: Array):
+    """The sLSTM update from the pre-activations ``raw`` (B, 4H): ``(h', c', n', m')``.
+
+    ``m' = ĩ`` where ``n = 0`` (no history yet), else ``max(ĩ, log σ(f̃) + m)``;
+    elementwise, so any layout works.
+    """
+    i, f, z, o = jnp.split(raw, 4, axis=-1)
+    log_f = jax.nn.log_sigmoid(f) + m
+    m_new = jnp.where(n == 0, i, jnp.maximum(i, log_f))
+    i_gate = jnp.exp(i - m_new)
+    f_gate = jnp.exp(log_f - m_new)
+    c_new = f_gate * c + i_gate * jnp.tanh(z)
+    n_new = jnp.maximum(f_gate * n + i_gate, 1)
+    return jax.nn.sigmoid(o) * c_new / n_new, c_new, n_new, m_new
+
+
+def slstm_state_vjp(dh: Array, dc: Array, dn: Array, dm: Array, raw: Array, c: Array, n: Array, m: Array):
+    """The reverse of :func:`slstm_state`: from the cotangents of ``(h', c', n', m')`` to ``(d_raw, dc, dn, dm)``.
+
+    The gates are recomputed from ``raw`` and the old state. At a tie of a
+    ``max`` (``n' = 1`` exactly, as at every first step, or ``ĩ = log σ(f̃) + m``)
+    each side takes half the cotangent, as in JAX's ``jnp.maximum``.
+    """
+    i, f, z, o = jnp.split(raw, 4, axis=-1)
+    log_f = jax.nn.log_sigmoid(f) + m
+    first = n == 0
+    m_new = jnp.where(first, i, jnp.maximum(i, log_f))
+    i_gate = jnp.exp(i - m_new)
+    f_gate = jnp.exp(log_f - m_new)
+    g = jnp.tanh(z)
+    o_gate = jax.nn.sigmoid(o)
+    c_new = f_gate * c + i_gate * g
+    total = f_gate * n + i_gate  # n' = max(total, 1)
+    n_new = jnp.maximum(total, 1)
+
+    dc = dc + dh * o_gate / n_new
+    d_o = dh * c_new / n_new * o_gate * (1 - o_gate)
+    d_total = (dn - dh * o_gate * c_new / n_new**2) * _ties(total, jnp.ones_like(total))
+    d_i_gate = dc * g + d_total
+    d_f_gate = dc * c + d_total * n
+    d_z = dc * i_gate * (1 - g**2)
+    d_i = d_i_gate * i_gate  # at ĩ − m'
+    d_log_f = d_f_gate * f_gate  # at log σ(f̃) + m − m'
+    dm_new = dm - d_i - d_log_f
+    d_i = d_i + dm_new * jnp.where(first, 1, _ties(i, log_f))
+    d_log_f = d_log_f + dm_new * jnp.where(first, 0, _ties(log_f, i))
+    d_f = d_log_f * jax.nn.sigmoid(-f)  # d log σ(f̃) / df̃ = σ(−f̃)
+    d_raw = jnp.concatenate([d_i, d_f, d_z, d_o], axis=-1)  # (B, 4H): one matmul, not four
+    return d_raw, dc * f_gate, d_total * f_gate, d_log_f
+
+
+def _slstm_recurrence(params: SLSTMParams, carry: SLSTMCarry, gx: Array):
+    h_prev, c, n, m = carry
+    raw = gx + (params.b_ih + params.b_hh) + _heads.recurrent(h_prev, params.w_hh)
+    h, c_new, n_new, m_new = slstm_state(raw.astype(c.dtype), c, n, m)
+    residual = SLSTMResidual(raw.astype(params.w_hh.dtype), c, n, m)
+    return SLSTMCarry(h, c_new, n_new, m_new), h.astype(params.w_hh.dtype), residual
+
+
+def _slstm_step_vjp(params, w_hh_t, d_carry: SLSTMCarry, dh_out, h, h_prev, res: SLSTMResidual):
+    d_raw, dc, dn, dm = slstm_state_vjp(d_carry.h + dh_out, d_carry.c, d_carry.n, d_carry.m,
+                                        res.raw.astype(res.c_prev.dtype), res.c_prev, res.n_prev, res.m_prev)
+    return SLSTMCarry(_heads.recurrent_vjp(d_raw, w_hh_t), dc, dn, dm), d_raw, None
+
+
+def forget_biases(head_size: int, num_heads: int, dtype) -> Array:
+    """xLSTM's sLSTM forget-gate biases: ``5 − 12 (u / (d − 1))^0.3`` for unit u of each head, (H,).
+
+    From 5 (σ ≈ 0.993, a memory of about 150 steps) down to −7 (forgets at
+    once), so each head starts with a spread of time scales.
+    """
+    u = jnp.arange(head_size, dtype=jnp.float32) / max(head_size - 1, 1)
+    return jnp.tile(5.0 - 12.0 * u**0.3, num_heads).astype(dtype)
+
+
+def _init_slstm(key, input_size: int, hidden_size: int, dtype, *, num_heads: int = 1) -> SLSTMParams:
+    params = init_gated(SLSTMParams, 4, None, key, input_size, hidden_size, dtype, num_heads=num_heads)
+    b_f = forget_biases(hidden_size // num_heads, num_heads, dtype)
+    return params._replace(b_ih=params.b_ih.at[hidden_size: 2 * hidden_size].set(b_f))
+
+
+slstm = gated_cell(
+    "slstm", ("i", "f", "z", "o"), SLSTMParams, SLSTMCarry, _slstm_recurrence, _slstm_step_vjp, shared_bias_grads,
+    init_params=_init_slstm,
+    doc="""sLSTM (xLSTM's scalar-memory LSTM, Beck et al. 2024), FlashRNN's equations::
+
+        raw = W_ih x + b_ih + W_hh h + b_hh          split into ĩ, f̃, z̃, õ
+        lf  = log σ(f̃) + m
+        m'  = ĩ where n = 0, else max(ĩ, lf)         # the stabiliser
+        i'  = exp(ĩ − m');  f' = exp(lf − m')         # exponential gates, stabilised
+        c'  = f' c + i' tanh(z̃)
+        n'  = max(f' n + i', 1)                       # the normaliser
+        h'  = σ(õ) c' / n'
+
+    Params :class:`SLSTMParams` ``(w_ih (X, 4H), w_hh (H, 4H), b_ih (4H,),
+    b_hh (4H,))``, gate order ``i, f, z, o``; carry :class:`SLSTMCarry`
+    ``(h, c, n, m)``, each (batch, hidden). ``init(key, X, H, num_heads=K)``
+    makes ``w_hh`` block-diagonal, ``(K, H/K, 4H/K)`` (FlashRNN's heads);
+    see :func:`jaxrnn.block_diagonal`. Manual BPTT saves 7·batch·hidden
+    values a step (the pre-activations and the old ``c``, ``n``, ``m``).
+
+    These are the equations of FlashRNN's reference
+    (``flashrnn.flashrnn.vanilla.slstm``), whose first-step test ``n = 0`` is
+    on the whole state at once; here it is per element, so a row reset to
+    zeros restarts alone. Against the xLSTM paper (its stabilised form, with
+    a sigmoid forget gate): the paper has ``n' = f' n + i'`` with no clamp, and
+    no first-step case (``m' = max(ĩ, lf)`` from ``m = 0``). Against the
+    ``xlstm`` package's sLSTM: it clamps ``i', f' ≤ 1`` and has no ``n ≥ 1``
+    clamp. All agree once ``n ≥ 1`` and the gates are stabilised; they differ
+    at the first step and where ``f' n + i' < 1``. The gradient is that of
+    these equations exactly, ``jnp.maximum``'s half-and-half split at ties
+    included (``n' = 1`` at every first step).
+
+    Init: as :data:`lstm` (Glorot input blocks, orthogonal recurrent blocks per
+    gate and head, zero biases) except the forget gate's ``b_ih``, which is
+    xLSTM's spread ``5 − 12 (u/(d − 1))^0.3`` over the d units of each head.
+    """,
+)

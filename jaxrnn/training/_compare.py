@@ -1,0 +1,126 @@
+"""What the cell-comparison demos share: argument checks, the optimiser, and one training loop per cell.
+
+Each demo (the adding problem, state tracking) trains every named cell with
+the same budget: the same data stream, the same optimiser, the same number of
+steps, evals at the same steps.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable, NamedTuple
+
+import jax
+import numpy as np
+import optax
+from jax import Array
+
+from jaxrnn import _registry
+from jaxrnn.training._io import progress_bar
+
+GRAD_CLIP = 1.0  # global-norm clip: the loss drops in a cliff when a gated cell catches on, and gradients spike
+DECAY_AT = 2 / 3  # the learning rate is divided by DECAY_FACTOR after this fraction of the steps
+DECAY_FACTOR = 10
+
+
+def decay_step(steps: int) -> int:
+    return max(1, round(DECAY_AT * steps))
+
+
+def optimizer(lr: float, steps: int) -> optax.GradientTransformation:
+    """Adam after a global-norm clip at :data:`GRAD_CLIP`; ``lr`` for the first :data:`DECAY_AT` of the steps, then ``lr / DECAY_FACTOR``."""
+    schedule = optax.piecewise_constant_schedule(lr, {decay_step(steps): 1 / DECAY_FACTOR})
+    return optax.chain(optax.clip_by_global_norm(GRAD_CLIP), optax.adam(schedule))
+
+
+def describe_optimizer(steps: int) -> dict:
+    """The optimiser and schedule, as the demos' JSON records them."""
+    return {"optimizer": f"clip_by_global_norm({GRAD_CLIP}) + adam",
+            "lr_schedule": f"lr until step {decay_step(steps)}, then lr / {DECAY_FACTOR}"}
+
+
+class Trial(NamedTuple):
+    """One cell's run, as pure functions of the demo's making.
+
+    Attributes:
+        state: what ``train_step`` carries (params and optimiser state).
+        train_step: ``(state, step) -> (state, loss)``, jitted; draws its own batch.
+        evaluate: ``state -> {metric: float}`` on the held-out data.
+    """
+
+    state: Any
+    train_step: Callable[[Any, int], tuple[Any, Array]]
+    evaluate: Callable[[Any], dict[str, float]]
+
+
+def train_each(names: list[str], trial: Callable[[Any], Trial], *, steps: int, eval_every: int,
+               progress: bool) -> dict[str, dict]:
+    """Runs ``trial(cell)`` for each named cell: evals at step 0, every ``eval_every`` steps and at the end.
+
+    Returns, per name: ``curve`` (lists ``step``, ``train_loss`` (the mean
+    since the previous eval, None at step 0) and one per metric), ``final_<metric>``,
+    ``seconds`` (wall time, compile and evals included) and ``state`` (the
+    trained state, for the demo's own last look; not for JSON).
+    """
+    results: dict[str, dict] = {}
+    eval_steps = {*range(eval_every, steps, eval_every), steps}
+    for name in names:
+        start = time.perf_counter()
+        run = trial(_registry.get(name))
+        state, curve = run.state, {"step": [], "train_loss": []}
+        pending: list[Array] = []  # device losses since the last eval; fetched there, so steps never sync
+
+        def record(step: int, state, bar) -> None:
+            metrics = run.evaluate(state)
+            curve["step"].append(step)
+            curve["train_loss"].append(float(np.mean(jax.device_get(pending))) if pending else None)
+            for key, value in metrics.items():
+                curve.setdefault(key, []).append(value)
+            pending.clear()
+            bar.set_postfix({key: f"{value:.4g}" for key, value in metrics.items()})
+
+        with progress_bar(steps, enabled=progress, desc=f"{name:<10}") as bar:
+            record(0, state, bar)
+            for step in range(1, steps + 1):
+                state, loss = run.train_step(state, step)
+                pending.append(loss)
+                bar.update()
+                if step in eval_steps:
+                    record(step, state, bar)
+        metrics = [key for key in curve if key not in ("step", "train_loss")]
+        results[name] = {"curve": curve, **{f"final_{key}": curve[key][-1] for key in metrics},
+                         "seconds": round(time.perf_counter() - start, 2), "state": state}
+    return results
+
+
+# --------------------------------------------------------------------------
+# Argument checks: each says what was expected, what came, and how to fix it.
+
+
+def learning_rate(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"{where}: lr must be a number; got {value!r} of type {type(value).__name__}. Pass e.g. lr=1e-2."
+        )
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{where}: lr must be a finite number > 0; got {value!r}. Pass e.g. lr=1e-2.")
+    return float(value)
+
+
+def cell_names(cells: Any, where: str) -> list[str]:
+    if isinstance(cells, str):
+        raise TypeError(
+            f"{where}: cells must be a sequence of names such as ('lstm', 'gru'); got the string {cells!r}. "
+            f"Pass cells=({cells!r},) for one cell."
+        )
+    names = list(cells)
+    if not names:
+        raise ValueError(f"{where}: cells is empty; pass at least one of {', '.join(_registry.cells())}.")
+    unknown = [name for name in names if name not in _registry.cells()]
+    if unknown:
+        raise ValueError(f"{where}: unknown cell(s) {unknown}; choose from {', '.join(_registry.cells())}.")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"{where}: cell(s) {repeated} appear more than once; list each cell once.")
+    return names
