@@ -43,23 +43,49 @@ class SLSTMCarry(NamedTuple):
 
 
 class SLSTMResidual(NamedTuple):
-    """What one sLSTM step saves for the backward pass, which recomputes the gates from it.
+    """What one sLSTM step saves for the backward pass, which then needs no transcendental function.
+
+    The first field is not the gates: the engine would then write them over
+    the step's projection in its buffer (see :mod:`jaxrnn._bptt`), and with
+    the many fusions that read the sLSTM's projection XLA copied the whole
+    buffer twice a step to keep it for them (2.6× slower at B32 H512 T100).
 
     Attributes:
-        raw: the pre-activations ``[ĩ, f̃, z̃, õ]``, ``(batch, 4 * hidden)``,
-            kept in the input projection's buffer (see :mod:`jaxrnn._bptt`).
-        c_prev, n_prev, m_prev: the state entering the step, ``(batch, hidden)`` each.
+        c_prev: the cell state entering the step.
+        gates: ``[i', f', tanh z̃, σ(õ)]``, ``(batch, 4 * hidden)``.
+        n_prev: the normaliser state entering the step.
+        sig_neg_f: ``σ(−f̃)``, the derivative of ``log σ(f̃)``.
+        share_i: the share of ``m'``'s cotangent that reaches ``ĩ`` (1 at a
+            first step or where ``ĩ > lf``, ½ at a tie, else 0); the rest
+            reaches ``lf``.
     """
 
-    raw: Array
     c_prev: Array
+    gates: Array
     n_prev: Array
-    m_prev: Array
+    sig_neg_f: Array
+    share_i: Array
 
 
 def _ties(x: Array, y: Array) -> Array:
     """The share of ``max(x, y)``'s cotangent that reaches ``x``: 1, ½ at a tie (as ``jnp.maximum``), 0."""
     return jnp.where(x > y, 1.0, jnp.where(x == y, 0.5, 0.0)).astype(x.dtype)
+
+
+def _slstm_core(raw: Array, c: Array, n: Array, m: Array):
+    """:func:`slstm_state`, plus what its reverse needs: ``((h', c', n', m'), (gates, σ(−f̃), share_i))``."""
+    i, f, z, o = jnp.split(raw, 4, axis=-1)
+    log_f = jax.nn.log_sigmoid(f) + m
+    first = n == 0
+    m_new = jnp.where(first, i, jnp.maximum(i, log_f))
+    i_gate = jnp.exp(i - m_new)
+    f_gate = jnp.exp(log_f - m_new)
+    g, o_gate = jnp.tanh(z), jax.nn.sigmoid(o)
+    c_new = f_gate * c + i_gate * g
+    n_new = jnp.maximum(f_gate * n + i_gate, 1)
+    share_i = jnp.where(first, 1, _ties(i, log_f)).astype(raw.dtype)
+    gates = jnp.concatenate([i_gate, f_gate, g, o_gate], axis=-1)
+    return (o_gate * c_new / n_new, c_new, n_new, m_new), (gates, jax.nn.sigmoid(-f), share_i)
 
 
 def slstm_state(raw: Array, c: Array, n: Array, m: Array):
@@ -68,31 +94,19 @@ def slstm_state(raw: Array, c: Array, n: Array, m: Array):
     ``m' = ĩ`` where ``n = 0`` (no history yet), else ``max(ĩ, log σ(f̃) + m)``;
     elementwise, so any layout works.
     """
-    i, f, z, o = jnp.split(raw, 4, axis=-1)
-    log_f = jax.nn.log_sigmoid(f) + m
-    m_new = jnp.where(n == 0, i, jnp.maximum(i, log_f))
-    i_gate = jnp.exp(i - m_new)
-    f_gate = jnp.exp(log_f - m_new)
-    c_new = f_gate * c + i_gate * jnp.tanh(z)
-    n_new = jnp.maximum(f_gate * n + i_gate, 1)
-    return jax.nn.sigmoid(o) * c_new / n_new, c_new, n_new, m_new
+    return _slstm_core(raw, c, n, m)[0]
 
 
-def slstm_state_vjp(dh: Array, dc: Array, dn: Array, dm: Array, raw: Array, c: Array, n: Array, m: Array):
+def slstm_state_vjp(dh: Array, dc: Array, dn: Array, dm: Array, gates: Array, c: Array, n: Array,
+                    sig_neg_f: Array, share_i: Array):
     """The reverse of :func:`slstm_state`: from the cotangents of ``(h', c', n', m')`` to ``(d_raw, dc, dn, dm)``.
 
-    The gates are recomputed from ``raw`` and the old state. At a tie of a
-    ``max`` (``n' = 1`` exactly, as at every first step, or ``ĩ = log σ(f̃) + m``)
-    each side takes half the cotangent, as in JAX's ``jnp.maximum``.
+    From the saved gates (see :class:`SLSTMResidual`): products and sums
+    only. At a tie of a ``max`` (``n' = 1`` exactly, as at every first step,
+    or ``ĩ = log σ(f̃) + m``) each side takes half the cotangent, as in JAX's
+    ``jnp.maximum``.
     """
-    i, f, z, o = jnp.split(raw, 4, axis=-1)
-    log_f = jax.nn.log_sigmoid(f) + m
-    first = n == 0
-    m_new = jnp.where(first, i, jnp.maximum(i, log_f))
-    i_gate = jnp.exp(i - m_new)
-    f_gate = jnp.exp(log_f - m_new)
-    g = jnp.tanh(z)
-    o_gate = jax.nn.sigmoid(o)
+    i_gate, f_gate, g, o_gate = jnp.split(gates, 4, axis=-1)
     c_new = f_gate * c + i_gate * g
     total = f_gate * n + i_gate  # n' = max(total, 1)
     n_new = jnp.maximum(total, 1)
@@ -106,9 +120,9 @@ def slstm_state_vjp(dh: Array, dc: Array, dn: Array, dm: Array, raw: Array, c: A
     d_i = d_i_gate * i_gate  # at ĩ − m'
     d_log_f = d_f_gate * f_gate  # at log σ(f̃) + m − m'
     dm_new = dm - d_i - d_log_f
-    d_i = d_i + dm_new * jnp.where(first, 1, _ties(i, log_f))
-    d_log_f = d_log_f + dm_new * jnp.where(first, 0, _ties(log_f, i))
-    d_f = d_log_f * jax.nn.sigmoid(-f)  # d log σ(f̃) / df̃ = σ(−f̃)
+    d_i = d_i + dm_new * share_i
+    d_log_f = d_log_f + dm_new * (1 - share_i)
+    d_f = d_log_f * sig_neg_f  # d log σ(f̃) / df̃ = σ(−f̃)
     d_raw = jnp.concatenate([d_i, d_f, d_z, d_o], axis=-1)  # (B, 4H): one matmul, not four
     return d_raw, dc * f_gate, d_total * f_gate, d_log_f
 
@@ -116,14 +130,14 @@ def slstm_state_vjp(dh: Array, dc: Array, dn: Array, dm: Array, raw: Array, c: A
 def _slstm_recurrence(params: SLSTMParams, carry: SLSTMCarry, gx: Array):
     h_prev, c, n, m = carry
     raw = gx + (params.b_ih + params.b_hh) + _heads.recurrent(h_prev, params.w_hh)
-    h, c_new, n_new, m_new = slstm_state(raw.astype(c.dtype), c, n, m)
-    residual = SLSTMResidual(raw.astype(params.w_hh.dtype), c, n, m)
+    (h, c_new, n_new, m_new), (gates, sig_neg_f, share_i) = _slstm_core(raw.astype(c.dtype), c, n, m)
+    residual = SLSTMResidual(c, gates.astype(params.w_hh.dtype), n, sig_neg_f, share_i)
     return SLSTMCarry(h, c_new, n_new, m_new), h.astype(params.w_hh.dtype), residual
 
 
 def _slstm_step_vjp(params, w_hh_t, d_carry: SLSTMCarry, dh_out, h, h_prev, res: SLSTMResidual):
     d_raw, dc, dn, dm = slstm_state_vjp(d_carry.h + dh_out, d_carry.c, d_carry.n, d_carry.m,
-                                        res.raw.astype(res.c_prev.dtype), res.c_prev, res.n_prev, res.m_prev)
+                                        res.gates.astype(res.c_prev.dtype), res.c_prev, res.n_prev, res.sig_neg_f, res.share_i)
     return SLSTMCarry(_heads.recurrent_vjp(d_raw, w_hh_t), dc, dn, dm), d_raw, None
 
 
@@ -160,8 +174,9 @@ slstm = gated_cell(
     b_hh (4H,))``, gate order ``i, f, z, o``; carry :class:`SLSTMCarry`
     ``(h, c, n, m)``, each (batch, hidden). ``init(key, X, H, num_heads=K)``
     makes ``w_hh`` block-diagonal, ``(K, H/K, 4H/K)`` (FlashRNN's heads);
-    see :func:`jaxrnn.block_diagonal`. Manual BPTT saves 7·batch·hidden
-    values a step (the pre-activations and the old ``c``, ``n``, ``m``).
+    see :func:`jaxrnn.block_diagonal`. Manual BPTT saves 8·batch·hidden
+    values a step (the four activated gates, the old ``c`` and ``n``, ``σ(−f̃)``
+    and how ``m'`` chose), so its backward pass computes no exponential.
 
     These are the equations of FlashRNN's reference
     (``flashrnn.flashrnn.vanilla.slstm``), whose first-step test ``n = 0`` is

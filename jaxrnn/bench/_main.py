@@ -44,6 +44,19 @@ def _steps(text: str) -> list[int]:
     return steps
 
 
+def _heads(text: str) -> list[int]:
+    """``"1,4,16"`` -> [1, 4, 16], each dividing every hidden size of the heads group."""
+    try:
+        heads = _steps(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated head counts ≥ 1, e.g. 1,4,16; got {text!r}") from None
+    bad = [k for k in heads if any(h % k for h in _suite.HEADS_HIDDEN)]
+    if bad:
+        raise argparse.ArgumentTypeError(
+            f"head counts must divide the hidden sizes {', '.join(map(str, _suite.HEADS_HIDDEN))}; got {bad}")
+    return heads
+
+
 def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
     impl_names = [impl.name for impl in _suite.IMPLEMENTATIONS]
     parser = argparse.ArgumentParser(
@@ -70,6 +83,11 @@ def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
                         f"H={_suite.SWEEP_SHAPE[2]}; '' for none (default: {','.join(map(str, _suite.SWEEP_STEPS))})")
     parser.add_argument("--sweep-cells", type=cell_list(manual=True), default=None,
                         help="cells for the sweep (default: lstm,gru, within --cells)")
+    parser.add_argument("--heads", type=_heads, default=[],
+                        help="comma-separated head counts K, e.g. 1,4,16: time each cell that takes num_heads "
+                        f"(within --cells) at B={_suite.HEADS_SHAPE[0]}, X={_suite.HEADS_SHAPE[1]}, "
+                        f"T={_suite.HEADS_SHAPE[2]} and H in {','.join(map(str, _suite.HEADS_HIDDEN))} "
+                        "with each K (manual and autodiff; default: none)")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds at most (default 15; quick 10)")
     parser.add_argument("--budget", type=float, default=None,
                         help="seconds of timed calls per implementation and pass at most (default 4; quick 1.5)")
@@ -113,6 +131,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> i
     print("sgemm ceiling: " + ", ".join(f"{name} {gflops:.0f} GFLOP/s" for name, gflops in ceiling.items()))
     problems = [(Problem(cell, *shape), "table") for cell in cells for shape in shapes]
     problems += [(Problem(cell, *_suite.SWEEP_SHAPE, steps), "sweep") for cell in sweep_cells for steps in sweep]
+    batch, inputs, steps = _suite.HEADS_SHAPE
+    problems += [(Problem(cell, batch, inputs, hidden, steps, heads), "heads")
+                 for cell in cells if cell in _registry.taking("num_heads")
+                 for hidden in _suite.HEADS_HIDDEN for heads in args.heads]
     results = []
     for number, (problem, group) in enumerate(problems, 1):
         print(f"[{number}/{len(problems)}] {problem.label()} ({group})", flush=True)

@@ -35,6 +35,7 @@ class Problem(NamedTuple):
         input: X, input features.
         hidden: H, state size.
         steps: T, time steps.
+        heads: K, heads of a block-diagonal recurrence (``init(..., num_heads=K)``); 1 is dense.
     """
 
     cell: str
@@ -42,6 +43,7 @@ class Problem(NamedTuple):
     input: int
     hidden: int
     steps: int
+    heads: int = 1
 
     @property
     def gates(self) -> int:
@@ -51,15 +53,16 @@ class Problem(NamedTuple):
     def matmul_flops(self, gradient: bool = True) -> int:
         """Floating-point operations in the matmuls, the work the ceiling bounds.
 
-        Forward: ``2·T·B·G·H·(X + H)``. A gradient with respect to weights and
+        Forward: ``2·T·B·G·H·(X + H/K)``. A gradient with respect to weights and
         inputs does three times that: the forward, then the input-side and
         weight-side products of the backward pass.
         """
-        forward = 2 * self.steps * self.batch * self.gates * self.hidden * (self.input + self.hidden)
+        forward = 2 * self.steps * self.batch * self.gates * self.hidden * (self.input + self.hidden // self.heads)
         return 3 * forward if gradient else forward
 
     def label(self) -> str:
-        return f"{self.cell} B{self.batch} X{self.input} H{self.hidden} T{self.steps}"
+        heads = f" K{self.heads}" if self.heads > 1 else ""
+        return f"{self.cell} B{self.batch} X{self.input} H{self.hidden} T{self.steps}{heads}"
 
 
 class Data(NamedTuple):
@@ -68,11 +71,11 @@ class Data(NamedTuple):
     Attributes:
         w_ih: (X, G·H); w_hh: (H, G·H); b_ih, b_hh: (G·H,). Gate blocks in
             torch's order (LSTM i, f, g, o; GRU r, z, n). None for cells
-            outside :data:`GATES`.
+            outside :data:`GATES` and for heads.
         xs: (T, B, X) inputs.
         dy: (T, B, H) the loss's weights on the outputs.
-        params: the cell's own params for cells outside :data:`GATES`
-            (from its ``init``), else None.
+        params: the cell's own params for cells outside :data:`GATES` or
+            with heads (from its ``init``), else None.
     """
 
     w_ih: np.ndarray | None
@@ -151,10 +154,11 @@ def make_data(problem: Problem, seed: int = 0, dtype=np.float32) -> Data:
     data's dtype.
     """
     rng = np.random.default_rng(seed)
-    if problem.cell not in GATES:
+    if problem.cell not in GATES or problem.heads > 1:
         cell = _registry.get(problem.cell)
+        heads = {"num_heads": problem.heads} if problem.heads > 1 else {}
         params = jax.tree.map(lambda a: np.asarray(a, dtype),
-                              cell.init(jax.random.key(seed), problem.input, problem.hidden, dtype=dtype))
+                              cell.init(jax.random.key(seed), problem.input, problem.hidden, dtype=dtype, **heads))
         out = cell.sizes(problem.hidden)[0]
         return Data(None, None, None, None, params=params,
                     xs=rng.standard_normal((problem.steps, problem.batch, problem.input)).astype(dtype),

@@ -40,7 +40,8 @@ _MISSING = "—"
 
 
 def _problem(result: dict) -> Problem:
-    return Problem(result["cell"], result["batch"], result["input"], result["hidden"], result["steps"])
+    return Problem(result["cell"], result["batch"], result["input"], result["hidden"], result["steps"],
+                   result.get("heads", 1))
 
 
 def _shape(problem: Problem) -> tuple[int, int, int, int]:
@@ -141,6 +142,9 @@ def markdown(run: dict) -> str:
             title = ", ".join(f"B{b} X{x} H{h}" for b, x, h in sizes)
             lines += [f"### Training gradient against sequence length T ({title})", ""]
             lines += [*_sweep_table(rows, by_t=len(sizes) == 1), ""]
+    heads = _index(results, "heads")
+    if heads:
+        lines += ["## Heads: block-diagonal recurrence", "", *_heads_table(heads), ""]
     skipped = run.get("skipped") or {}
     if skipped:
         lines += ["## Skipped", ""]
@@ -231,6 +235,21 @@ def _shape_table(rows: dict[Problem, dict[str, dict]], pass_name: str) -> list[s
                 _memory_cell(by_impl),
             ]
         body.append(row)
+    return _table(header, body)
+
+
+def _heads_table(rows: dict[Problem, dict[str, dict]]) -> list[str]:
+    """Gradient times per cell, H and K, with manual/autodiff and the speed-up over the same cell with one head."""
+    one_head = {(p.cell, _shape(p)): by_impl.get(REFERENCE) for p, by_impl in rows.items() if p.heads == 1}
+    header = ["cell", "B", "X", "H", "T", "heads", REFERENCE, AUTODIFF.name, f"{REFERENCE} vs 1 head"]
+    body = []
+    for problem, by_impl in sorted(rows.items(), key=lambda item: (_cell_rank(item[0].cell), _shape(item[0]),
+                                                                   item[0].heads)):
+        ref, dense = by_impl.get(REFERENCE), one_head.get((problem.cell, _shape(problem)))
+        speedup = dense["gradient_ms"] / ref["gradient_ms"] if ref and dense else None
+        body.append([problem.cell, *map(str, _shape(problem)), str(problem.heads),
+                     _time_cell(ref, "gradient"), _time_cell(by_impl.get(AUTODIFF.name), "gradient"),
+                     _MISSING if speedup is None else f"{speedup:.2f}×"])
     return _table(header, body)
 
 

@@ -53,6 +53,8 @@ CELL_NAMES = ("lstm", "gru", "simple_rnn")
 TABLE_SHAPES = ((32, 64, 128, 100), (64, 128, 256, 200), (8, 32, 64, 1000), (256, 256, 512, 50))
 SWEEP_STEPS = (10, 30, 100, 300, 1000, 3000, 10000)
 SWEEP_SHAPE = (16, 128, 128)  # B, X, H
+HEADS_SHAPE = (32, 64, 100)  # B, X, T of the heads group, at each of HEADS_HIDDEN
+HEADS_HIDDEN = (512, 1024)
 # f32 gradients of long sequences differ by rounding; a wrong network differs by O(1).
 F32_TOLERANCE = 2e-3
 
@@ -145,9 +147,11 @@ def measure(
     """Every implementation that has ``problem.cell``, built, checked and timed together.
 
     ``jaxrnn manual`` must be among ``implementations``: the ratios are to it.
+    A headed problem runs jaxrnn's two gradients only: no peer has heads.
     """
     data = make_data(problem)
-    impls = [impl for impl in implementations if impl.has(problem.cell)]
+    impls = [impl for impl in implementations
+             if impl.has(problem.cell) and (problem.heads == 1 or impl in (MANUAL, AUTODIFF))]
     prepared = {impl.name: impl.prepare(problem, data) for impl in impls}
     if REFERENCE not in prepared:
         raise ValueError(f"the suite times every implementation against {REFERENCE!r}; it was not among {list(prepared)}")
