@@ -22,7 +22,6 @@ float32 (:mod:`jaxrnn._precision`).
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 from jax import Array
 

@@ -9,7 +9,6 @@ so it equals JAX's autodiff of the same step.
 
 from __future__ import annotations
 
-from functools import partial
 from typing import NamedTuple
 
 import jax

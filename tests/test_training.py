@@ -219,3 +219,20 @@ def test_bfloat16_mixed_precision_keeps_float32_master_params(corpus, tmp_path):
     assert all(np.isfinite(r["train_loss"]) for r in result.records)
     assert {leaf.dtype for leaf in jax.tree.leaves(result.params)} == {np.dtype(np.float32)}
     assert {leaf.dtype for leaf in jax.tree.leaves(training.load_run(tmp_path)[1])} == {np.dtype(np.float32)}
+
+
+def test_heads_are_checked_against_the_cell_and_the_hidden_size():
+    with pytest.raises(training.TrainingError, match="--heads 2: the mingru cell has no heads; use one of simple_rnn, "
+                       "lstm, gru, slstm"):
+        training.TrainConfig(cell="mingru", heads=2)
+    with pytest.raises(training.TrainingError, match="--heads 3: num_heads must divide hidden_size.*hidden_size=8"):
+        training.TrainConfig(cell="lstm", heads=3, hidden=8)
+
+
+def test_a_headed_slstm_trains_and_keeps_its_heads_on_resume(corpus, tmp_path, read_metrics):
+    result = run(corpus, tmp_path, cell="slstm", heads=2, steps=20, lr=1e-2)
+    losses = [r["train_loss"] for r in read_metrics(tmp_path)]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.3, losses
+    model, params, _, _ = training.load_run(tmp_path)
+    assert model.heads == 2 and params.rnn[0].w_hh.shape == (2, 12, 48)  # (heads, H/heads, 4·H/heads)
+    assert training.load_run_config(tmp_path)["heads"] == 2 and result.step == 20
