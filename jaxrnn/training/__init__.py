@@ -9,6 +9,8 @@ The modules behind this one, one concern each:
 * ``_distributed``: :func:`initialize_distributed`, many processes from the environment;
 * ``_sample``: :func:`sample`, one character at a time through ``cell.step``;
 * ``_memory_task``: the adding problem, LSTM/GRU against a simple RNN;
+* ``_state_tracking``: running parity, nonlinear cells against linear-recurrence ones;
+* ``_compare``: what those two demos share (checks, optimiser, one training loop per cell);
 * ``_io``, ``_plot``: atomic files, progress bars and PNG figures.
 """
 
@@ -28,6 +30,7 @@ from jaxrnn.training._loop import (
 from jaxrnn.training._memory_task import adding_problem, run_memory_task
 from jaxrnn.training._model import CharLM, CharLMParams
 from jaxrnn.training._sample import sample
+from jaxrnn.training._state_tracking import parity_problem, run_state_tracking
 
 __all__ = [
     "CharLM",
@@ -44,8 +47,10 @@ __all__ = [
     "initialize_distributed",
     "load_run",
     "load_run_config",
+    "parity_problem",
     "read_corpus",
     "run_memory_task",
+    "run_state_tracking",
     "sample",
     "stdlib_files",
     "train",
