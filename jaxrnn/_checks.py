@@ -112,7 +112,7 @@ def gated_shapes(cell, params, where: str) -> tuple[int, int]:
     """Shape rules of the gated cells' ``(w_ih, w_hh, b_ih, b_hh)``; returns ``(input_size, hidden)``."""
     num_gates = len(cell.gates)
     w_hh = params.w_hh
-    if w_hh.ndim == 3:  # block-diagonal: (heads, head size, G·head size)
+    if w_hh.ndim == 3 and params.w_ih.ndim == 2:  # block-diagonal: (heads, head size, G·head size)
         heads, size = w_hh.shape[:2]
         if heads <= 0 or size <= 0 or w_hh.shape != (heads, size, num_gates * size):
             raise ValueError(

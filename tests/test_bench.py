@@ -106,11 +106,11 @@ def test_bad_flags_exit_2_with_a_message(flags, message, capsys):
 def test_heads_run_jaxrnn_alone_and_report_the_speed_up(tmp_path, monkeypatch):
     monkeypatch.setattr(_suite, "HEADS_SHAPE", (2, 3, 5))
     monkeypatch.setattr(_suite, "HEADS_HIDDEN", (8,))
-    code, results = run(tmp_path, "--cells", "slstm,lstm", "--shapes", "", "--sweep", "", "--heads", "1,4")
+    code, results = run(tmp_path, "--cells", "slstm", "--shapes", "", "--sweep", "", "--heads", "1,4")
     assert code == 0
     rows = results["results"]
     assert {(r["cell"], r["heads"], r["implementation"]) for r in rows} == {
-        (cell, heads, impl) for cell in ("slstm", "lstm") for heads in (1, 4) for impl in ("jaxrnn manual", "jaxrnn autodiff")}
+        ("slstm", heads, impl) for heads in (1, 4) for impl in ("jaxrnn manual", "jaxrnn autodiff")}
     assert all(r["agrees"] and r["group"] == "heads" and r["hidden"] == 8 for r in rows)
     report = (tmp_path / "results.md").read_text()
     table = report[report.index("## Heads"):].splitlines()

@@ -22,7 +22,8 @@ import jaxrnn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 import custom_cells  # noqa: E402
 
-CELLS = ["simple_rnn", "lstm", "gru", "projected_lstm", "mingru", "minlstm", "peephole_lstm", "layer_norm_lstm"]
+CELLS = ["simple_rnn", "lstm", "gru", "slstm", "projected_lstm", "mingru", "minlstm", "peephole_lstm",
+         "layer_norm_lstm"]
 assert custom_cells.peephole_lstm is jaxrnn.get_cell("peephole_lstm")
 
 

@@ -274,7 +274,7 @@ def test_from_torch_names_the_keys_it_ignores():
 def test_registered_cells_appear_in_every_choice():
     from jaxrnn import _cli
     from jaxrnn.training import TrainConfig
-    from jaxrnn.training._memory_task import _cell_names
+    from jaxrnn.training._compare import cell_names
 
     for name in ("peephole_lstm", "layer_norm_lstm", "projected_lstm", "mingru"):
         assert jaxrnn.cells()[name] is jaxrnn.get_cell(name)
@@ -282,7 +282,8 @@ def test_registered_cells_appear_in_every_choice():
     assert parser.parse_args(["check", "--cells", "peephole_lstm,lstm"]).cells == ["peephole_lstm", "lstm"]
     assert parser.parse_args(["memory-task", "--cells", "layer_norm_lstm"]).cells == ["layer_norm_lstm"]
     assert TrainConfig(cell="peephole_lstm").cell == "peephole_lstm"  # validated on construction
-    assert _cell_names(["layer_norm_lstm"], "test") == ["layer_norm_lstm"]
+    assert cell_names(["layer_norm_lstm"], "test") == ["layer_norm_lstm"]
+    assert parser.parse_args(["state-tracking", "--cells", "layer_norm_lstm"]).cells == ["layer_norm_lstm"]
     from jaxrnn.bench._main import build_parser as bench_parser
 
     assert bench_parser().parse_args(["--cells", "peephole_lstm"]).cells == ["peephole_lstm"]

@@ -27,7 +27,7 @@ def tiny_run(tmp_path_factory):
     """One tiny run (an LSTM and a minGRU) through the command line, shared below (compiling is the cost)."""
     out = tmp_path_factory.mktemp("state_tracking")
     argv = ["state-tracking", "--cells", "lstm,mingru", "--length", "6", "--test-length", "12", "--hidden", "16",
-            "--batch", "64", "--steps", "150", "--lr", "3e-2", "--eval-every", "50", "--out", str(out),
+            "--batch", "64", "--steps", "80", "--lr", "3e-2", "--eval-every", "40", "--out", str(out),
             "--no-progress"]
     printed = io.StringIO()
     with jax.enable_x64(False), contextlib.redirect_stdout(printed):
@@ -43,7 +43,7 @@ def test_tiny_run_writes_json_png_and_a_table(tiny_run):
     assert report["config"]["cells"] == ["lstm", "mingru"] and report["config"]["test_length"] == 12
     for name in ("lstm", "mingru"):
         result = report["cells"][name]
-        assert result["curve"]["step"] == [0, 50, 100, 150] and result["curve"]["train_loss"][0] is None
+        assert result["curve"]["step"] == [0, 40, 80] and result["curve"]["train_loss"][0] is None
         by_step = result["accuracy_by_step"]
         assert len(by_step) == 12 and all(0 <= a <= 1 for a in by_step)
         assert result["final_accuracy_seen"] == pytest.approx(np.mean(by_step[:6]), abs=1e-3)
@@ -55,9 +55,10 @@ def test_tiny_run_writes_json_png_and_a_table(tiny_run):
 
 def test_tiny_run_the_lstm_learns_parity_and_the_mingru_does_not(tiny_run):
     cells = json.loads((tiny_run[2] / "state_tracking.json").read_text())["cells"]
-    # Seeds 0-2 at these settings: the LSTM at 1.000 on both halves, the minGRU near 0.5 beyond the first steps.
-    assert cells["lstm"]["final_accuracy_seen"] > 0.95 and cells["lstm"]["final_accuracy_longer"] > 0.9
-    assert cells["mingru"]["final_accuracy_longer"] < 0.7
+    # Seeds 0-2 at these settings: the LSTM at 1.000 on both halves; the minGRU 0.59-0.65 on steps 1-6 (the
+    # first steps are easy for any cell) and 0.49-0.50 on steps 7-12.
+    assert cells["lstm"]["final_accuracy_seen"] > 0.95 and cells["lstm"]["final_accuracy_longer"] > 0.95
+    assert cells["mingru"]["final_accuracy_longer"] < 0.6
 
 
 @pytest.mark.parametrize("kwargs, error, message", [

@@ -147,11 +147,11 @@ def measure(
     """Every implementation that has ``problem.cell``, built, checked and timed together.
 
     ``jaxrnn manual`` must be among ``implementations``: the ratios are to it.
-    A headed problem runs jaxrnn's two gradients only: no peer has heads.
+    The heads group runs jaxrnn's two gradients only: no peer has heads.
     """
     data = make_data(problem)
     impls = [impl for impl in implementations
-             if impl.has(problem.cell) and (problem.heads == 1 or impl in (MANUAL, AUTODIFF))]
+             if impl.has(problem.cell) and (group != "heads" and problem.heads == 1 or impl in (MANUAL, AUTODIFF))]
     prepared = {impl.name: impl.prepare(problem, data) for impl in impls}
     if REFERENCE not in prepared:
         raise ValueError(f"the suite times every implementation against {REFERENCE!r}; it was not among {list(prepared)}")
