@@ -7,8 +7,10 @@ steps, evals at the same steps.
 
 from __future__ import annotations
 
+import json
 import math
 import time
+from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -17,7 +19,9 @@ import optax
 from jax import Array
 
 from jaxrnn import _registry
-from jaxrnn.training._io import progress_bar
+from jaxrnn._checks import positive_int
+from jaxrnn._options import GRAD_MODES
+from jaxrnn.training._io import atomic_write, progress_bar
 
 GRAD_CLIP = 1.0  # global-norm clip: the loss drops in a cliff when a gated cell catches on, and gradients spike
 DECAY_AT = 2 / 3  # the learning rate is divided by DECAY_FACTOR after this fraction of the steps
@@ -34,17 +38,73 @@ def optimizer(lr: float, steps: int) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(GRAD_CLIP), optax.adam(schedule))
 
 
-def describe_optimizer(steps: int) -> dict:
-    """The optimiser and schedule, as the demos' JSON records them."""
-    return {"optimizer": f"clip_by_global_norm({GRAD_CLIP}) + adam",
-            "lr_schedule": f"lr until step {decay_step(steps)}, then lr / {DECAY_FACTOR}"}
+class Budget(NamedTuple):
+    """What every cell of a demo gets, checked (see :func:`budget`)."""
+
+    hidden: int
+    batch: int
+    steps: int
+    lr: float
+    eval_every: int
+    seed: int
+    grad: str
+
+    def describe(self) -> dict:
+        """The budget, the optimiser and the schedule, as the demos' JSON records them."""
+        return {**self._asdict(), "optimizer": f"clip_by_global_norm({GRAD_CLIP}) + adam",
+                "lr_schedule": f"lr until step {decay_step(self.steps)}, then lr / {DECAY_FACTOR}",
+                "backend": jax.default_backend()}
+
+
+def budget(where: str, *, hidden, batch, steps, lr, eval_every, seed, grad) -> Budget:
+    """The demos' shared arguments, checked; each error says what was expected, what came, and the fix."""
+    if grad not in GRAD_MODES:
+        raise ValueError(f"{where}: grad must be one of {GRAD_MODES}; got {grad!r}. Pass grad='manual' or 'autodiff'.")
+    return Budget(
+        hidden=positive_int(hidden, "hidden", where), batch=positive_int(batch, "batch", where),
+        steps=positive_int(steps, "steps", where), lr=learning_rate(lr, where),
+        eval_every=positive_int(eval_every, "eval_every", where),
+        seed=positive_int(seed, "seed", where, allow_zero=True), grad=grad)
+
+
+def trial(start: Callable[[Array], Any], loss_fn: Callable[[Any, Array], Array],
+          evaluate: Callable[[Any], dict[str, float]], optimizer, key: Array, train_key: Array) -> "Trial":
+    """A :class:`Trial` from a model's ``start(key) -> model``, ``loss_fn(model, key)`` and ``evaluate(model)``.
+
+    Each step draws its batch from ``fold_in(train_key, step)`` inside the
+    jitted step, so the data never crosses from the host and a seed fixes the
+    whole run.
+    """
+
+    @jax.jit
+    def train_step(state, step):
+        model, opt_state = state
+        loss, grads = jax.value_and_grad(loss_fn)(model, jax.random.fold_in(train_key, step))
+        updates, opt_state = optimizer.update(grads, opt_state, model)
+        return (optax.apply_updates(model, updates), opt_state), loss
+
+    @jax.jit  # run eagerly, each of the init's small ops would compile on its own
+    def first(key):
+        model = start(key)
+        return model, optimizer.init(model)
+
+    return Trial(first(key), train_step, lambda state: evaluate(state[0]))
+
+
+def write_report(report: dict, out: Path, stem: str, plot: Callable[[dict, Path], None]) -> dict:
+    """Adds ``files`` to ``report``, draws ``OUT/STEM.png`` and writes ``OUT/STEM.json``, each atomically."""
+    json_path, png_path = out / f"{stem}.json", out / f"{stem}.png"
+    report["files"] = {"json": str(json_path), "png": str(png_path)}
+    plot(report, png_path)
+    atomic_write(json_path, lambda file: file.write(json.dumps(report, indent=1).encode() + b"\n"))
+    return report
 
 
 class Trial(NamedTuple):
     """One cell's run, as pure functions of the demo's making.
 
     Attributes:
-        state: what ``train_step`` carries (params and optimiser state).
+        state: what ``train_step`` carries: ``(model, optimiser state)``.
         train_step: ``(state, step) -> (state, loss)``, jitted; draws its own batch.
         evaluate: ``state -> {metric: float}`` on the held-out data.
     """

@@ -28,7 +28,6 @@ budget and writes ``memory_task.json`` and ``memory_task.png``; the
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from functools import partial
@@ -37,16 +36,13 @@ from typing import Any, Iterable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 from jax import Array
 
 from jaxrnn._checks import positive_int
-from jaxrnn._options import GRAD_MODES
 from jaxrnn._protocol import Cell
 from jaxrnn._unroll import unroll
-from jaxrnn.training._compare import (DECAY_FACTOR, Trial, cell_names, decay_step, describe_optimizer,
-                                      learning_rate, optimizer, train_each)
-from jaxrnn.training._io import atomic_write
+from jaxrnn.training._compare import (DECAY_FACTOR, Trial, budget, cell_names, decay_step, optimizer, train_each,
+                                      trial, write_report)
 
 DEFAULT_CELLS = ("simple_rnn", "lstm", "gru")
 """The cells compared by default: the classic three (any registered cell may be named)."""
@@ -169,19 +165,11 @@ def _mse(predictions: Array, targets: Array) -> Array:
 
 def _trial(cell: Cell, optimizer, *, key: Array, train_key: Array, hidden: int, batch: int, length: int,
            grad: str, eval_xs: Array, eval_targets: Array) -> Trial:
-    """The cell's run: each step draws its batch from ``fold_in(train_key, step)`` inside the jitted step,
-    so the data never crosses from the host and a seed fixes the whole run."""
+    """The cell's run: MSE on fresh batches; scored on the held-out batch."""
 
     def loss_fn(model: Model, key: Array) -> Array:
         xs, targets = adding_problem(key, batch, length)
         return _mse(predict(cell, model, xs, grad), targets)
-
-    @jax.jit
-    def train_step(state, step):
-        model, opt_state = state
-        loss, grads = jax.value_and_grad(loss_fn)(model, jax.random.fold_in(train_key, step))
-        updates, opt_state = optimizer.update(grads, opt_state, model)
-        return (optax.apply_updates(model, updates), opt_state), loss
 
     @jax.jit
     def scores(model: Model):
@@ -189,16 +177,11 @@ def _trial(cell: Cell, optimizer, *, key: Array, train_key: Array, hidden: int, 
         correct = jnp.abs(predictions - eval_targets) < ACCURACY_TOLERANCE
         return _mse(predictions, eval_targets), jnp.mean(correct.astype(jnp.float32))
 
-    def evaluate(state) -> dict[str, float]:
-        mse, accuracy = (float(v) for v in scores(state[0]))
+    def evaluate(model: Model) -> dict[str, float]:
+        mse, accuracy = (float(v) for v in scores(model))
         return {"eval_mse": mse, "accuracy": accuracy}
 
-    @jax.jit  # run eagerly, each of the init's small ops would compile on its own
-    def start(key):
-        model = init_model(cell, key, hidden)
-        return model, optimizer.init(model)
-
-    return Trial(start(key), train_step, evaluate)
+    return trial(partial(init_model, cell, hidden=hidden), loss_fn, evaluate, optimizer, key, train_key)
 
 
 def run_memory_task(
@@ -261,41 +244,26 @@ def run_memory_task(
     where = "run_memory_task"
     names = cell_names(cells, where)
     length = _length(length, where)
-    hidden = positive_int(hidden, "hidden", where)
-    batch = positive_int(batch, "batch", where)
-    steps = positive_int(steps, "steps", where)
-    eval_every = positive_int(eval_every, "eval_every", where)
-    seed = positive_int(seed, "seed", where, allow_zero=True)
-    lr = learning_rate(lr, where)
-    if grad not in GRAD_MODES:
-        raise ValueError(f"{where}: grad must be one of {GRAD_MODES}; got {grad!r}. Pass grad='manual' or 'autodiff'.")
+    given = budget(where, hidden=hidden, batch=batch, steps=steps, lr=lr, eval_every=eval_every, seed=seed, grad=grad)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
 
-    k_init, k_train, k_eval = jax.random.split(jax.random.key(seed), 3)
+    k_init, k_train, k_eval = jax.random.split(jax.random.key(given.seed), 3)
     eval_xs, eval_targets = adding_problem(k_eval, EVAL_BATCH, length)
-    trial = partial(_trial, optimizer=optimizer(lr, steps), key=k_init, train_key=k_train, hidden=hidden,
-                    batch=batch, length=length, grad=grad, eval_xs=eval_xs, eval_targets=eval_targets)
-    results = train_each(names, trial, steps=steps, eval_every=eval_every, progress=progress)
+    make = partial(_trial, optimizer=optimizer(given.lr, given.steps), key=k_init, train_key=k_train,
+                   hidden=given.hidden, batch=given.batch, length=length, grad=given.grad, eval_xs=eval_xs,
+                   eval_targets=eval_targets)
+    results = train_each(names, make, steps=given.steps, eval_every=given.eval_every, progress=progress)
     for result in results.values():
         del result["state"]
-
-    json_path, png_path = out / "memory_task.json", out / "memory_task.png"
     report = {
         "task": "adding problem",
-        "config": {
-            "cells": names, "length": length, "hidden": hidden, "batch": batch, "steps": steps, "lr": lr,
-            "eval_every": eval_every, "seed": seed, "grad": grad, "eval_batch": EVAL_BATCH,
-            **describe_optimizer(steps), "backend": jax.default_backend(),
-        },
+        "config": {"cells": names, "length": length, **given.describe(), "eval_batch": EVAL_BATCH},
         "baseline_mse": BASELINE_MSE,
         "accuracy_tolerance": ACCURACY_TOLERANCE,
         "cells": results,
-        "files": {"json": str(json_path), "png": str(png_path)},
     }
-    _plot(report, png_path)
-    atomic_write(json_path, lambda file: file.write(json.dumps(report, indent=1).encode() + b"\n"))
-    return report
+    return write_report(report, out, "memory_task", _plot)
 
 
 def _plot(report: dict, path: Path) -> None:

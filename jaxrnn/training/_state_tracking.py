@@ -24,7 +24,6 @@ same optimiser, same steps) and writes ``state_tracking.json`` and
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from functools import partial
@@ -38,11 +37,9 @@ from jax import Array
 
 from jaxrnn import _registry
 from jaxrnn._checks import positive_int
-from jaxrnn._options import GRAD_MODES
 from jaxrnn._protocol import Cell
 from jaxrnn._unroll import unroll
-from jaxrnn.training._compare import Trial, cell_names, describe_optimizer, learning_rate, optimizer, train_each
-from jaxrnn.training._io import atomic_write
+from jaxrnn.training._compare import Trial, budget, cell_names, optimizer, train_each, trial, write_report
 
 DEFAULT_CELLS = ("lstm", "gru", "slstm", "mingru", "minlstm")
 """Three nonlinear recurrences and two linear ones (any registered cell may be named)."""
@@ -115,29 +112,17 @@ def logits(cell: Cell, model: Model, xs: Array, grad: str = "manual") -> Array:
 
 def _trial(cell: Cell, optimizer, *, key: Array, train_key: Array, hidden: int, batch: int, length: int,
            grad: str, eval_xs: Array, eval_labels: Array, seen: int) -> Trial:
-    """The cell's run: batches drawn from ``fold_in(train_key, step)`` inside the jitted step."""
+    """The cell's run: cross-entropy at every step of fresh batches; accuracy on the held-out sequences."""
 
     def loss_fn(model: Model, key: Array) -> Array:
         xs, labels = parity_problem(key, batch, length)
         return optax.softmax_cross_entropy_with_integer_labels(logits(cell, model, xs, grad), labels).mean()
 
-    @jax.jit
-    def train_step(state, step):
-        model, opt_state = state
-        loss, grads = jax.value_and_grad(loss_fn)(model, jax.random.fold_in(train_key, step))
-        updates, opt_state = optimizer.update(grads, opt_state, model)
-        return (optax.apply_updates(model, updates), opt_state), loss
-
-    def evaluate(state) -> dict[str, float]:
-        by_step = accuracy_by_step(cell, state[0], eval_xs, eval_labels)
+    def evaluate(model: Model) -> dict[str, float]:
+        by_step = accuracy_by_step(cell, model, eval_xs, eval_labels)
         return {"accuracy_seen": float(jnp.mean(by_step[:seen])), "accuracy_longer": float(jnp.mean(by_step[seen:]))}
 
-    @jax.jit
-    def start(key):
-        model = init_model(cell, key, hidden)
-        return model, optimizer.init(model)
-
-    return Trial(start(key), train_step, evaluate)
+    return trial(partial(init_model, cell, hidden=hidden), loss_fn, evaluate, optimizer, key, train_key)
 
 
 @partial(jax.jit, static_argnums=0)
@@ -198,42 +183,28 @@ def run_state_tracking(
     if test_length <= length:
         raise ValueError(f"{where}: test_length must be longer than length, to test length generalisation; got "
                          f"test_length={test_length} with length={length}. Pass e.g. test_length={4 * length}.")
-    hidden = positive_int(hidden, "hidden", where)
-    batch = positive_int(batch, "batch", where)
-    steps = positive_int(steps, "steps", where)
-    eval_every = positive_int(eval_every, "eval_every", where)
-    seed = positive_int(seed, "seed", where, allow_zero=True)
-    lr = learning_rate(lr, where)
-    if grad not in GRAD_MODES:
-        raise ValueError(f"{where}: grad must be one of {GRAD_MODES}; got {grad!r}. Pass grad='manual' or 'autodiff'.")
+    given = budget(where, hidden=hidden, batch=batch, steps=steps, lr=lr, eval_every=eval_every, seed=seed, grad=grad)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
 
-    k_init, k_train, k_eval = jax.random.split(jax.random.key(seed), 3)
+    k_init, k_train, k_eval = jax.random.split(jax.random.key(given.seed), 3)
     eval_xs, eval_labels = parity_problem(k_eval, EVAL_BATCH, test_length)
-    trial = partial(_trial, optimizer=optimizer(lr, steps), key=k_init, train_key=k_train, hidden=hidden, batch=batch,
-                    length=length, grad=grad, eval_xs=eval_xs, eval_labels=eval_labels, seen=length)
-    results = train_each(names, trial, steps=steps, eval_every=eval_every, progress=progress)
+    make = partial(_trial, optimizer=optimizer(given.lr, given.steps), key=k_init, train_key=k_train,
+                   hidden=given.hidden, batch=given.batch, length=length, grad=given.grad, eval_xs=eval_xs,
+                   eval_labels=eval_labels, seen=length)
+    results = train_each(names, make, steps=given.steps, eval_every=given.eval_every, progress=progress)
     for name, result in results.items():
         model = result.pop("state")[0]
         by_step = accuracy_by_step(_registry.get(name), model, eval_xs, eval_labels)
         result["accuracy_by_step"] = [round(float(a), 4) for a in by_step]
-
-    json_path, png_path = out / "state_tracking.json", out / "state_tracking.png"
     report = {
         "task": "running parity",
-        "config": {
-            "cells": names, "length": length, "test_length": test_length, "hidden": hidden, "batch": batch,
-            "steps": steps, "lr": lr, "eval_every": eval_every, "seed": seed, "grad": grad, "eval_batch": EVAL_BATCH,
-            **describe_optimizer(steps), "backend": jax.default_backend(),
-        },
+        "config": {"cells": names, "length": length, "test_length": test_length, **given.describe(),
+                   "eval_batch": EVAL_BATCH},
         "chance": 0.5,
         "cells": results,
-        "files": {"json": str(json_path), "png": str(png_path)},
     }
-    _plot(report, png_path)
-    atomic_write(json_path, lambda file: file.write(json.dumps(report, indent=1).encode() + b"\n"))
-    return report
+    return write_report(report, out, "state_tracking", _plot)
 
 
 def _plot(report: dict, path: Path) -> None:
