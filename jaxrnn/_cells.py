@@ -5,7 +5,9 @@ hand-written backward pass. Rows are examples: ``x`` is ``(batch, input_size)``,
 ``h`` is ``(batch, hidden)``. Weights are stored ``(in, out)`` so every
 product is ``rows @ W`` with a contiguous ``(batch, gates * hidden)`` result;
 the gate blocks of the output axis are in torch's order (LSTM ``i, f, g, o``,
-GRU ``r, z, n``), so converting torch weights is a transpose.
+GRU ``r, z, n``), so converting torch weights is a transpose. The simple
+RNN, LSTM and GRU (and :mod:`jaxrnn._slstm`, built from the pieces here) also
+take ``num_heads``: block-diagonal recurrent weights (:mod:`jaxrnn._heads`).
 
 The projection is ``x W_ih`` alone; the biases are added inside each step's
 elementwise work, which saves a pass over the whole (T·B, G·H) buffer. The
@@ -373,13 +375,16 @@ def gated_cell(name: str, gates: tuple[str, ...], params_type, carry_type, recur
     return _registry.register_built_in(cell)
 
 
-_INIT_DOC = """Init (``cell.init(key, input_size, hidden_size, dtype=...)``), Keras' recurrent defaults:
+_INIT_DOC = """Init (``cell.init(key, input_size, hidden_size, dtype=..., num_heads=1)``), Keras' recurrent defaults:
 
     * ``w_ih``: Glorot-uniform per gate block (fan-in ``input_size``, fan-out
       ``hidden_size``), which keeps the pre-activation variance near the input's.
     * ``w_hh``: an orthogonal ``(hidden, hidden)`` block per gate. All singular
       values are 1, so early on the recurrent Jacobian neither shrinks nor grows
-      gradients over time (Saxe et al., 2014).
+      gradients over time (Saxe et al., 2014). With ``num_heads=K`` (K dividing
+      H) it is block-diagonal: ``w_hh`` is ``(K, H/K, G·H/K)``, an orthogonal
+      ``(H/K, H/K)`` block per head and gate; head k's pre-activations read only
+      units ``k·H/K … (k+1)·H/K − 1`` of ``h`` (see :func:`jaxrnn.block_diagonal`).
     * biases: zero, except the LSTM forget gate's ``b_ih`` block, which is 1 so
       the memory is kept until the net learns to drop it (Jozefowicz et al., 2015).
     """
