@@ -38,7 +38,8 @@ class GatedWeights(NamedTuple):
 
     Attributes:
         w_ih: input-to-gates weights, ``(input_size, G * hidden)``.
-        w_hh: hidden-to-gates weights, ``(hidden, G * hidden)``.
+        w_hh: hidden-to-gates weights, ``(hidden, G * hidden)``; with K heads
+            its diagonal blocks, ``(K, hidden / K, G * hidden / K)`` (:mod:`jaxrnn._heads`).
         b_ih: input-side bias, ``(G * hidden,)``.
         b_hh: hidden-side bias, ``(G * hidden,)``. Kept apart from ``b_ih`` as
             in torch, so weights convert both ways exactly; for the GRU the
@@ -143,9 +144,10 @@ def linear_projection_vjp(params, x: Array, d_gx: Array):
     return cotangents(params, w_ih=matmul(x.T, d_gx)), matmul(d_gx, params.w_ih.T)
 
 
-def weights_and_bias(h_prev: Array, dz: Array, num_heads: int = 1) -> tuple[Array, Array]:
-    """``(h_prevᵀ dz, Σ dz)`` over rows: the hidden side's weight (per head) and bias cotangents."""
-    return _heads.weight_grad(h_prev, dz, num_heads), matmul(jnp.ones((1, dz.shape[0]), dz.dtype), dz)[0]
+def weights_and_bias(h_prev: Array, dz: Array, w_hh: Array | None = None) -> tuple[Array, Array]:
+    """``(h_prevᵀ dz, Σ dz)`` over rows: the weight cotangent (shaped as ``w_hh``, per head if it has heads) and the bias's."""
+    d_w = matmul(h_prev.T, dz) if w_hh is None else _heads.weight_grad(h_prev, dz, w_hh)
+    return d_w, matmul(jnp.ones((1, dz.shape[0]), dz.dtype), dz)[0]
 
 
 def _transposed_w_hh(params) -> Array:
@@ -155,7 +157,7 @@ def _transposed_w_hh(params) -> Array:
 
 def shared_bias_grads(params, h_prev: Array, dz: Array, stash):
     """Both biases and ``W_hh`` see the same pre-activations ``z`` (simple RNN, LSTM, sLSTM)."""
-    d_w_hh, d_b = weights_and_bias(h_prev, dz, _heads.num_heads(params.w_hh))
+    d_w_hh, d_b = weights_and_bias(h_prev, dz, params.w_hh)
     return type(params)(None, d_w_hh, d_b, d_b)
 
 
@@ -192,10 +194,10 @@ def recurrent_blocks(key, num_gates: int, hidden_size: int, num_heads: int, dtyp
     return jax.vmap(lambda k: orthogonal_blocks(k, num_gates, size, size, dtype))(jax.random.split(key, num_heads))
 
 
-def init_gated(params_type, num_gates: int, unit_block: int | None, key, input_size, hidden_size, dtype, *,
-               num_heads: int = 1):
+def init_gated(params_type, num_gates: int, unit_block: int | None, name: str, key, input_size, hidden_size, dtype,
+               *, num_heads: int = 1):
     """Glorot input blocks, orthogonal recurrent blocks per head, zero biases (see :data:`lstm`)."""
-    num_heads = _heads.checked_num_heads(num_heads, hidden_size, f"jaxrnn.{params_type.__name__}")
+    num_heads = _heads.checked_num_heads(num_heads, hidden_size, f"jaxrnn.{name}.init")
     k_ih, k_hh = jax.random.split(key)
     return params_type(
         w_ih=glorot_blocks(k_ih, num_gates, input_size, hidden_size, dtype),
@@ -336,8 +338,8 @@ def _gru_step_vjp(params, w_hh_t, dh, dh_out, h, h_prev, res):
 def _gru_param_grads(params, h_prev: Array, dgx: Array, dn_r: Array):
     # The hidden side sees r and z like the input side, but n scaled by r.
     hidden, heads = dn_r.shape[-1], _heads.num_heads(params.w_hh)
-    d_w, d_b = weights_and_bias(h_prev, dgx, heads)
-    d_w_n, d_b_n = weights_and_bias(h_prev, dn_r, heads)
+    d_w, d_b = weights_and_bias(h_prev, dgx, params.w_hh)
+    d_w_n, d_b_n = weights_and_bias(h_prev, dn_r, params.w_hh)
     size = hidden // heads  # each head's (d, 3d) block: r and z from d_w, n from d_w_n
     return GRUParams(
         w_ih=None,
@@ -347,8 +349,9 @@ def _gru_param_grads(params, h_prev: Array, dgx: Array, dn_r: Array):
     )
 
 
-def _carry_sizes(hidden_size: int, num_heads: int = 1) -> int:
-    """Every carry field is (batch, H), heads or not; ``num_heads`` is taken so init's options serve here too."""
+def _carry_sizes(name: str, hidden_size: int, num_heads: int = 1) -> int:
+    """Every carry field is (batch, H), heads or not; ``num_heads`` is taken (and checked) so init's options serve here too."""
+    _heads.checked_num_heads(num_heads, hidden_size, f"jaxrnn.{name}.initial_carry")
     return hidden_size
 
 
@@ -363,8 +366,8 @@ def gated_cell(name: str, gates: tuple[str, ...], params_type, carry_type, recur
         name=name,
         params_type=params_type,
         carry_type=carry_type,
-        init_params=init_params or partial(init_gated, params_type, len(gates), bias_block),
-        carry_sizes=_carry_sizes,
+        init_params=init_params or partial(init_gated, params_type, len(gates), bias_block, name),
+        carry_sizes=partial(_carry_sizes, name),
         check_shapes=lambda params, where: _checks.gated_shapes(cell, params, where),
         recurrence=recurrence,
         project=linear_projection,

@@ -112,7 +112,13 @@ def gated_shapes(cell, params, where: str) -> tuple[int, int]:
     """Shape rules of the gated cells' ``(w_ih, w_hh, b_ih, b_hh)``; returns ``(input_size, hidden)``."""
     num_gates = len(cell.gates)
     w_hh = params.w_hh
-    if w_hh.ndim == 3 and params.w_ih.ndim == 2:  # block-diagonal: (heads, head size, G·head size)
+    if params.w_ih.ndim == 3 and w_hh.ndim >= 3:
+        raise ValueError(
+            f"{where}: params.w_ih is 3-D {params.w_ih.shape} and params.w_hh {w_hh.shape}: stacked params (an "
+            f"ensemble) with a leading axis; a cell takes one set, params.w_hh of shape (hidden, {num_gates}·hidden) "
+            "(or (num_heads, head_size, G·head_size) with heads). Map over the stack with jax.vmap."
+        )
+    if w_hh.ndim == 3:  # block-diagonal: (heads, head size, G·head size)
         heads, size = w_hh.shape[:2]
         if heads <= 0 or size <= 0 or w_hh.shape != (heads, size, num_gates * size):
             raise ValueError(

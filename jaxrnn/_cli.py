@@ -299,7 +299,8 @@ def _add_state_tracking_parser(commands) -> None:
 
     parser = commands.add_parser(
         "state-tracking",
-        help="running parity: LSTM, GRU and sLSTM track it at any length, minGRU and minLSTM cannot",
+        help="running parity: LSTM, GRU and sLSTM learn it and keep it at 4× the training length; minGRU and "
+        "minLSTM cannot",
         description="Train each cell on running parity (a label at every step) at one length and test it on "
         "longer sequences; write OUT/state_tracking.json and OUT/state_tracking.png.",
     )

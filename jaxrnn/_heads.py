@@ -16,8 +16,8 @@ with gate g's head k at columns ``g·H + k·d …``, so the input projection
 and the biases are the same dense arrays for any K, and K = 1 is the plain
 dense cell. A step costs ``G·H²/K`` multiply-adds instead of ``G·H²``.
 
-Every product takes the weights' dtype for its operands and sums in at least
-float32 (:mod:`jaxrnn._precision`).
+Every product takes the weights' dtype for its operands (the cotangents'
+for ``dW_hh``) and sums in at least float32 (:mod:`jaxrnn._precision`).
 """
 
 from __future__ import annotations
@@ -50,6 +50,12 @@ def _einsum(spec: str, a: Array, w: Array) -> Array:
     return jnp.einsum(spec, a.astype(w.dtype), w, preferred_element_type=accumulation_dtype(w.dtype))
 
 
+def _head_major(z: Array, heads: int, size: int) -> Array:
+    """Gate-major pre-activations (N, G·H) as head-major blocks (N, K, G·d)."""
+    gates = z.shape[-1] // (heads * size)
+    return jnp.swapaxes(z.reshape(-1, gates, heads, size), 1, 2).reshape(-1, heads, gates * size)
+
+
 def recurrent(h: Array, w_hh: Array) -> Array:
     """``h W_hh``: ``h`` (B, H) to gate-major pre-activations (B, G·H), one batched matmul over heads."""
     if w_hh.ndim == 2:
@@ -69,20 +75,17 @@ def recurrent_vjp(dz: Array, w_hh_t: Array) -> Array:
     """The cotangent of ``h`` from that of ``h W_hh``: ``dz`` (B, G·H) to (B, H)."""
     if w_hh_t.ndim == 2:
         return matmul(dz, w_hh_t)
-    k, width, d = w_hh_t.shape
-    dz = jnp.swapaxes(dz.reshape(-1, width // d, k, d), 1, 2).reshape(-1, k, width)  # gate-major to head-major
-    return _einsum("bke,ked->bkd", dz, w_hh_t).reshape(-1, k * d)
+    k, _, d = w_hh_t.shape
+    return _einsum("bke,ked->bkd", _head_major(dz, k, d), w_hh_t).reshape(-1, k * d)
 
 
-def weight_grad(h_prev: Array, dz: Array, num_heads: int) -> Array:
-    """``dW_hh`` over N rows: ``h_prevᵀ dz`` for K = 1, else each head's ``h_kᵀ dz_k``, (K, d, G·d)."""
+def weight_grad(h_prev: Array, dz: Array, w_hh: Array) -> Array:
+    """``dW_hh`` over N rows, shaped as ``w_hh``: ``h_prevᵀ dz`` (H, G·H), or each head's ``h_kᵀ dz_k`` (K, d, G·d)."""
     dtype = dz.dtype
-    if num_heads == 1:
+    if w_hh.ndim == 2:
         return matmul(h_prev.T, dz)
-    k, d = num_heads, h_prev.shape[-1] // num_heads
-    width = dz.shape[-1] // k
-    dz = jnp.swapaxes(dz.reshape(-1, width // d, k, d), 1, 2).reshape(-1, k, width)
-    return jnp.einsum("nkd,nke->kde", h_prev.reshape(-1, k, d).astype(dtype), dz,
+    k, d = w_hh.shape[0], w_hh.shape[1]
+    return jnp.einsum("nkd,nke->kde", h_prev.reshape(-1, k, d).astype(dtype), _head_major(dz, k, d),
                       preferred_element_type=accumulation_dtype(dtype))
 
 
@@ -93,9 +96,19 @@ def block_diagonal(w_hh: Array) -> Array:
     dense matrix is returned as it is. For exporting a headed cell to a
     framework without heads (``torch.nn.LSTM`` reads the dense matrix), at
     K times the weights' memory.
+
+    Raises:
+        ValueError: ``w_hh`` is neither ``(H, G·H)`` nor ``(K, d, G·d)``.
     """
+    w_hh = jnp.asarray(w_hh)
     if w_hh.ndim == 2:
         return w_hh
+    if w_hh.ndim != 3 or min(w_hh.shape) == 0 or w_hh.shape[2] % w_hh.shape[1]:
+        raise ValueError(
+            f"jaxrnn.block_diagonal: w_hh must be headed recurrent weights (num_heads, head_size, G·head_size) or "
+            f"a dense (H, G·H) matrix; got shape {w_hh.shape}. Pass params.w_hh of one cell (for stacked params, "
+            "map over them with jax.vmap)."
+        )
     k, d, width = w_hh.shape
     gates = width // d
     blocks = w_hh.reshape(k, d, gates, d)  # [head, in unit, gate, out unit]

@@ -47,7 +47,8 @@ class SLSTMResidual(NamedTuple):
     The first field is not the gates: the engine would then write them over
     the step's projection in its buffer (see :mod:`jaxrnn._bptt`), and with
     the many fusions that read the sLSTM's projection XLA copied the whole
-    buffer twice a step to keep it for them (2.6× slower at B32 H512 T100).
+    buffer twice a step to keep it for them (about 3× slower at B32 X64 H512 T100:
+    benchmarks/RESULTS.md).
 
     Attributes:
         c_prev: the cell state entering the step.
@@ -101,9 +102,9 @@ def slstm_state_vjp(dh: Array, dc: Array, dn: Array, dm: Array, gates: Array, c:
     """The reverse of :func:`slstm_state`: from the cotangents of ``(h', c', n', m')`` to ``(d_raw, dc, dn, dm)``.
 
     From the saved gates (see :class:`SLSTMResidual`): products and sums
-    only. At a tie of a ``max`` (``n' = 1`` exactly, as at every first step,
-    or ``ĩ = log σ(f̃) + m``) each side takes half the cotangent, as in JAX's
-    ``jnp.maximum``.
+    only. At a tie of a ``max`` (``f' n + i' = 1`` exactly, as at every first
+    step, or ``ĩ = log σ(f̃) + m``) each side takes half the cotangent, as in
+    JAX's ``jnp.maximum``.
     """
     i_gate, f_gate, g, o_gate = jnp.split(gates, 4, axis=-1)
     c_new = f_gate * c + i_gate * g
@@ -130,13 +131,15 @@ def _slstm_recurrence(params: SLSTMParams, carry: SLSTMCarry, gx: Array):
     h_prev, c, n, m = carry
     raw = gx + (params.b_ih + params.b_hh) + _heads.recurrent(h_prev, params.w_hh)
     (h, c_new, n_new, m_new), (gates, sig_neg_f, share_i) = _slstm_core(raw.astype(c.dtype), c, n, m)
-    residual = SLSTMResidual(c, gates.astype(params.w_hh.dtype), n, sig_neg_f, share_i)
+    dtype = params.w_hh.dtype  # saved in the compute dtype, as every cell's gates; share_i (0, ½, 1) is exact
+    residual = SLSTMResidual(c, gates.astype(dtype), n, sig_neg_f.astype(dtype), share_i.astype(dtype))
     return SLSTMCarry(h, c_new, n_new, m_new), h.astype(params.w_hh.dtype), residual
 
 
 def _slstm_step_vjp(params, w_hh_t, d_carry: SLSTMCarry, dh_out, h, h_prev, res: SLSTMResidual):
+    saved = (res.gates, res.c_prev, res.n_prev, res.sig_neg_f, res.share_i)
     d_raw, dc, dn, dm = slstm_state_vjp(d_carry.h + dh_out, d_carry.c, d_carry.n, d_carry.m,
-                                        res.gates.astype(res.c_prev.dtype), res.c_prev, res.n_prev, res.sig_neg_f, res.share_i)
+                                        *(a.astype(d_carry.c.dtype) for a in saved))
     return SLSTMCarry(_heads.recurrent_vjp(d_raw, w_hh_t), dc, dn, dm), d_raw, None
 
 
@@ -151,7 +154,7 @@ def forget_biases(head_size: int, num_heads: int, dtype) -> Array:
 
 
 def _init_slstm(key, input_size: int, hidden_size: int, dtype, *, num_heads: int = 1) -> SLSTMParams:
-    params = init_gated(SLSTMParams, 4, None, key, input_size, hidden_size, dtype, num_heads=num_heads)
+    params = init_gated(SLSTMParams, 4, None, "slstm", key, input_size, hidden_size, dtype, num_heads=num_heads)
     b_f = forget_biases(hidden_size // num_heads, num_heads, dtype)
     return params._replace(b_ih=params.b_ih.at[hidden_size: 2 * hidden_size].set(b_f))
 

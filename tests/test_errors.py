@@ -375,7 +375,8 @@ def test_ensemble_params_without_vmap(cell):
     G = NUM_GATES[cell.name]
     assert_raises_at_trace(
         unroll_fn(cell), (params, make_xs(), make_carry(cell)), ValueError,
-        esc(f"params.w_hh must be (hidden, {G}·hidden)"), esc(f"got shape (2, {H}, {G * H})"),
+        esc(f"stacked params (an ensemble) with a leading axis; a cell takes one set, params.w_hh of shape (hidden, "
+            f"{G}·hidden)") + ".*" + esc("Map over the stack with jax.vmap"), esc(f"params.w_hh (2, {H}, {G * H})"),
     )
 
 

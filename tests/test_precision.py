@@ -12,7 +12,7 @@ import pytest
 
 import jaxrnn
 
-CELLS = [jaxrnn.simple_rnn, jaxrnn.lstm, jaxrnn.gru]
+CELLS = [jaxrnn.simple_rnn, jaxrnn.lstm, jaxrnn.gru, jaxrnn.slstm]
 T, B, X, H = 20, 4, 8, 16
 # (dtype, bound on forward error, bound on gradient error), both relative to float32.
 DTYPES = {"bfloat16": (jnp.bfloat16, 3e-2, 6e-2), "float16": (jnp.float16, 4e-3, 8e-3)}
@@ -23,8 +23,8 @@ def relative_error(a, b) -> float:
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
-def problem(cell):
-    params = cell.init(jax.random.key(0), X, H)
+def problem(cell, **options):
+    params = cell.init(jax.random.key(0), X, H, **options)
     params = params._replace(b_hh=params.b_hh + 0.1)
     xs = jax.random.normal(jax.random.key(1), (T, B, X))
     carry = jax.tree.map(lambda z: 0.5 * jax.random.normal(jax.random.key(2), z.shape), cell.initial_carry(B, H))
@@ -42,8 +42,9 @@ def grads_and_outputs(cell, params, xs, carry, weights, mode):
     return outputs, grads
 
 
-@pytest.mark.parametrize("cell", CELLS, ids=lambda c: c.name)
-@pytest.mark.parametrize("name", list(DTYPES))
+# bfloat16 for every cell; float16 takes the same code path with other roundings, so one cell suffices.
+@pytest.mark.parametrize("cell, name", [(cell, "bfloat16") for cell in CELLS] + [(jaxrnn.lstm, "float16")],
+                         ids=lambda v: getattr(v, "name", v))
 def test_sixteen_bit_compute_with_float32_state(cell, name):
     dtype, forward_bound, grad_bound = DTYPES[name]
     params, xs, carry, weights = problem(cell)
@@ -64,6 +65,18 @@ def test_sixteen_bit_compute_with_float32_state(cell, name):
     # The two backward passes agree to the precision of the dtype.
     for manual, autodiff in zip(jax.tree.leaves(results["manual"][1]), jax.tree.leaves(results["autodiff"][1])):
         assert relative_error(manual, autodiff) < grad_bound
+
+
+@pytest.mark.parametrize("cell", [jaxrnn.lstm, jaxrnn.slstm], ids=lambda c: c.name)
+def test_sixteen_bit_heads(cell):
+    """Headed cells in bfloat16: manual and autodiff agree, and both stay near float32."""
+    params, xs, carry, weights = problem(cell, num_heads=4)
+    low = jax.tree.map(lambda a: a.astype(jnp.bfloat16), (params, xs, carry))
+    _, reference = grads_and_outputs(cell, params, xs, carry, weights, "autodiff")
+    (_, manual), (_, autodiff) = (grads_and_outputs(cell, *low, weights, mode) for mode in ("manual", "autodiff"))
+    assert manual[0].w_hh.shape == (4, 4, len(cell.gates) * 4) and manual[0].w_hh.dtype == jnp.bfloat16
+    for m, a, ref in zip(jax.tree.leaves(manual), jax.tree.leaves(autodiff), jax.tree.leaves(reference)):
+        assert relative_error(m, a) < DTYPES["bfloat16"][2] and relative_error(m, ref) < DTYPES["bfloat16"][2]
 
 
 def test_state_in_float32_keeps_small_increments():

@@ -225,14 +225,19 @@ def test_heads_are_checked_against_the_cell_and_the_hidden_size():
     with pytest.raises(training.TrainingError, match="--heads 2: the mingru cell has no heads; use one of simple_rnn, "
                        "lstm, gru, slstm"):
         training.TrainConfig(cell="mingru", heads=2)
-    with pytest.raises(training.TrainingError, match="--heads 3: num_heads must divide hidden_size.*hidden_size=8"):
+    with pytest.raises(training.TrainingError, match=r"--heads 3 must divide --hidden 8.*\[1, 2, 4, 8\]"):
         training.TrainConfig(cell="lstm", heads=3, hidden=8)
 
 
 def test_a_headed_slstm_trains_and_keeps_its_heads_on_resume(corpus, tmp_path, read_metrics):
-    result = run(corpus, tmp_path, cell="slstm", heads=2, steps=20, lr=1e-2)
+    run(corpus, tmp_path, cell="slstm", heads=2, steps=20, lr=1e-2)
     losses = [r["train_loss"] for r in read_metrics(tmp_path)]
     assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.3, losses
+    stored = training.load_run_config(tmp_path)
+    assert stored["heads"] == 2
+    with pytest.raises(training.TrainingError, match=r"--heads 2 \(now 4\)"):
+        run(corpus, tmp_path, resume=True, cell="slstm", heads=4, steps=25, lr=1e-2)
+    result = run(corpus, tmp_path, resume=True, cell="slstm", heads=2, steps=25, lr=1e-2)
     model, params, _, _ = training.load_run(tmp_path)
     assert model.heads == 2 and params.rnn[0].w_hh.shape == (2, 12, 48)  # (heads, H/heads, 4·H/heads)
-    assert training.load_run_config(tmp_path)["heads"] == 2 and result.step == 20
+    assert result.step == 25 and [r["step"] for r in read_metrics(tmp_path)] == list(range(1, 26))

@@ -15,7 +15,8 @@ For one :class:`Problem` the suite
 A result is a plain dict (the JSON the CLI writes), one per implementation and
 problem::
 
-    {"cell", "batch", "input", "hidden", "steps", "group": "table" | "sweep",
+    {"cell", "batch", "input", "hidden", "steps", "heads",   # heads: 1 unless the heads group
+     "group": "table" | "sweep" | "heads",
      "implementation", "gradient_ms", "forward_ms",
      "gradient_ratio", "forward_ratio",      # median of implementation / manual per round
      "gflops", "ceiling_fraction",           # the gradient's matmul work per second, and its
