@@ -2,11 +2,11 @@
 
 The task: a bit string ``b_1 … b_T``, and at every step the label
 ``y_t = b_1 ⊕ … ⊕ b_t``, the parity so far. The state it needs is one bit,
-flipped by every 1: a sign flip of the state, which a recurrence whose
-state-to-state map is a positive diagonal (minGRU, minLSTM, Mamba: each step
-``h' = a(x) ⊙ h + b(x)`` with ``0 < a < 1``) cannot make, at any width or
-precision, at every length (Merrill et al. 2024; Grazzi et al. 2025). An LSTM,
-GRU or sLSTM can flip it through its nonlinearity.
+flipped by every 1. A recurrence that is linear in its state with a positive
+diagonal transition (minGRU, minLSTM, Mamba: each step ``h' = a(x) ⊙ h + b(x)``
+with ``0 < a < 1``) cannot flip it: in finite precision no such recurrence, of
+any width, tracks parity at every length (Merrill et al. 2024; Grazzi et al.
+2025). An LSTM, GRU or sLSTM can, through its nonlinearity.
 
 Training sequences have length :data:`DEFAULTS` ``["length"]`` (64), so with a
 label at every step they teach every length up to 64. The held-out sequences
