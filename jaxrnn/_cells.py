@@ -337,10 +337,9 @@ def _gru_step_vjp(params, w_hh_t, dh, dh_out, h, h_prev, res):
 
 def _gru_param_grads(params, h_prev: Array, dgx: Array, dn_r: Array):
     # The hidden side sees r and z like the input side, but n scaled by r.
-    hidden, heads = dn_r.shape[-1], _heads.num_heads(params.w_hh)
+    hidden, size = dn_r.shape[-1], params.w_hh.shape[-1] // 3  # size: H, or d for (K, d, 3d) heads
     d_w, d_b = weights_and_bias(h_prev, dgx, params.w_hh)
-    d_w_n, d_b_n = weights_and_bias(h_prev, dn_r, params.w_hh)
-    size = hidden // heads  # each head's (d, 3d) block: r and z from d_w, n from d_w_n
+    d_w_n, d_b_n = weights_and_bias(h_prev, dn_r, params.w_hh)  # each block's r and z from d_w, n from d_w_n
     return GRUParams(
         w_ih=None,
         w_hh=jnp.concatenate([d_w[..., : 2 * size], d_w_n], axis=-1),

@@ -310,44 +310,47 @@ def _add_state_tracking_parser(commands) -> None:
     parser.set_defaults(run=state_tracking_command)
 
 
+def _run_demo(command: str, run, args, names: tuple, header, columns) -> int:
+    """Runs a cell-comparison demo from its flags; prints ``header(config)``, a table and the paths; 2 on bad input.
+
+    ``columns``: ``(title, width, key, format)`` per column after the cell's
+    name, read from each cell's result; steps and seconds follow.
+    """
+    try:
+        report = run(**_comparison_arguments(args, *names))
+    except (ModuleNotFoundError, ValueError) as error:  # the [train] extra missing; a bad combination of flags
+        print(f"jaxrnn {command}: error: {error}", file=sys.stderr)
+        return 2
+    print(f"\n{header(report['config'])}")
+    print(f"{'cell':<11} " + " ".join(f"{title:>{width}}" for title, width, _, _ in columns)
+          + f" {'steps':>6} {'seconds':>8}")
+    for name, result in report["cells"].items():
+        print(f"{name:<11} " + " ".join(f"{result[key]:>{width}{fmt}}" for _, width, key, fmt in columns)
+              + f" {report['config']['steps']:>6} {result['seconds']:>8.1f}")
+    print(f"\nwrote {report['files']['json']}\n      {report['files']['png']}")
+    return 0
+
+
 def state_tracking_command(args) -> int:
     """``jaxrnn state-tracking``: trains, prints a results table and the output paths."""
     from jaxrnn.training import _state_tracking as task
 
-    try:
-        report = task.run_state_tracking(**_comparison_arguments(args, "length", "test_length"))
-    except (ModuleNotFoundError, ValueError) as error:  # the [train] extra missing; --test-length too short
-        print(f"jaxrnn state-tracking: error: {error}", file=sys.stderr)
-        return 2
-    config = report["config"]
-    seen, longer = f"steps 1-{config['length']}", f"steps {config['length'] + 1}-{config['test_length']}"
-    print(f"\nrunning parity, trained at length {config['length']}; accuracy on {task.EVAL_BATCH} held-out "
-          f"sequences of length {config['test_length']} (chance 0.5)")
-    print(f"{'cell':<11} {seen:>12} {longer:>14} {'steps':>6} {'seconds':>8}")
-    for name, result in report["cells"].items():
-        print(f"{name:<11} {result['final_accuracy_seen']:>12.3f} {result['final_accuracy_longer']:>14.3f} "
-              f"{config['steps']:>6} {result['seconds']:>8.1f}")
-    print(f"\nwrote {report['files']['json']}\n      {report['files']['png']}")
-    return 0
+    length, test_length = args.length, args.test_length
+    return _run_demo(
+        "state-tracking", task.run_state_tracking, args, ("length", "test_length"),
+        lambda config: f"running parity, trained at length {config['length']}; accuracy on {task.EVAL_BATCH} "
+        f"held-out sequences of length {config['test_length']} (chance 0.5)",
+        [(f"steps 1-{length}", 12, "final_accuracy_seen", ".3f"),
+         (f"steps {length + 1}-{test_length}", 14, "final_accuracy_longer", ".3f")])
 
 
 def memory_task_command(args) -> int:
     """``jaxrnn memory-task``: trains, prints a results table and the output paths."""
     from jaxrnn.training import _memory_task as task
 
-    try:
-        report = task.run_memory_task(**_comparison_arguments(args, "length"))
-    except ModuleNotFoundError as error:  # tqdm or matplotlib: the [train] extra
-        print(f"jaxrnn memory-task: error: {error}", file=sys.stderr)
-        return 2
-    config = report["config"]
-    print(
-        f"\nadding problem, T = {config['length']}; eval on {task.EVAL_BATCH} held-out sequences; accuracy: "
-        f"|prediction - target| < {task.ACCURACY_TOLERANCE}; baseline (predict 1.0) MSE {task.BASELINE_MSE:.3f}"
-    )
-    print(f"{'cell':<11} {'eval MSE':>9} {'accuracy':>8} {'steps':>6} {'seconds':>8}")
-    for name, result in report["cells"].items():
-        print(f"{name:<11} {result['final_eval_mse']:>9.4f} {result['final_accuracy']:>8.3f} "
-              f"{config['steps']:>6} {result['seconds']:>8.1f}")
-    print(f"\nwrote {report['files']['json']}\n      {report['files']['png']}")
-    return 0
+    return _run_demo(
+        "memory-task", task.run_memory_task, args, ("length",),
+        lambda config: f"adding problem, T = {config['length']}; eval on {task.EVAL_BATCH} held-out sequences; "
+        f"accuracy: |prediction - target| < {task.ACCURACY_TOLERANCE}; baseline (predict 1.0) MSE "
+        f"{task.BASELINE_MSE:.3f}",
+        [("eval MSE", 9, "final_eval_mse", ".4f"), ("accuracy", 8, "final_accuracy", ".3f")])

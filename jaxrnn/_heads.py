@@ -29,11 +29,6 @@ from jaxrnn import _checks
 from jaxrnn._precision import accumulation_dtype, matmul
 
 
-def num_heads(w_hh: Array) -> int:
-    """K: 1 for a dense ``(H, G·H)`` matrix, else the leading axis of ``(K, d, G·d)``."""
-    return 1 if w_hh.ndim == 2 else w_hh.shape[0]
-
-
 def checked_num_heads(num_heads: int, hidden_size: int, where: str) -> int:
     """``num_heads`` as an int ≥ 1 that divides ``hidden_size``; a clear error otherwise."""
     num_heads = _checks.positive_int(num_heads, "num_heads", where)
