@@ -27,7 +27,7 @@ from jaxrnn._stack import Bidirectional, Stack, bidirectional, stack
 from jaxrnn._unroll import unroll
 from jaxrnn import interop, notebook, testing  # noqa: E402  (they build on the names above)
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 __all__ = [
     "BPTT",

@@ -108,15 +108,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated registered cells, or MODULE:NAME of your own (default: every registered one)"
     )
     check_parser.set_defaults(run=check)
-    _add_train_parser(commands)
-    _add_sample_parser(commands)
-    _add_memory_task_parser(commands)
-    _add_state_tracking_parser(commands)
+    if _training_missing() is None:
+        _add_train_parser(commands)
+        _add_sample_parser(commands)
+        _add_memory_task_parser(commands)
+        _add_state_tracking_parser(commands)
+    else:  # listed in --help all the same; main() answers them with the install command
+        for name in TRAINING_COMMANDS:
+            commands.add_parser(name, add_help=False, help='needs the [train] extra: pip install "jaxrnn[train]"')
     commands.add_parser("bench", add_help=False, help="the benchmark suite against autodiff and the peers "
                         "(see `jaxrnn bench --help`)")
     return parser
 
 
+TRAINING_COMMANDS = ("train", "sample", "memory-task", "state-tracking")  # they need jaxrnn.training: optax
+
+
+def _training_missing() -> str | None:
+    """Why ``jaxrnn.training`` cannot be imported (its message names the install command), or None."""
+    try:
+        import jaxrnn.training  # noqa: F401
+    except ModuleNotFoundError as error:
+        return str(error)
+    return None
 
 
 def _add_train_parser(commands) -> None:
@@ -241,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = ["check", *argv]  # `jaxrnn` alone runs the check
+    if argv[0] in TRAINING_COMMANDS and (missing := _training_missing()) is not None:
+        print(f"jaxrnn {argv[0]}: error: {missing}", file=sys.stderr)
+        return 2
     if argv[0] == "bench":  # its own parser, shared with `python -m benchmarks`
         from jaxrnn.bench import main as bench
 

@@ -1,5 +1,9 @@
 """Training with optax: a character-level language model (``jaxrnn train`` / ``sample``).
 
+This package needs the ``[train]`` extra (optax, tqdm, matplotlib); without
+optax, importing it raises :class:`ModuleNotFoundError` naming
+``pip install "jaxrnn[train]"``. ``import jaxrnn`` never needs it.
+
 The modules behind this one, one concern each:
 
 * ``_corpus``: the text, its vocabulary and the batch streams for truncated BPTT;
@@ -13,6 +17,10 @@ The modules behind this one, one concern each:
 * ``_compare``: what those two demos share (checks, optimiser, one training loop per cell);
 * ``_io``, ``_plot``: atomic files, progress bars and PNG figures.
 """
+
+from jaxrnn.training._io import train_extra
+
+train_extra("optax", "training modules")  # before the modules that import it: one clear error, not optax's
 
 from jaxrnn.training._checkpoint import CheckpointError
 from jaxrnn.training._corpus import CorpusError, Vocabulary, read_corpus, stdlib_files

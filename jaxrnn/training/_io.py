@@ -64,7 +64,7 @@ def train_extra(module: str, purpose: str):
     except ModuleNotFoundError as error:
         raise ModuleNotFoundError(
             f"jaxrnn's {purpose} need {module.split('.')[0]}, which is not installed. "
-            "Install the training extra: pip install 'jaxrnn[train]'."
+            'Install the training extra: pip install "jaxrnn[train]".'
         ) from error
 
 
