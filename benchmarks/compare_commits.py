@@ -41,7 +41,8 @@ def import_base(commit: str, folder: Path):
     (folder / "jaxrnn").rename(package)
     for path in package.rglob("*.py"):  # its own imports must find itself, not the working tree
         text = path.read_text()
-        path.write_text(text.replace("from jaxrnn.", "from jaxrnn_base.").replace("from jaxrnn import", "from jaxrnn_base import")
+        path.write_text(text.replace("from jaxrnn.", "from jaxrnn_base.")
+                        .replace("from jaxrnn import", "from jaxrnn_base import")
                         .replace("import jaxrnn\n", "import jaxrnn_base as jaxrnn\n"))
     sys.path.insert(0, str(folder))
     return importlib.import_module("jaxrnn_base")
@@ -75,8 +76,8 @@ def main() -> None:
             dy = jax.random.normal(jax.random.key(2), (steps, batch, hidden))
             ratios = []
             for order in ((base, jaxrnn), (jaxrnn, base)):
-                calls = {("base" if lib is base else "tree") + " manual": gradient(lib, args.cell, "manual", shape, xs, dy)
-                         for lib in order}
+                calls = {("base" if lib is base else "tree") + " manual":
+                         gradient(lib, args.cell, "manual", shape, xs, dy) for lib in order}
                 calls["tree autodiff"] = gradient(jaxrnn, args.cell, "autodiff", shape, xs, dy)
                 times = interleaved(calls, rounds=args.rounds, burst=3)
                 ratios.append(median_ratio(times["base manual"], times["tree manual"]))

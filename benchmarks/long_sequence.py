@@ -20,7 +20,8 @@ import jaxrnn
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for flag, default in (("--steps", 100_000), ("--batch", 8), ("--hidden", 256), ("--input", 8), ("--checkpoint", 316)):
+    for flag, default in (("--steps", 100_000), ("--batch", 8), ("--hidden", 256), ("--input", 8),
+                          ("--checkpoint", 316)):
         parser.add_argument(flag, type=int, default=default)
     args = parser.parse_args()
     cell = jaxrnn.lstm
@@ -31,7 +32,7 @@ def main() -> None:
     print("| grad | compiled temp GB | run s | finite | peak RSS GB |")
     print("|---|---|---|---|---|")
     for grad in ("manual", "autodiff"):
-        def loss(params, xs):
+        def loss(params, xs, grad=grad):
             final, hs = jaxrnn.unroll(cell, params, xs, grad=grad, checkpoint=args.checkpoint)
             return jnp.mean(hs[-1]) + jnp.mean(final.c)
 

@@ -55,7 +55,8 @@ def main() -> None:
             for _ in range(args.calls):
                 jax.block_until_ready(gradient(params, xs, dy))
         trace = next(Path(folder).rglob("*.trace.json.gz"))
-        events = json.load(gzip.open(trace))["traceEvents"]
+        with gzip.open(trace) as file:
+            events = json.load(file)["traceEvents"]
 
     total, count = collections.Counter(), collections.Counter()
     for event in events:

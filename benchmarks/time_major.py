@@ -9,6 +9,7 @@ them. Gradient and forward of an LSTM, float32, calls interleaved after warm-up;
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 
 import jax
@@ -33,14 +34,14 @@ def main() -> None:
         params = cell.init(jax.random.key(0), args.input, args.hidden)
         for grad in ("manual", "autodiff"):
             for kind in ("gradient", "forward"):
-                def fn(time_major, grad=grad, kind=kind):
-                    def loss(params, xs):
-                        _, hs = jaxrnn.unroll(cell, params, xs, grad=grad, time_major=time_major)
+                def fn(time_major, cell=cell, grad=grad, kind=kind):
+                    def loss(weights, xs):
+                        _, hs = jaxrnn.unroll(cell, weights, xs, grad=grad, time_major=time_major)
                         return jnp.sum(hs**2)
 
                     return jax.jit(jax.grad(loss) if kind == "gradient" else loss)
 
-                calls = {tm: (lambda f=fn(tm), x=inputs[tm]: f(params, x)) for tm in (True, False)}
+                calls = {tm: functools.partial(fn(tm), params, inputs[tm]) for tm in (True, False)}
                 times = _timing.interleaved(calls, rounds=args.rounds)
                 print(f"| {cell.name} | {grad} | {kind} | {1e3 * statistics.median(times[True]):.2f} "
                       f"| {1e3 * statistics.median(times[False]):.2f} "

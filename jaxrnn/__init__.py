@@ -25,7 +25,8 @@ from jaxrnn._registry import cells, get as get_cell, register
 from jaxrnn._slstm import SLSTMCarry, SLSTMParams, slstm
 from jaxrnn._stack import Bidirectional, Stack, bidirectional, stack
 from jaxrnn._unroll import unroll
-from jaxrnn import interop, notebook, testing  # noqa: E402  (they build on the names above)
+
+from jaxrnn import interop, notebook, testing  # isort: skip  (they build on the names above)
 
 __version__ = "0.2.0.dev0"
 

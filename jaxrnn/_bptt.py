@@ -30,7 +30,8 @@ simple RNN none (its backward pass makes the ``dz`` buffer itself).
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -28,7 +28,6 @@ from jaxrnn import _checks, _heads, _registry
 from jaxrnn._precision import accumulation_dtype, matmul
 from jaxrnn._protocol import BPTT, Cell, cotangents
 
-
 # --------------------------------------------------------------------------
 # Parameters and carries.
 
@@ -145,7 +144,10 @@ def linear_projection_vjp(params, x: Array, d_gx: Array):
 
 
 def weights_and_bias(h_prev: Array, dz: Array, w_hh: Array | None = None) -> tuple[Array, Array]:
-    """``(h_prevᵀ dz, Σ dz)`` over rows: the weight cotangent (shaped as ``w_hh``, per head if it has heads) and the bias's."""
+    """``(h_prevᵀ dz, Σ dz)`` over rows: the weight cotangent and the bias's.
+
+    The weight cotangent is shaped as ``w_hh``: per head if it has heads.
+    """
     d_w = matmul(h_prev.T, dz) if w_hh is None else _heads.weight_grad(h_prev, dz, w_hh)
     return d_w, matmul(jnp.ones((1, dz.shape[0]), dz.dtype), dz)[0]
 
@@ -254,7 +256,10 @@ def lstm_state_vjp(dh: Array, dc: Array, i: Array, f: Array, g: Array, o: Array,
 
 
 def _lstm_core(params, carry: LSTMCarry, gx: Array):
-    """``i, f, o = σ(·)``, ``g = tanh(·)`` of ``gx + b + h W_hh``, then :func:`lstm_state`: ``(o ⊙ tanh c', c', residual)``."""
+    """``i, f, o = σ(·)``, ``g = tanh(·)`` of ``gx + b + h W_hh``.
+
+    Then :func:`lstm_state`: ``(o ⊙ tanh c', c', residual)``.
+    """
     h_prev, c_prev = carry
     z = gx + (params.b_ih + params.b_hh) + _heads.recurrent(h_prev, params.w_hh)
     i, f, g, o = jnp.split(z, 4, axis=-1)
@@ -265,7 +270,7 @@ def _lstm_core(params, carry: LSTMCarry, gx: Array):
 
 
 def _lstm_core_vjp(dm: Array, dc: Array, res: LSTMResidual):
-    """The reverse of :func:`_lstm_core` from the cotangents of ``o ⊙ tanh c'`` and ``c'``: ``(dz (B, 4H), dc_prev)``."""
+    """The reverse of :func:`_lstm_core`: ``(dz (B, 4H), dc_prev)`` from the cotangents of ``o ⊙ tanh c'``, ``c'``."""
     i, f, g, o = jnp.split(res.gates.astype(dc.dtype), 4, axis=-1)
     d_gates, dc_prev = lstm_state_vjp(dm, dc, i, f, g, o, res.c_prev)
     return jnp.concatenate(d_gates, axis=-1), dc_prev  # (B, 4H): one matmul, not four
@@ -349,7 +354,10 @@ def _gru_param_grads(params, h_prev: Array, dgx: Array, dn_r: Array):
 
 
 def _carry_sizes(name: str, hidden_size: int, num_heads: int = 1) -> int:
-    """Every carry field is (batch, H), heads or not; ``num_heads`` is taken (and checked) so init's options serve here too."""
+    """Every carry field is (batch, H), heads or not.
+
+    ``num_heads`` is taken (and checked) so that init's options serve here too.
+    """
     _heads.checked_num_heads(num_heads, hidden_size, f"jaxrnn.{name}.initial_carry")
     return hidden_size
 

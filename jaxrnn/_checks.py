@@ -38,7 +38,8 @@ def positive_int(value: Any, name: str, where: str, *, allow_zero: bool = False)
         ) from None
     if number < 0 or (number == 0 and not allow_zero):
         bound = "≥ 0" if allow_zero else "> 0"
-        raise ValueError(f"{where}: {name} must be {bound}; got {number}. Pass {name}={0 if allow_zero else 1} or more.")
+        least = 0 if allow_zero else 1
+        raise ValueError(f"{where}: {name} must be {bound}; got {number}. Pass {name}={least} or more.")
     return number
 
 
@@ -157,7 +158,8 @@ def carry(cell, carry: Any, batch: int, sizes: tuple[int, ...], where: str, *, s
         if isinstance(carry, (tuple, list)):
             raise TypeError(
                 f"{where}: {cell!r} carries one array h of shape (batch, hidden); got a "
-                f"{type(carry).__name__} of {len(carry)}. Make one with {cell!r}.initial_carry(batch_size, hidden_size)."
+                f"{type(carry).__name__} of {len(carry)}. Make one with "
+                f"{cell!r}.initial_carry(batch_size, hidden_size)."
             )
         names, values = ("h",), (carry,)
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import time
@@ -72,7 +73,8 @@ def check(args) -> int:
             jax.block_until_ready(fn(*problem))
             compile_s[mode] = time.perf_counter() - start
         err32 = relative_error(grads["manual"](*problem), grads["autodiff"](*problem))
-        times = _timing.interleaved({mode: lambda fn=fn: fn(*problem) for mode, fn in grads.items()}, rounds=args.rounds)
+        calls = {mode: functools.partial(fn, *problem) for mode, fn in grads.items()}
+        times = _timing.interleaved(calls, rounds=args.rounds)
         agree = err64 < F64_TOLERANCE and err32 < F32_TOLERANCE
         all_agree &= agree
         print(
@@ -172,7 +174,8 @@ def _add_train_parser(commands) -> None:
         ("--dtype", str, "bfloat16 is mixed precision"),
         ("--devices", positive, "shard the batch over this many devices"),
     )
-    choices = {"--cell": tuple(_registry.cells()), "--optimizer": OPTIMIZERS, "--schedule": SCHEDULES, "--grad": GRAD_MODES, "--dtype": DTYPES}
+    choices = {"--cell": tuple(_registry.cells()), "--optimizer": OPTIMIZERS, "--schedule": SCHEDULES,
+               "--grad": GRAD_MODES, "--dtype": DTYPES}
     for flag, kind, help_text in options:
         default = getattr(defaults, flag[2:].replace("-", "_"))
         parser.add_argument(flag, type=kind, default=None, choices=choices.get(flag) and list(choices[flag]),
@@ -278,7 +281,8 @@ def _add_comparison_flags(parser, task, sizes: tuple) -> None:
     for flag, kind, help_text in (*sizes, ("--hidden", positive, "hidden size"),
                                   ("--batch", positive, "training sequences per step"),
                                   ("--steps", positive, "optimiser steps per cell"),
-                                  ("--eval-every", positive, f"steps between evals on {task.EVAL_BATCH} held-out sequences")):
+                                  ("--eval-every", positive,
+                                   f"steps between evals on {task.EVAL_BATCH} held-out sequences")):
         default = defaults[flag[2:].replace("-", "_")]
         parser.add_argument(flag, type=kind, default=default, help=f"{help_text} (default {default})")
     parser.add_argument("--lr", type=number(float, 0), default=defaults["lr"],

@@ -33,7 +33,7 @@ class SequenceOptions(NamedTuple):
     checkpoint: int | None = None
     scan: str = "auto"
 
-    def checked(self, where: str) -> "SequenceOptions":
+    def checked(self, where: str) -> SequenceOptions:
         """The options with their static fields validated (arrays are checked against ``xs`` later)."""
         if self.grad not in GRAD_MODES:
             raise ValueError(f"{where}: grad must be one of {GRAD_MODES}; got {self.grad!r}.")

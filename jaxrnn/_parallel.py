@@ -62,8 +62,9 @@ states in S. For float32 and float64 every cast is a no-op.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -74,8 +75,6 @@ from jaxrnn._cells import gate_biases, glorot_blocks, weights_and_bias
 from jaxrnn._options import GRAD_MODES
 from jaxrnn._precision import matmul
 from jaxrnn._protocol import BPTT, Cell
-
-
 
 # --------------------------------------------------------------------------
 # Parameters and residuals.

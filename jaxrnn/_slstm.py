@@ -20,7 +20,7 @@ from jaxrnn._cells import GatedWeights, gated_cell, init_gated, shared_bias_grad
 
 
 class SLSTMParams(GatedWeights):
-    """Parameters of :data:`slstm` (G = 4, gate blocks ``i, f, z, o``); ``w_hh`` may be headed (:mod:`jaxrnn._heads`)."""
+    """Parameters of :data:`slstm` (G = 4, gate blocks ``i, f, z, o``); ``w_hh`` may be headed (see ``_heads``)."""
 
     __slots__ = ()
 

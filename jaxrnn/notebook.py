@@ -31,8 +31,8 @@ Arrays follow JAX's dtype rules: float32 unless x64 is enabled.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp

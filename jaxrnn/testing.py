@@ -9,7 +9,8 @@ same scan and against central finite differences.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -54,7 +55,8 @@ def relative_error(a, b) -> float:
             if not np.array_equal(x, y, equal_nan=True):
                 return float("inf")
             x, y = np.nan_to_num(x), np.nan_to_num(y)
-        worst = max(worst, float(np.max(np.abs(x - y), initial=0.0) / max(float(np.max(np.abs(y), initial=0.0)), 1e-30)))
+        scale = max(float(np.max(np.abs(y), initial=0.0)), 1e-30)
+        worst = max(worst, float(np.max(np.abs(x - y), initial=0.0) / scale))
     return worst
 
 
@@ -148,7 +150,8 @@ def _check(cell, params, input_size, hidden_size, batch, steps, options, rtol, f
     if params is None:
         params = cell.init(next(keys), input_size, hidden_size, dtype=f64, **init_options)
         leaves, tree = jax.tree.flatten(params)
-        noise = [0.1 * jax.random.normal(k, a.shape, f64) for k, a in zip(jax.random.split(next(keys), len(leaves)), leaves)]
+        noise_keys = jax.random.split(next(keys), len(leaves))
+        noise = [0.1 * jax.random.normal(k, a.shape, f64) for k, a in zip(noise_keys, leaves)]
         params = jax.tree.unflatten(tree, [a + n for a, n in zip(leaves, noise)])
     params = jax.tree.map(lambda a: jnp.asarray(a, f64), params)
     _, input_size, sizes = _checks.params(cell, params, "check_cell")

@@ -49,7 +49,8 @@ def _heads(text: str) -> list[int]:
     try:
         heads = _steps(text)
     except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated head counts ≥ 1, e.g. 1,4,16; got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated head counts ≥ 1, e.g. 1,4,16; got {text!r}") from None
     bad = [k for k in heads if any(h % k for h in _suite.HEADS_HIDDEN)]
     if bad:
         raise argparse.ArgumentTypeError(
@@ -79,8 +80,9 @@ def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
                         help="comma-separated BxXxHxT table shapes (default: "
                         + ",".join("x".join(map(str, shape)) for shape in _suite.TABLE_SHAPES) + ")")
     parser.add_argument("--sweep", type=_steps, default=None,
-                        help=f"comma-separated T for the sweep at B={_suite.SWEEP_SHAPE[0]}, X={_suite.SWEEP_SHAPE[1]}, "
-                        f"H={_suite.SWEEP_SHAPE[2]}; '' for none (default: {','.join(map(str, _suite.SWEEP_STEPS))})")
+                        help=f"comma-separated T for the sweep at B={_suite.SWEEP_SHAPE[0]}, "
+                        f"X={_suite.SWEEP_SHAPE[1]}, H={_suite.SWEEP_SHAPE[2]}; '' for none "
+                        f"(default: {','.join(map(str, _suite.SWEEP_STEPS))})")
     parser.add_argument("--sweep-cells", type=cell_list(manual=True), default=None,
                         help="cells for the sweep (default: lstm,gru, within --cells)")
     parser.add_argument("--heads", type=_heads, default=[],

@@ -16,8 +16,9 @@ import json
 import math
 import os
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, NamedTuple
+from typing import NamedTuple
 
 from jaxrnn.bench._jaxrnn import AUTODIFF
 from jaxrnn.bench._problem import Problem

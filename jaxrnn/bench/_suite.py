@@ -29,21 +29,23 @@ Implementations that cannot run are listed once each with the reason.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import time
-from typing import Any, Callable, Iterable, NamedTuple
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn._timing import interleaved, median_ratio
-from jaxrnn.testing import relative_error
 from jaxrnn.bench._jaxrnn import AUTODIFF, MANUAL
 from jaxrnn.bench._numpy import NUMPY
 from jaxrnn.bench._peers import PEERS
 from jaxrnn.bench._problem import Implementation, Prepared, Problem, make_data
+from jaxrnn.testing import relative_error
 
 IMPLEMENTATIONS: tuple[Implementation, ...] = (MANUAL, AUTODIFF, NUMPY, *PEERS)
 REFERENCE = MANUAL.name  # ratios are to this one
@@ -155,7 +157,8 @@ def measure(
              if impl.has(problem.cell) and (group != "heads" and problem.heads == 1 or impl in (MANUAL, AUTODIFF))]
     prepared = {impl.name: impl.prepare(problem, data) for impl in impls}
     if REFERENCE not in prepared:
-        raise ValueError(f"the suite times every implementation against {REFERENCE!r}; it was not among {list(prepared)}")
+        raise ValueError(
+            f"the suite times every implementation against {REFERENCE!r}; it was not among {list(prepared)}")
 
     reference = AUTODIFF.prepare(problem, data) if AUTODIFF.name not in prepared else prepared[AUTODIFF.name]
     want_hs, want_grads = reference.outputs()
@@ -164,7 +167,8 @@ def measure(
         hs, grads = p.outputs()
         errors[name] = relative_error((hs, tuple(grads)), (want_hs, tuple(want_grads)))
         if errors[name] > F32_TOLERANCE:
-            log(f"  ! {name} disagrees with jaxrnn autodiff on {problem.label()}: max relative error {errors[name]:.2e}")
+            log(f"  ! {name} disagrees with jaxrnn autodiff on {problem.label()}: "
+                f"max relative error {errors[name]:.2e}")
 
     gradient_times, gradient_rounds = _time(prepared, "gradient", settings)
     forward_times, _ = _time(prepared, "forward", settings)
@@ -207,10 +211,8 @@ def machine() -> dict[str, Any]:
         pass
     versions = {"jax": jax.__version__, "numpy": np.__version__}
     for module in ("jaxlib", "torch", "flax", "equinox"):
-        try:
+        with contextlib.suppress(ImportError):
             versions[module] = __import__(module).__version__
-        except ImportError:
-            pass
     return {
         "cpu": model,
         "cores": cores(),

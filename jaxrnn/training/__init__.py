@@ -24,8 +24,7 @@ train_extra("optax", "training modules")  # before the modules that import it: o
 
 from jaxrnn.training._checkpoint import CheckpointError
 from jaxrnn.training._corpus import CorpusError, Vocabulary, read_corpus, stdlib_files
-from jaxrnn.training._distributed import DistributedError
-from jaxrnn.training._distributed import initialize as initialize_distributed
+from jaxrnn.training._distributed import DistributedError, initialize as initialize_distributed
 from jaxrnn.training._loop import (
     NonFiniteLoss,
     TrainConfig,

@@ -78,7 +78,8 @@ def load(path: str | os.PathLike, template: Any) -> tuple[Any, dict]:
             try:
                 leaf = data[f"leaf_{i:05d}"]
             except (KeyError, ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
-                raise CheckpointError(f"{path} is corrupt (array {i}: {error}). Delete it, or resume from a backup.") from None
+                raise CheckpointError(
+                    f"{path} is corrupt (array {i}: {error}). Delete it, or resume from a backup.") from None
             want_shape, want_dtype = tuple(want.shape), np.dtype(want.dtype)
             if leaf.shape != want_shape or leaf.dtype != want_dtype:
                 raise CheckpointError(

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -33,7 +34,10 @@ def decay_step(steps: int) -> int:
 
 
 def optimizer(lr: float, steps: int) -> optax.GradientTransformation:
-    """Adam after a global-norm clip at :data:`GRAD_CLIP`; ``lr`` for the first :data:`DECAY_AT` of the steps, then ``lr / DECAY_FACTOR``."""
+    """Adam after a global-norm clip at :data:`GRAD_CLIP`.
+
+    The rate is ``lr`` for the first :data:`DECAY_AT` of the steps, then ``lr / DECAY_FACTOR``.
+    """
     schedule = optax.piecewise_constant_schedule(lr, {decay_step(steps): 1 / DECAY_FACTOR})
     return optax.chain(optax.clip_by_global_norm(GRAD_CLIP), optax.adam(schedule))
 
@@ -68,7 +72,7 @@ def budget(where: str, *, hidden, batch, steps, lr, eval_every, seed, grad) -> B
 
 
 def trial(start: Callable[[Array], Any], loss_fn: Callable[[Any, Array], Array],
-          evaluate: Callable[[Any], dict[str, float]], optimizer, key: Array, train_key: Array) -> "Trial":
+          evaluate: Callable[[Any], dict[str, float]], optimizer, key: Array, train_key: Array) -> Trial:
     """A :class:`Trial` from a model's ``start(key) -> model``, ``loss_fn(model, key)`` and ``evaluate(model)``.
 
     Each step draws its batch from ``fold_in(train_key, step)`` inside the
@@ -128,30 +132,31 @@ def train_each(names: list[str], trial: Callable[[Any], Trial], *, steps: int, e
     for name in names:
         start = time.perf_counter()
         run = trial(_registry.get(name))
-        state, curve = run.state, {"step": [], "train_loss": []}
+        state = run.state
+        curve: dict[str, list] = {"step": [], "train_loss": []}
         pending: list[Array] = []  # device losses since the last eval; fetched there, so steps never sync
-
-        def record(step: int, state, bar) -> None:
-            metrics = run.evaluate(state)
-            curve["step"].append(step)
-            curve["train_loss"].append(float(np.mean(jax.device_get(pending))) if pending else None)
-            for key, value in metrics.items():
-                curve.setdefault(key, []).append(value)
-            pending.clear()
-            bar.set_postfix({key: f"{value:.4g}" for key, value in metrics.items()})
-
         with progress_bar(steps, enabled=progress, desc=f"{name:<10}") as bar:
-            record(0, state, bar)
+            _record(curve, pending, 0, run.evaluate(state), bar)
             for step in range(1, steps + 1):
                 state, loss = run.train_step(state, step)
                 pending.append(loss)
                 bar.update()
                 if step in eval_steps:
-                    record(step, state, bar)
+                    _record(curve, pending, step, run.evaluate(state), bar)
         metrics = [key for key in curve if key not in ("step", "train_loss")]
         results[name] = {"curve": curve, **{f"final_{key}": curve[key][-1] for key in metrics},
                          "seconds": round(time.perf_counter() - start, 2), "state": state}
     return results
+
+
+def _record(curve: dict[str, list], pending: list[Array], step: int, metrics: dict[str, float], bar) -> None:
+    """Appends one eval to ``curve``: ``step``, the mean of the ``pending`` losses (then cleared), ``metrics``."""
+    curve["step"].append(step)
+    curve["train_loss"].append(float(np.mean(jax.device_get(pending))) if pending else None)
+    for key, value in metrics.items():
+        curve.setdefault(key, []).append(value)
+    pending.clear()
+    bar.set_postfix({key: f"{value:.4g}" for key, value in metrics.items()})
 
 
 # --------------------------------------------------------------------------

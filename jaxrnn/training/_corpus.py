@@ -48,7 +48,8 @@ def read_corpus(path: str | os.PathLike | None = None) -> str:
     except FileNotFoundError:
         raise CorpusError(f"--corpus {path}: no such file. Pass the path of a UTF-8 text file.") from None
     except IsADirectoryError:
-        raise CorpusError(f"--corpus {path} is a folder; pass one UTF-8 text file (concatenate the files first).") from None
+        raise CorpusError(
+            f"--corpus {path} is a folder; pass one UTF-8 text file (concatenate the files first).") from None
     except UnicodeDecodeError as error:
         raise CorpusError(
             f"--corpus {path} is not UTF-8 text ({error.reason} at byte {error.start}). "
@@ -75,7 +76,7 @@ class Vocabulary:
     chars: str
 
     @classmethod
-    def from_text(cls, text: str, min_count: int = MIN_COUNT) -> "Vocabulary":
+    def from_text(cls, text: str, min_count: int = MIN_COUNT) -> Vocabulary:
         """Keeps the characters occurring at least ``min_count`` times in ``text``."""
         points, counts = np.unique(_code_points(text), return_counts=True)
         kept = "".join(chr(point) for point in points[counts >= min_count] if chr(point) != UNKNOWN)
@@ -116,7 +117,7 @@ class Streams:
     seed: int
 
     @classmethod
-    def build(cls, ids: np.ndarray, batch: int, seq_len: int, seed: int) -> "Streams":
+    def build(cls, ids: np.ndarray, batch: int, seq_len: int, seed: int) -> Streams:
         """Raises :class:`CorpusError` unless every row holds at least two chunks plus the shift."""
         length = len(ids) // batch
         if length < 3 * seq_len + 1:

@@ -12,6 +12,7 @@ port over.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import socket
@@ -93,9 +94,10 @@ def resolve(environ: dict | None = None) -> Cluster:
             missing = [name for name, value in zip(ENVIRONMENT, (address, count, index)) if value is None]
             raise DistributedError(
                 f"a multi-process run needs the coordinator's address, the number of processes and this "
-                f"process's id, but {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set and no SLURM or Open MPI "
-                "job was detected. On each process set JAX_COORDINATOR_ADDRESS=HOST:PORT (process 0's host, a free "
-                "port), JAX_NUM_PROCESSES=N and JAX_PROCESS_ID=0..N-1, or start the processes with srun or mpirun."
+                f"process's id, but {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set and no "
+                "SLURM or Open MPI job was detected. On each process set JAX_COORDINATOR_ADDRESS=HOST:PORT "
+                "(process 0's host, a free port), JAX_NUM_PROCESSES=N and JAX_PROCESS_ID=0..N-1, or start the "
+                "processes with srun or mpirun."
             )
         address, count, index, devices, source = detected
     host, _, port = address.rpartition(":")
@@ -180,7 +182,7 @@ def _host(cluster: Cluster, port: int, deadline: float, timeout: float) -> None:
                 listener.settimeout(max(0.01, min(1.0, deadline - time.monotonic())))
                 try:
                     connection, _ = listener.accept()
-                except socket.timeout:
+                except TimeoutError:
                     if time.monotonic() < deadline:
                         continue
                     missing = sorted(set(range(1, cluster.num_processes)) - set(peers))
@@ -211,10 +213,8 @@ def _host(cluster: Cluster, port: int, deadline: float, timeout: float) -> None:
                 connection.sendall(b"ok\n")
             for connection in peers.values():  # the peers hang up first, so this port is free at once
                 connection.settimeout(max(0.01, deadline - time.monotonic()))
-                try:
+                with contextlib.suppress(OSError):
                     connection.recv(1)
-                except OSError:
-                    pass
         finally:
             for connection in peers.values():
                 connection.close()
@@ -234,10 +234,8 @@ def _closed(connection: socket.socket) -> bool:
 def _refuse(connections, reason: str) -> DistributedError:
     """Tells every waiting process why the start failed; the error for process 0 itself."""
     for connection in dict.fromkeys(connections):
-        try:
+        with contextlib.suppress(OSError):
             connection.sendall(f"error {reason}\n".encode())
-        except OSError:
-            pass
     return DistributedError(reason + ".")
 
 
@@ -273,7 +271,7 @@ def _join(cluster: Cluster, host: str, port: int, deadline: float, timeout: floa
         connection.settimeout(max(0.01, deadline - time.monotonic()))
         try:
             answer = connection.makefile("rb").readline(2000).decode(errors="replace").strip()
-        except socket.timeout:
+        except TimeoutError:
             raise DistributedError(
                 f"process {cluster.process_id} reached the coordinator at {cluster.coordinator}, but not every "
                 f"process arrived within {timeout:g} s (process 0's message says which did not). Start every "

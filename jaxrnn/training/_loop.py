@@ -12,8 +12,9 @@ import shlex
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -108,8 +109,8 @@ class TrainConfig:
     devices: int = 1
 
     def __post_init__(self):
-        for name in ("heads", "layers", "hidden", "embed", "batch", "seq_len", "steps", "eval_every", "checkpoint_every",
-                     "val_chars", "devices"):
+        for name in ("heads", "layers", "hidden", "embed", "batch", "seq_len", "steps", "eval_every",
+                     "checkpoint_every", "val_chars", "devices"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise TrainingError(f"--{_flag(name)} must be a whole number ≥ 1; got {value!r}.")
@@ -117,7 +118,8 @@ class TrainConfig:
                    "dtype": tuple(DTYPES)}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise TrainingError(f"--{_flag(name)} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}.")
+                raise TrainingError(
+                    f"--{_flag(name)} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}.")
         if self.heads > 1:
             _check_heads(self.cell, self.heads, self.hidden)
         if not 0 <= self.dropout < 1:
@@ -525,7 +527,7 @@ def _optimizer_options(config: TrainConfig) -> tuple:
 
 
 @functools.lru_cache(maxsize=8)
-def _compiled(model: CharLM, optimizer_options: tuple, grad: str, dtype: str, place: "_Placement"):
+def _compiled(model: CharLM, optimizer_options: tuple, grad: str, dtype: str, place: _Placement):
     """The jitted step and eval, cached so that runs of one configuration in one process compile once."""
     optimizer = make_optimizer(*optimizer_options)
     step_fn = jax.jit(
@@ -590,7 +592,7 @@ def load_run(out: str | Path) -> tuple[CharLM, Any, Vocabulary, dict]:
 
 
 class _SigintFlag:
-    """Turns the first Ctrl-C into a request to stop (read with the steps, a few later); a second one interrupts at once.
+    """Turns the first Ctrl-C into a request to stop (read a few steps later); a second one interrupts at once.
 
     A KeyboardInterrupt raised at an arbitrary point can land inside a
     callback that swallows it (JAX's garbage-collection hook does), and the
@@ -627,7 +629,8 @@ def _check_out(config: TrainConfig, resume: bool) -> dict | None:
         return None
     header = _checkpoint.read_header(path)
     stored = header.get("config", {})
-    stored = {name: stored.get(name, getattr(TrainConfig, name)) for name in RESUME_FIXED}  # older runs lack newer fields
+    # Older runs lack newer fields: they read as the defaults.
+    stored = {name: stored.get(name, getattr(TrainConfig, name)) for name in RESUME_FIXED}
     changed = [f"--{_flag(name)} {stored[name]!r} (now {getattr(config, name)!r})"
                for name in RESUME_FIXED if stored[name] != getattr(config, name)]
     if changed:
@@ -689,7 +692,8 @@ def _plot_curve(records: list[dict], path: Path, config: TrainConfig) -> None:
     if val:
         axes.plot(*zip(*val), "o-", ms=3, label="validation")
     axes.set(xlabel="step", ylabel="bits per character (log scale)", yscale="log",
-             title=f"{config.model_name} × {config.layers}, hidden {config.hidden}, batch {config.batch} × {config.seq_len}")
+             title=f"{config.model_name} × {config.layers}, hidden {config.hidden}, "
+             f"batch {config.batch} × {config.seq_len}")
     _plot.plain_log_ticks(axes.yaxis)
     axes.grid(True, which="both", alpha=0.3)
     axes.legend()

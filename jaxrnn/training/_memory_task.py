@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
-from typing import Any, Iterable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -41,8 +42,17 @@ from jax import Array
 from jaxrnn._checks import positive_int
 from jaxrnn._protocol import Cell
 from jaxrnn._unroll import unroll
-from jaxrnn.training._compare import (DECAY_FACTOR, Trial, budget, cell_names, decay_step, optimizer, train_each,
-                                      trial, write_report)
+from jaxrnn.training._compare import (
+    DECAY_FACTOR,
+    Trial,
+    budget,
+    cell_names,
+    decay_step,
+    optimizer,
+    train_each,
+    trial,
+    write_report,
+)
 
 DEFAULT_CELLS = ("simple_rnn", "lstm", "gru")
 """The cells compared by default: the classic three (any registered cell may be named)."""

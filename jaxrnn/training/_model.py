@@ -66,7 +66,7 @@ class CharLM:
         return stack(self.recurrent_cell, self.layers, dropout=self.dropout if self.layers > 1 else 0.0)
 
     def init(self, key: Array) -> CharLMParams:
-        """Embedding N(0, 1) and readout U(±1/√F) with F its input features, as torch's defaults; the cells' own init."""
+        """Embedding N(0, 1) and readout U(±1/√F), F its input features, as torch's defaults; the cells' own init."""
         k_embed, k_rnn, k_w, k_b = jax.random.split(key, 4)
         features = self.recurrent_cell.sizes(self.hidden)[0]  # the cell's output size (P for a projected LSTM)
         bound = features**-0.5
@@ -106,7 +106,7 @@ class CharLM:
         return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean(), carry
 
     def step(self, params: CharLMParams, carry, token: Array):
-        """One character: ``token`` (batch,) int → ``(carry, logits (batch, V))``, through each layer's ``cell.step``."""
+        """One character: ``token`` (batch,) int → ``(carry, logits (batch, V))`` through each layer's ``cell.step``."""
         x = params.embedding[token]
         cell = self.recurrent_cell
         carry = list(carry)

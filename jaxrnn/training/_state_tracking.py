@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
-from typing import Any, Iterable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -227,6 +228,7 @@ def _plot(report: dict, path: Path) -> None:
         ax.legend()
     fig.suptitle(
         f"Running parity: trained at length {config['length']}, tested at {config['test_length']}; hidden "
-        f"{config['hidden']}, batch {config['batch']}, {config['steps']} steps, Adam lr {config['lr']:g}, seed {config['seed']}"
+        f"{config['hidden']}, batch {config['batch']}, {config['steps']} steps, Adam lr {config['lr']:g}, "
+        f"seed {config['seed']}"
     )
     save(fig, path)
