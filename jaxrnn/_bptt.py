@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 
 import jax
 import jax.numpy as jnp
@@ -199,6 +199,10 @@ def forward(cell, params, carry, xs: Array, init, valid, resets, reverse: bool, 
     return final, hs, Residuals(xs, carry, hs, buf if in_buffer else None, rest)
 
 
+@overload
+def _rows(a: Array) -> Array: ...
+@overload
+def _rows(a: None) -> None: ...
 def _rows(a: Array | None) -> Array | None:
     """(T, B, n) -> (T·B, n)."""
     return None if a is None else a.reshape(-1, a.shape[-1])
@@ -235,13 +239,10 @@ def _previous_hidden(h_start: Array, h_init: Array, hs: Array, valid, resets, re
     before a row's first real step (``reverse``) or after its last (forward),
     and before the first they keep the initial carry.
     """
-    if reverse:
-        h_prev = jnp.concatenate([hs[1:], h_start[None]])
-        prev_valid = None if valid is None else jnp.concatenate([valid[1:], jnp.ones_like(valid[:1])])
-    else:
-        h_prev = jnp.concatenate([h_start[None], hs[:-1]])
-        prev_valid = None if valid is None else jnp.concatenate([jnp.ones_like(valid[:1]), valid[:-1]])
+    h_prev = jnp.concatenate([hs[1:], h_start[None]] if reverse else [h_start[None], hs[:-1]])
     if valid is not None:
+        ones = jnp.ones_like(valid[:1])
+        prev_valid = jnp.concatenate([valid[1:], ones] if reverse else [ones, valid[:-1]])
         h_prev = jnp.where(prev_valid[..., None], h_prev, h_init)
     if resets is not None:
         h_prev = jnp.where(resets[..., None], h_init, h_prev)
@@ -262,7 +263,7 @@ def backward(cell, params, res: Residuals, d_final, d_hs: Array, init, valid, re
     h_prev = _previous_hidden(cell.hidden(carry), cell.hidden(init), hs, valid, resets, reverse)
     prepared = params if bptt.prepare is None else bptt.prepare(params)
     in_buffer = buf is not None
-    if not in_buffer:  # the cotangents d_gx still go to one (N, P) buffer, written in place
+    if buf is None:  # the cotangents d_gx still go to one (N, P) buffer, written in place
         gx = jax.eval_shape(cell.project_or_identity, params, _rows(xs))
         buf = jnp.zeros(gx.shape, gx.dtype)
     summed = bptt.param_grads is None  # per-step params cotangents, added up in the loop

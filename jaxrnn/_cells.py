@@ -307,7 +307,8 @@ def _projected_lstm_step_vjp(params, transposed, d_carry, dh_out, h, h_prev, res
 def _projected_lstm_param_grads(params, h_prev: Array, dz: Array, stash):
     m, dh = stash
     d_w_hh, d_b = weights_and_bias(h_prev, dz)
-    return ProjectedLSTMParams(None, d_w_hh, d_b, d_b, matmul(m.T, dh))
+    # None: w_ih's cotangent comes from the projection's VJP, added by the engine.
+    return ProjectedLSTMParams(None, d_w_hh, d_b, d_b, matmul(m.T, dh))  # type: ignore[arg-type]
 
 
 def _gru_recurrence(params: GRUParams, h_prev: Array, gx: Array):
@@ -346,7 +347,7 @@ def _gru_param_grads(params, h_prev: Array, dgx: Array, dn_r: Array):
     d_w, d_b = weights_and_bias(h_prev, dgx, params.w_hh)
     d_w_n, d_b_n = weights_and_bias(h_prev, dn_r, params.w_hh)  # each block's r and z from d_w, n from d_w_n
     return GRUParams(
-        w_ih=None,
+        w_ih=None,  # type: ignore[arg-type]  # from the projection's VJP, added by the engine
         w_hh=jnp.concatenate([d_w[..., : 2 * size], d_w_n], axis=-1),
         b_ih=d_b,
         b_hh=jnp.concatenate([d_b[: 2 * hidden], d_b_n]),

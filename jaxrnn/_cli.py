@@ -43,7 +43,7 @@ def _gradient_fn(cell, grad):
     return jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
 
 
-def _agreement(cell, sizes, dtype) -> float:
+def _agreement(cell, sizes: tuple[int, int, int, int], dtype) -> float:
     args = _problem(cell, *sizes, dtype)
     return relative_error(_gradient_fn(cell, "manual")(*args), _gradient_fn(cell, "autodiff")(*args))
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
 from jaxrnn import _checks
 
 GRAD_MODES = ("manual", "autodiff")
+GradMode = Literal["manual", "autodiff"]  # GRAD_MODES as a type
 SCANS = ("auto", "sequential", "parallel")
 
 
@@ -50,4 +51,6 @@ class SequenceOptions(NamedTuple):
         checkpoint = self.checkpoint
         if checkpoint is not None:
             checkpoint = _checks.positive_int(checkpoint, "checkpoint", where)
-        return self._replace(checkpoint=checkpoint, **{name: bool(value) for name, value in flags.items()})
+        return self._replace(
+            checkpoint=checkpoint, reverse=bool(flags["reverse"]), time_major=bool(flags["time_major"])
+        )

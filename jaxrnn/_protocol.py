@@ -89,6 +89,11 @@ from jax import Array
 
 from jaxrnn import _checks
 
+Params = Any
+"""A cell's parameters, for annotations: its ``params_type``, a NamedTuple of arrays."""
+Carry = Any
+"""A cell's state, for annotations: one (batch, H) array, or its ``carry_type`` of such arrays."""
+
 
 class BPTT(NamedTuple):
     """A cell's hand-written backward pass, as pure functions (see the module docstring).
@@ -181,7 +186,7 @@ class Cell:
     def __repr__(self) -> str:
         return f"jaxrnn.{self.name}"
 
-    def init(self, key: Array, input_size: int, hidden_size: int, *, dtype=jnp.float32, **options):
+    def init(self, key: Array, input_size: int, hidden_size: int, *, dtype=jnp.float32, **options) -> Params:
         """Makes parameters with the cell's ``init_params``.
 
         Args:
@@ -208,7 +213,7 @@ class Cell:
         _check_options(function, (hidden_size,), options, f"{self!r}.initial_carry")
         return _checks.carry_sizes(self, function(hidden_size, **options))
 
-    def initial_carry(self, batch_size: int, hidden_size: int, *, dtype=jnp.float32, **options):
+    def initial_carry(self, batch_size: int, hidden_size: int, *, dtype=jnp.float32, **options) -> Carry:
         """The all-zero state: (batch, ·) arrays, as ``carry_type`` if it has one."""
         where = f"{self!r}.initial_carry"
         batch_size = _checks.positive_int(batch_size, "batch_size", where, allow_zero=True)
@@ -216,11 +221,11 @@ class Cell:
         dtype = _checks.floating_dtype(dtype, where)
         return zero_carry(self, batch_size, self.sizes(hidden_size, **options), dtype)
 
-    def hidden(self, carry) -> Array:
+    def hidden(self, carry: Carry) -> Array:
         """The output part ``h`` of a carry."""
         return carry if self.carry_type is None else carry[0]
 
-    def step(self, params, carry, x: Array):
+    def step(self, params: Params, carry: Carry, x: Array) -> tuple[Carry, Array]:
         """One time step, checked: ``(carry, x (batch, input)) -> (carry, h (batch, hidden))``.
 
         Params and ``x`` compute in their common dtype; the carry keeps at
@@ -230,17 +235,17 @@ class Cell:
         params, carry, x = _checks.step_arguments(self, params, carry, x, f"{self!r}.step")
         return self.step_unchecked(params, carry, x)
 
-    def project_or_identity(self, params, x: Array) -> Array:
+    def project_or_identity(self, params: Params, x: Array) -> Array:
         """``project(params, x)``, or ``x`` for a cell that projects nothing."""
         return x if self.project is None else self.project(params, x)
 
-    def step_unchecked(self, params, carry, x: Array):
+    def step_unchecked(self, params: Params, carry: Carry, x: Array) -> tuple[Carry, Array]:
         """:meth:`step` without the checks, for inputs already validated."""
         new, h, _ = self.recurrence(params, carry, self.project_or_identity(params, x))
         return like(new, carry), h
 
 
-def cotangents(params, **fields):
+def cotangents(params: Params, **fields: Array | None) -> Params:
     """Params-shaped cotangents with ``fields`` given and ``None`` (zero) elsewhere.
 
     For ``param_grads`` and ``project_vjp``, which often touch a few fields:
@@ -253,12 +258,12 @@ def cotangents(params, **fields):
     return type(params)(**{name: fields.get(name) for name in params._fields})
 
 
-def like(new, old):
+def like(new: Any, old: Any) -> Any:
     """``new`` cast to the dtypes of ``old``, leaf by leaf (a carry keeps its dtype)."""
     return jax.tree.map(lambda a, b: a.astype(b.dtype), new, old)
 
 
-def zero_carry(cell: Cell, batch: int, sizes: tuple[int, ...], dtype):
+def zero_carry(cell: Cell, batch: int, sizes: tuple[int, ...], dtype: Any) -> Carry:
     """Zeros of shapes ``(batch, size)``, one per carry field."""
     zeros = [jnp.zeros((batch, size), dtype) for size in sizes]
     return zeros[0] if cell.carry_type is None else cell.carry_type(*zeros)

@@ -16,13 +16,13 @@ _CELLS: dict[str, Cell] = {}
 _BUILT_IN: set[str] = set()  # names the library's own cells hold; never replaced
 
 
-def register_built_in(cell):
+def register_built_in(cell: Cell) -> Cell:
     """:func:`register` for the library's own cells, whose names no other cell may take."""
     _BUILT_IN.add(register(cell).name)
     return cell
 
 
-def register(cell):
+def register(cell: Cell) -> Cell:
     """Adds ``cell`` under ``cell.name`` and returns it.
 
     Registering a cell of your own again under its name (a re-run notebook
@@ -56,7 +56,7 @@ def cells(*, manual: bool = False) -> dict[str, Cell]:
     return {name: cell for name, cell in _CELLS.items() if not manual or cell.bptt is not None}
 
 
-def get(name: str, where: str = "jaxrnn.get_cell"):
+def get(name: str, where: str = "jaxrnn.get_cell") -> Cell:
     """The registered cell called ``name``; ``ValueError`` listing the names otherwise."""
     try:
         return _CELLS[name]

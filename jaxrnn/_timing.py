@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 
 
 def interleaved(
-    calls: dict[str, Callable[[], Any]], *, rounds: int, warmup: int = 2, burst: int = 1
+    calls: Mapping[str, Callable[[], Any]], *, rounds: int, warmup: int = 2, burst: int = 1
 ) -> dict[str, list[float]]:
     """Seconds per call of each zero-argument function, one call of each per round.
 

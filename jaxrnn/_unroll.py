@@ -10,24 +10,24 @@ import numpy as np
 from jax import Array
 
 from jaxrnn import _bptt, _checks
-from jaxrnn._options import SequenceOptions
-from jaxrnn._protocol import Cell, zero_carry
+from jaxrnn._options import GradMode, SequenceOptions
+from jaxrnn._protocol import Carry, Cell, Params, zero_carry
 
 
 def unroll(
     cell: Cell,
-    params,
+    params: Params,
     xs: Array,
-    carry=None,
+    carry: Carry | None = None,
     *,
-    grad: Literal["manual", "autodiff"] = "manual",
+    grad: GradMode = "manual",
     lengths: Array | None = None,
     reverse: bool = False,
     time_major: bool = True,
     resets: Array | None = None,
     checkpoint: int | None = None,
     scan: Literal["auto", "sequential", "parallel"] = "auto",
-):
+) -> tuple[Carry, Array]:
     """Runs ``cell`` over a sequence with ``jax.lax.scan``.
 
     ``hs[t], carry_{t+1} = cell.step(params, carry_t, xs[t])`` for t = 0..T-1,
@@ -155,7 +155,7 @@ def run(cell: Cell, params, input_size: int, sizes: tuple[int, ...], xs, carry, 
         return carry, jnp.zeros((0, batch, hidden) if time_major else (batch, 0, hidden), xs.dtype)
     if valid is not None:  # padding (even NaN) must not reach outputs or gradients
         xs = jnp.where((valid if inner_time_major else valid.T)[..., None], xs, 0)
-    if parallel:
+    if parallel and cell.sequence is not None:
         carry, hs = cell.sequence(params, carry, xs, valid=valid, resets=resets, reverse=reverse, grad=grad)
     elif checkpoint is not None:
         padded = _pad_to_chunks(checkpoint, xs, valid, resets)
@@ -198,7 +198,7 @@ def _validity(lengths, steps: int, batch: int, where: str, other: int | None = N
     return jnp.arange(steps)[:, None] < lengths[None, :], bad_rows
 
 
-def _pad_to_chunks(checkpoint: int | None, xs: Array, valid, resets):
+def _pad_to_chunks(checkpoint: int | None, xs: Array, valid, resets) -> tuple[Array, Array | None, Array | None]:
     """Pads the time axis to a multiple of ``checkpoint`` with invalid steps at the end.
 
     Invalid steps keep the carry wherever they run, and padding at the end

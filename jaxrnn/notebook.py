@@ -171,7 +171,7 @@ def _rnn_cell(xt, a_prev, p):
     return a_next, softmax(p["Wya"] @ a_next + p["by"]), RNNCache(a_next, a_prev, xt, p)
 
 
-def rnn_cell_forward(xt, a_prev, parameters):
+def rnn_cell_forward(xt: Array, a_prev: Array, parameters: Mapping[str, Array]) -> tuple[Array, Array, RNNCache]:
     """One RNN step: ``a_next = tanh(Waa a_prev + Wax xt + ba)``, ``yt_pred = softmax(Wya a_next + by)``.
 
     Args:
@@ -194,7 +194,9 @@ def _lstm_cell(xt, a_prev, c_prev, p):
     return a_next, c_next, yt_pred, LSTMCache(a_next, c_next, a_prev, c_prev, ft, it, cct, ot, xt, p)
 
 
-def lstm_cell_forward(xt, a_prev, c_prev, parameters):
+def lstm_cell_forward(
+    xt: Array, a_prev: Array, c_prev: Array, parameters: Mapping[str, Array]
+) -> tuple[Array, Array, Array, LSTMCache]:
     """One LSTM step on ``concat = [a_prev; xt]`` ((n_a + n_x), m)::
 
         ft = σ(Wf concat + bf)   it = σ(Wi concat + bi)   ot = σ(Wo concat + bo)
@@ -234,7 +236,9 @@ def _scan_cell(cell, carry, x, p):
     return _time_last(y), _time_last(cache)._replace(parameters=p)
 
 
-def rnn_forward(x, a0, parameters):
+def rnn_forward(
+    x: Array, a0: Array, parameters: Mapping[str, Array]
+) -> tuple[Array, Array, tuple[RNNCache, Array]]:
     """The RNN over a sequence.
 
     Args:
@@ -250,7 +254,9 @@ def rnn_forward(x, a0, parameters):
     return cache.a_next, y_pred, (cache, x)
 
 
-def lstm_forward(x, a0, parameters):
+def lstm_forward(
+    x: Array, a0: Array, parameters: Mapping[str, Array]
+) -> tuple[Array, Array, Array, tuple[LSTMCache, Array]]:
     """The LSTM over a sequence, from ``a0`` and a zero cell state.
 
     Args:
@@ -283,7 +289,7 @@ def _rnn_cell_backward(da_next, cache: RNNCache):
     }
 
 
-def rnn_cell_backward(da_next, cache):
+def rnn_cell_backward(da_next: Array, cache: RNNCache) -> dict[str, Array]:
     """Backward of :func:`rnn_cell_forward`'s ``a_next`` for its gradient ``da_next`` (n_a, m).
 
     Returns:
@@ -309,7 +315,7 @@ def _lstm_cell_backward(da_next, dc_next, cache: LSTMCache):
     return gradients
 
 
-def lstm_cell_backward(da_next, dc_next, cache):
+def lstm_cell_backward(da_next: Array, dc_next: Array, cache: LSTMCache) -> dict[str, Array]:
     """Backward of :func:`lstm_cell_forward`'s ``(a_next, c_next)``.
 
     Args:
@@ -350,7 +356,7 @@ def _sequence_backward(cell_backward: Callable, da, cache, state_keys, zeros_lik
     return {"dx": _time_last(dx), "da0": da0, **{k: sums[k] for k in zeros_like_weights}}
 
 
-def rnn_backward(da, caches):
+def rnn_backward(da: Array, caches: tuple[RNNCache, Array]) -> dict[str, Array]:
     """Backward of :func:`rnn_forward` for the gradient ``da`` (n_a, m, T_x) of all hidden states.
 
     Returns:
@@ -364,7 +370,7 @@ def rnn_backward(da, caches):
     return _sequence_backward(_rnn_cell_backward, da, cache, ("da_prev",), zeros)
 
 
-def lstm_backward(da, caches):
+def lstm_backward(da: Array, caches: tuple[LSTMCache, Array]) -> dict[str, Array]:
     """Backward of :func:`lstm_forward` for the gradient ``da`` (n_a, m, T_x) of all hidden states.
 
     Returns:

@@ -17,7 +17,7 @@ def prepare_jax(
     run: Callable[[Any, jax.Array], jax.Array],
     params: Any,
     data: Data,
-    to_gradients: Callable[[Any, jax.Array], Gradients],
+    to_gradients: Callable[[Any, jax.Array], tuple[np.ndarray, ...]],
 ) -> Prepared:
     """A :class:`Prepared` for ``run(params, xs) -> hs (T, B, H)``.
 
@@ -32,7 +32,8 @@ def prepare_jax(
         run: the implementation's forward pass.
         params: its parameters, as it stores them.
         data: the shared data; ``xs`` and ``dy`` are used.
-        to_gradients: ``(d_params, d_xs) -> Gradients`` in jaxrnn's layout.
+        to_gradients: ``(d_params, d_xs) -> Gradients`` in jaxrnn's layout; for a cell with
+            its own ``Data.params``, those params' leaves then ``d_xs``.
     """
     xs = jnp.asarray(data.xs)
     dy = jnp.asarray(data.dy)

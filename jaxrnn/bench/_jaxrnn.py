@@ -21,7 +21,7 @@ def _implementation(grad: str) -> Implementation:
 
         if data.params is None:  # the peers' four arrays
             params = cell.params_type(*(jnp.asarray(a) for a in (data.w_ih, data.w_hh, data.b_ih, data.b_hh)))
-            return prepare_jax(run, params, data, lambda d, d_xs: numpy_gradients(*d, d_xs))
+            return prepare_jax(run, params, data, lambda d, d_xs: numpy_gradients(d.w_ih, d.w_hh, d.b_ih, d.b_hh, d_xs))
         # Any other cell: its own params, compared leaf by leaf.
         params = jax.tree.map(jnp.asarray, data.params)
         return prepare_jax(run, params, data, lambda d, d_xs: tuple(map(np.asarray, (*jax.tree.leaves(d), d_xs))))

@@ -115,9 +115,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> i
         return 2
     if not args.no_plots:
         try:
-            from jaxrnn.training._io import train_extra
+            from jaxrnn._io import extra_module
 
-            train_extra("matplotlib", "benchmark plots")
+            extra_module("matplotlib", "benchmark plots", "bench")
         except ModuleNotFoundError as error:
             print(f"{prog}: {error} (or pass --no-plots)", file=sys.stderr)
             return 2

@@ -244,14 +244,15 @@ def _parameters(cell: str, data: Data) -> dict:
     ``W [a_prev; xt] + b`` on columns, so each gate's ``W`` is
     ``[W_hh blockᵀ, W_ih blockᵀ]`` and its one bias is ``b_ih + b_hh``.
     """
-    b = data.b_ih + data.b_hh
+    w_ih, w_hh, b_ih, b_hh = data.weights()
+    b = b_ih + b_hh
     if cell == "simple_rnn":
-        return {"Wax": data.w_ih.T.copy(), "Waa": data.w_hh.T.copy(), "ba": b[:, None]}
-    h = data.w_hh.shape[0]
+        return {"Wax": w_ih.T.copy(), "Waa": w_hh.T.copy(), "ba": b[:, None]}
+    h = w_hh.shape[0]
     parameters = {}
     for k, g in enumerate(_LSTM_BLOCKS):
         block = slice(k * h, (k + 1) * h)
-        parameters[f"W{g}"] = np.concatenate((data.w_hh[:, block].T, data.w_ih[:, block].T), axis=1)
+        parameters[f"W{g}"] = np.concatenate((w_hh[:, block].T, w_ih[:, block].T), axis=1)
         parameters[f"b{g}"] = b[block, None]
     return parameters
 

@@ -87,6 +87,17 @@ class Data(NamedTuple):
     dy: np.ndarray
     params: Any = None
 
+    def weights(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(w_ih, w_hh, b_ih, b_hh)``.
+
+        Raises:
+            ValueError: this data carries a cell's own ``params`` instead.
+        """
+        if self.w_ih is None or self.w_hh is None or self.b_ih is None or self.b_hh is None:
+            raise ValueError("this problem's cell has its own params (Data.params), not the four gate arrays; "
+                             "use an implementation that takes params")
+        return self.w_ih, self.w_hh, self.b_ih, self.b_hh
+
 
 class Gradients(NamedTuple):
     """A gradient in jaxrnn's layout, float numpy, for the cross-check.
@@ -112,7 +123,8 @@ class Prepared(NamedTuple):
         forward: zero-argument; the outputs ``hs`` only, with no gradient
             bookkeeping (torch under ``no_grad``).
         outputs: zero-argument; ``(hs (T, B, H), Gradients)`` as numpy, for the
-            cross-check against jaxrnn. Not timed.
+            cross-check against jaxrnn (for a cell with its own ``Data.params``,
+            those params' leaves then ``d_xs``). Not timed.
         compile_s: seconds to trace and compile the gradient (JAX), or None.
         temp_bytes: the compiled gradient's scratch memory from XLA's
             ``memory_analysis()``, or None where there is no such figure.
@@ -120,7 +132,7 @@ class Prepared(NamedTuple):
 
     gradient: Callable[[], Any]
     forward: Callable[[], Any]
-    outputs: Callable[[], tuple[np.ndarray, Gradients]]
+    outputs: Callable[[], tuple[np.ndarray, tuple[np.ndarray, ...]]]
     compile_s: float | None = None
     temp_bytes: int | None = None
 

@@ -20,10 +20,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
+from jaxrnn._io import atomic_write, extra_module
 from jaxrnn.bench._jaxrnn import AUTODIFF
 from jaxrnn.bench._problem import Problem
 from jaxrnn.bench._suite import CELL_NAMES, IMPLEMENTATIONS, REFERENCE
-from jaxrnn.training._io import atomic_write, train_extra
 
 # The suite's speed targets, by the shapes they name, (B, X, H, T).
 SMALL_SHAPES = ((32, 64, 128, 100), (8, 32, 64, 1000))
@@ -468,8 +468,8 @@ def plots(run: dict, out_dir: str | os.PathLike) -> list[Path]:
     Raises:
         ModuleNotFoundError: matplotlib is missing, with the install command.
     """
-    train_extra("matplotlib", "benchmark plots")  # fail here, naming the benchmark, not midway
-    from jaxrnn.training._plot import figure, plain_log_ticks, save
+    extra_module("matplotlib", "benchmark plots", "bench")  # fail here, naming the benchmark, not midway
+    from jaxrnn._plot import figure, plain_log_ticks, save
 
     out_dir = Path(out_dir)
     results = run.get("results", [])

@@ -15,12 +15,14 @@ The modules behind this one, one concern each:
 * ``_memory_task``: the adding problem, LSTM/GRU against a simple RNN;
 * ``_state_tracking``: running parity, nonlinear cells against linear-recurrence ones;
 * ``_compare``: what those two demos share (checks, optimiser, one training loop per cell);
-* ``_io``, ``_plot``: atomic files, progress bars and PNG figures.
+
+Atomic files, progress bars and PNG figures come from ``jaxrnn._io`` and
+``jaxrnn._plot``, which the benchmark suite shares.
 """
 
-from jaxrnn.training._io import train_extra
+from jaxrnn._io import extra_module
 
-train_extra("optax", "training modules")  # before the modules that import it: one clear error, not optax's
+extra_module("optax", "training modules")  # before the modules that import it: one clear error, not optax's
 
 from jaxrnn.training._checkpoint import CheckpointError
 from jaxrnn.training._corpus import CorpusError, Vocabulary, read_corpus, stdlib_files

@@ -11,7 +11,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxrnn.training._io import atomic_write
+from jaxrnn._io import atomic_write
 
 FORMAT = "jaxrnn.training checkpoint v1"
 CHECKPOINT_NAME = "checkpoint.npz"
@@ -35,7 +35,7 @@ def save(path: str | os.PathLike, tree: Any, header: dict) -> Path:
     header = {"format": FORMAT, **header, "leaves": [[list(a.shape), a.dtype.name] for a in leaves]}
     arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
     if jax.process_index() == 0:  # with many hosts, every one gathers (a collective) and the first writes
-        atomic_write(path, lambda file: np.savez(file, **arrays))
+        atomic_write(path, lambda file: np.savez(file, **arrays))  # type: ignore[arg-type]  # numpy's stub: **kwds
     return Path(path)
 
 

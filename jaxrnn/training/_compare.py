@@ -21,8 +21,8 @@ from jax import Array
 
 from jaxrnn import _registry
 from jaxrnn._checks import positive_int
-from jaxrnn._options import GRAD_MODES
-from jaxrnn.training._io import atomic_write, progress_bar
+from jaxrnn._io import atomic_write, progress_bar
+from jaxrnn._options import GRAD_MODES, GradMode
 
 GRAD_CLIP = 1.0  # global-norm clip: the loss drops in a cliff when a gated cell catches on, and gradients spike
 DECAY_AT = 2 / 3  # the learning rate is divided by DECAY_FACTOR after this fraction of the steps
@@ -51,7 +51,7 @@ class Budget(NamedTuple):
     lr: float
     eval_every: int
     seed: int
-    grad: str
+    grad: GradMode
 
     def describe(self) -> dict:
         """The budget, the optimiser and the schedule, as the demos' JSON records them."""

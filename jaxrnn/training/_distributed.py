@@ -17,6 +17,7 @@ import os
 import select
 import socket
 import time
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import jax
@@ -71,7 +72,7 @@ def initialize(timeout: float = 120.0) -> Cluster:
     cluster = resolve()
     if cluster.num_processes > 1:
         rendezvous(cluster, timeout)
-    if jax.config.jax_cpu_collectives_implementation in (None, "none"):
+    if jax.config.jax_cpu_collectives_implementation in (None, "none"):  # type: ignore[attr-defined]
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(
         cluster.coordinator, cluster.num_processes, cluster.process_id, local_device_ids=cluster.local_device_ids,
@@ -80,15 +81,15 @@ def initialize(timeout: float = 120.0) -> Cluster:
     return cluster
 
 
-def resolve(environ: dict | None = None) -> Cluster:
+def resolve(environ: Mapping[str, str] | None = None) -> Cluster:
     """The :class:`Cluster` described by ``environ`` (default ``os.environ``) and any detected scheduler."""
     environ = os.environ if environ is None else environ
-    given = [environ.get(name) or None for name in ENVIRONMENT]
-    address, count, index = given
-    count = _whole(count, "JAX_NUM_PROCESSES", minimum=1)
-    index = _whole(index, "JAX_PROCESS_ID", minimum=0)
-    devices, source = None, "JAX_* variables"
-    if None in (address, count, index):
+    address, count_text, index_text = (environ.get(name) or None for name in ENVIRONMENT)
+    count = _whole(count_text, "JAX_NUM_PROCESSES", minimum=1)
+    index = _whole(index_text, "JAX_PROCESS_ID", minimum=0)
+    devices: list[int] | None = None
+    source = "JAX_* variables"
+    if address is None or count is None or index is None:
         detected = _detect(address, count, index) if environ is os.environ else None  # a scheduler's own variables
         if detected is None:
             missing = [name for name, value in zip(ENVIRONMENT, (address, count, index)) if value is None]
@@ -124,7 +125,9 @@ def _whole(value: str | None, name: str, minimum: int) -> int | None:
     return number
 
 
-def _detect(address, count, index):
+def _detect(
+    address: str | None, count: int | None, index: int | None
+) -> tuple[str, int, int, list[int] | None, str] | None:
     """JAX's own detection of SLURM / Open MPI: ``(address, count, id, local devices, name)``, or None."""
     try:
         from jax._src import clusters  # private, so a future JAX may move it: then nothing is detected
@@ -136,7 +139,7 @@ def _detect(address, count, index):
         local = env.get_local_process_id()
     except Exception:  # noqa: BLE001 (no scheduler, or an API that moved: the caller says what to set)
         return None
-    devices = None if local is None or jax.config.jax_platforms == "cpu" else [local]
+    devices = None if local is None or jax.config.jax_platforms == "cpu" else [local]  # type: ignore[attr-defined]
     return address, count, index, devices, getattr(env, "name", type(env).__name__)
 
 
@@ -204,10 +207,10 @@ def _host(cluster: Cluster, port: int, deadline: float, timeout: float) -> None:
                     else f"process id {index} arrived twice" if index in peers else None
                 )
                 if problem:
-                    error = _refuse([*peers.values(), connection], f"{problem}. Give every process the same "
-                                    "JAX_NUM_PROCESSES and its own JAX_PROCESS_ID")
+                    refusal = _refuse([*peers.values(), connection], f"{problem}. Give every process the same "
+                                      "JAX_NUM_PROCESSES and its own JAX_PROCESS_ID")
                     connection.close()
-                    raise error
+                    raise refusal
                 peers[index] = connection
             for connection in peers.values():
                 connection.sendall(b"ok\n")

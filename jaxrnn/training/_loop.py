@@ -22,11 +22,11 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
-from jaxrnn import _registry
+from jaxrnn import _plot, _registry
+from jaxrnn._io import atomic_write, progress_bar
 from jaxrnn._options import GRAD_MODES
-from jaxrnn.training import _checkpoint, _plot
+from jaxrnn.training import _checkpoint
 from jaxrnn.training._corpus import Streams, Vocabulary, read_corpus, split, validation_slice
-from jaxrnn.training._io import atomic_write, progress_bar
 from jaxrnn.training._model import CharLM
 
 OPTIMIZERS = ("adam", "adamw")
@@ -456,7 +456,8 @@ class _Monitor:
         self.chars_per_step = config.batch * config.seq_len
         self.stop_agreed = False
         self.speed = None
-        self.window = None  # (time, step) since which only training steps ran; restarted after compile, evals, saves
+        # (time, step) since which only training steps ran; restarted after compile, evals, saves
+        self.window: tuple[float, int] | None = None
 
     def settle(self, pending: collections.deque, keep: int) -> None:
         """Reads the oldest pending steps until ``keep`` are left, in order.
@@ -532,10 +533,10 @@ def _compiled(model: CharLM, optimizer_options: tuple, grad: str, dtype: str, pl
     optimizer = make_optimizer(*optimizer_options)
     step_fn = jax.jit(
         make_loop_step(model, optimizer, grad=grad, dtype=DTYPES[dtype]),
-        out_shardings=LoopOutput(
-            StepOutput(place.replicated, place.replicated, place.rows, place.replicated, place.replicated),
+        out_shardings=LoopOutput._make((  # the outputs' tree with a sharding per leaf (_make: not arrays)
+            StepOutput._make((place.replicated, place.replicated, place.rows, place.replicated, place.replicated)),
             place.replicated,
-        ),
+        )),
     )  # no buffer donation: Ctrl-C mid-step must still find the last state intact to save it
     eval_fn = jax.jit(make_eval(model, dtype=DTYPES[dtype]), out_shardings=place.replicated)
     return step_fn, eval_fn

@@ -40,6 +40,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from jaxrnn._checks import positive_int
+from jaxrnn._options import GradMode
 from jaxrnn._protocol import Cell
 from jaxrnn._unroll import unroll
 from jaxrnn.training._compare import (
@@ -79,7 +80,7 @@ INPUT_FEATURES = 2  # value, marker
 # plateau after 2500 steps), lr 2e-2 (LSTM unstable, still on the plateau at
 # 1300), batch 64 (twice the cost a step; at lr 1e-2, cosine-decayed, one of
 # two seeds' LSTM was still on the plateau at step 2000).
-DEFAULTS = dict(length=200, hidden=128, batch=32, steps=3000, lr=1e-2, eval_every=100, seed=0)
+DEFAULTS: dict[str, Any] = dict(length=200, hidden=128, batch=32, steps=3000, lr=1e-2, eval_every=100, seed=0)
 DEFAULT_OUT = "memory_task_out"
 
 
@@ -159,7 +160,7 @@ def init_model(cell: Cell, key: Array, hidden: int) -> Model:
     )
 
 
-def predict(cell: Cell, model: Model, xs: Array, grad: str = "manual") -> Array:
+def predict(cell: Cell, model: Model, xs: Array, grad: GradMode = "manual") -> Array:
     """``ŷ = h_T · w_out + b_out``: xs (T, B, 2) -> predictions (B,)."""
     _, hs = unroll(cell, model.cell, xs, grad=grad)
     return hs[-1] @ model.w_out + model.b_out
@@ -174,7 +175,7 @@ def _mse(predictions: Array, targets: Array) -> Array:
 
 
 def _trial(cell: Cell, optimizer, *, key: Array, train_key: Array, hidden: int, batch: int, length: int,
-           grad: str, eval_xs: Array, eval_targets: Array) -> Trial:
+           grad: GradMode, eval_xs: Array, eval_targets: Array) -> Trial:
     """The cell's run: MSE on fresh batches; scored on the held-out batch."""
 
     def loss_fn(model: Model, key: Array) -> Array:
@@ -204,7 +205,7 @@ def run_memory_task(
     lr: float = DEFAULTS["lr"],
     eval_every: int = DEFAULTS["eval_every"],
     seed: int = DEFAULTS["seed"],
-    grad: str = "manual",
+    grad: GradMode = "manual",
     out: str | os.PathLike = DEFAULT_OUT,
     progress: bool = True,
 ) -> dict:
@@ -278,7 +279,7 @@ def run_memory_task(
 
 def _plot(report: dict, path: Path) -> None:
     """Two panels: eval MSE (log y) with the baseline dashed, and accuracy, against step."""
-    from jaxrnn.training._plot import figure, save
+    from jaxrnn._plot import figure, save
 
     config = report["config"]
     fig, (mse_ax, acc_ax) = figure(1, 2)

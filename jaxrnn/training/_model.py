@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +11,7 @@ import optax
 from jax import Array
 
 from jaxrnn import _registry
+from jaxrnn._options import GradMode
 from jaxrnn._precision import matmul
 from jaxrnn._protocol import Cell
 from jaxrnn._stack import Stack, stack
@@ -77,11 +78,12 @@ class CharLM:
             readout_b=jax.random.uniform(k_b, (self.vocab_size,), jnp.float32, -bound, bound),
         )
 
-    def initial_carry(self, batch: int):
+    def initial_carry(self, batch: int) -> tuple:
         """Zeros for every layer, float32."""
         return self.net.initial_carry(batch, self.hidden)
 
-    def apply(self, params: CharLMParams, carry, ids: Array, *, key=None, train=False, grad="manual", dtype=None):
+    def apply(self, params: CharLMParams, carry: tuple, ids: Array, *, key: Array | None = None, train: bool = False,
+              grad: GradMode = "manual", dtype: Any = None) -> tuple[tuple, Array]:
         """Reads ``ids`` (T, batch) int from state ``carry``.
 
         Args:
@@ -99,17 +101,17 @@ class CharLM:
         logits = matmul(hs, params.readout_w) + params.readout_b
         return carry, logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
 
-    def loss(self, params: CharLMParams, carry, inputs: Array, targets: Array, *, key=None, grad="manual",
-             dtype=None):
+    def loss(self, params: CharLMParams, carry: tuple, inputs: Array, targets: Array, *, key: Array | None = None,
+             grad: GradMode = "manual", dtype: Any = None) -> tuple[Array, tuple]:
         """``(mean cross-entropy in nats per character, final carry)`` over (T, batch) ids, in training mode."""
         carry, logits = self.apply(params, carry, inputs, key=key, train=key is not None, grad=grad, dtype=dtype)
         return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean(), carry
 
-    def step(self, params: CharLMParams, carry, token: Array):
+    def step(self, params: CharLMParams, carry: tuple, token: Array) -> tuple[tuple, Array]:
         """One character: ``token`` (batch,) int → ``(carry, logits (batch, V))`` through each layer's ``cell.step``."""
         x = params.embedding[token]
         cell = self.recurrent_cell
-        carry = list(carry)
+        states = list(carry)
         for layer in range(self.layers):
-            carry[layer], x = cell.step(params.rnn[layer], carry[layer], x)
-        return tuple(carry), matmul(x, params.readout_w) + params.readout_b
+            states[layer], x = cell.step(params.rnn[layer], states[layer], x)
+        return tuple(states), matmul(x, params.readout_w) + params.readout_b

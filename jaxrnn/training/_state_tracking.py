@@ -38,6 +38,7 @@ from jax import Array
 
 from jaxrnn import _registry
 from jaxrnn._checks import positive_int
+from jaxrnn._options import GradMode
 from jaxrnn._protocol import Cell
 from jaxrnn._unroll import unroll
 from jaxrnn.training._compare import Trial, budget, cell_names, optimizer, train_each, trial, write_report
@@ -55,7 +56,9 @@ INPUT_FEATURES = 2  # the bit, one-hot
 # Defaults, measured on 2 CPU cores (docs/state_tracking.json): the five cells in about 2 minutes together; LSTM,
 # GRU and sLSTM are at accuracy 1.000 on every held-out step from the eval at step 200 (sLSTM 100) on; minGRU
 # and minLSTM stay at chance (0.50) throughout.
-DEFAULTS = dict(length=64, test_length=256, hidden=64, batch=64, steps=1000, lr=1e-2, eval_every=100, seed=0)
+DEFAULTS: dict[str, Any] = dict(
+    length=64, test_length=256, hidden=64, batch=64, steps=1000, lr=1e-2, eval_every=100, seed=0
+)
 
 
 def parity_problem(key: Array, batch: int, length: int) -> tuple[Array, Array]:
@@ -105,14 +108,14 @@ def init_model(cell: Cell, key: Array, hidden: int) -> Model:
     )
 
 
-def logits(cell: Cell, model: Model, xs: Array, grad: str = "manual") -> Array:
+def logits(cell: Cell, model: Model, xs: Array, grad: GradMode = "manual") -> Array:
     """xs (T, B, 2) -> logits (T, B, 2), one pair per step."""
     _, hs = unroll(cell, model.cell, xs, grad=grad)
     return hs @ model.w_out + model.b_out
 
 
 def _trial(cell: Cell, optimizer, *, key: Array, train_key: Array, hidden: int, batch: int, length: int,
-           grad: str, eval_xs: Array, eval_labels: Array, seen: int) -> Trial:
+           grad: GradMode, eval_xs: Array, eval_labels: Array, seen: int) -> Trial:
     """The cell's run: cross-entropy at every step of fresh batches; accuracy on the held-out sequences."""
 
     def loss_fn(model: Model, key: Array) -> Array:
@@ -143,7 +146,7 @@ def run_state_tracking(
     lr: float = DEFAULTS["lr"],
     eval_every: int = DEFAULTS["eval_every"],
     seed: int = DEFAULTS["seed"],
-    grad: str = "manual",
+    grad: GradMode = "manual",
     out: str | os.PathLike = DEFAULT_OUT,
     progress: bool = True,
 ) -> dict:
@@ -210,7 +213,7 @@ def run_state_tracking(
 
 def _plot(report: dict, path: Path) -> None:
     """Two panels: held-out accuracy at each step of the sequence, and the training loss against step."""
-    from jaxrnn.training._plot import figure, save
+    from jaxrnn._plot import figure, save
 
     config = report["config"]
     fig, (by_step_ax, loss_ax) = figure(1, 2)

@@ -9,10 +9,11 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import IO
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) -> Path:
     """Writes ``path`` through ``write(file)`` so that a crash never leaves a partial file.
 
     The bytes go to a temporary file in the same folder, which is flushed to
@@ -54,8 +55,8 @@ def _umask() -> int:
     return mask
 
 
-def train_extra(module: str, purpose: str):
-    """Imports ``module`` from the ``[train]`` extra, or says how to install it.
+def extra_module(module: str, purpose: str, extra: str = "train") -> ModuleType:
+    """Imports ``module``, which comes with the optional ``[extra]``, or says how to install it.
 
     Raises:
         ModuleNotFoundError: ``module`` is missing; the message names ``purpose`` and the install command.
@@ -65,7 +66,7 @@ def train_extra(module: str, purpose: str):
     except ModuleNotFoundError as error:
         raise ModuleNotFoundError(
             f"jaxrnn's {purpose} need {module.split('.')[0]}, which is not installed. "
-            'Install the training extra: pip install "jaxrnn[train]".'
+            f'Install it with: pip install "jaxrnn[{extra}]".'
         ) from error
 
 
@@ -76,6 +77,6 @@ def progress_bar(total: int, *, initial: int = 0, enabled: bool = True, desc: st
     standard error is neither a terminal nor a notebook: redirected to a
     file, a bar would write a carriage-return update per refresh into it.
     """
-    tqdm = train_extra("tqdm.auto", "progress bars").tqdm
+    tqdm = extra_module("tqdm.auto", "progress bars").tqdm
     shown = enabled and (sys.stderr.isatty() or "ipykernel" in sys.modules)
     return tqdm(total=total, initial=initial, disable=not shown, desc=desc, unit="step", dynamic_ncols=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from jaxrnn.training._io import atomic_write, train_extra
+from jaxrnn._io import atomic_write, extra_module
 
 
 def figure(rows: int = 1, cols: int = 1, *, width: float = 6.4, height: float = 4.0):
@@ -14,7 +14,7 @@ def figure(rows: int = 1, cols: int = 1, *, width: float = 6.4, height: float = 
     Raises:
         ModuleNotFoundError: matplotlib is missing, with the install command.
     """
-    Figure = train_extra("matplotlib.figure", "training plots").Figure
+    Figure = extra_module("matplotlib.figure", "figures").Figure
     fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel().tolist()
     return fig, axes
@@ -27,6 +27,6 @@ def save(fig, path: str | os.PathLike) -> Path:
 
 def plain_log_ticks(axis) -> None:
     """Labels a log-scaled axis with plain numbers (1.5, 2, 3) instead of powers of ten."""
-    formatter = train_extra("matplotlib.ticker", "training plots").FormatStrFormatter("%.3g")
+    formatter = extra_module("matplotlib.ticker", "figures").FormatStrFormatter("%.3g")
     axis.set_major_formatter(formatter)
     axis.set_minor_formatter(formatter)
