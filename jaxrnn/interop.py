@@ -483,8 +483,7 @@ def from_flax(cell: Cell, flax_params: Any):
             jnp.asarray(tree[name]["bias"]) if biased[j * per] else jnp.zeros(per * size, weight.dtype)
             for j, name in enumerate(names)
         ]
-        # jnp.array copies: an NNX cell updated in place later leaves these as they are.
-        return jnp.array(weight), jnp.array(jnp.concatenate(biases).astype(weight.dtype))
+        return weight, jnp.concatenate(biases).astype(weight.dtype)
 
     w_ih, b_ih = side(layout.input, layout.input_bias)
     w_hh, b_hh = side(layout.hidden, layout.hidden_bias)
@@ -730,7 +729,8 @@ def _find_flax_layout(cell: Cell, tree: dict, known: tuple[str, str] | None, whe
         candidates = [key for key, layout in _FLAX_LAYOUTS.items() if _layout_paths(layout) == paths]
         # NNX's GRUCell and SimpleCell have the same keys: the kernels' widths tell them apart.
         if len(candidates) > 1:
-            counted = [key for key in candidates if _gate_count(_FLAX_LAYOUTS[key], tree) == len(_FLAX_LAYOUTS[key].input_bias)]
+            layouts = {key: _FLAX_LAYOUTS[key] for key in candidates}
+            counted = [key for key, layout in layouts.items() if _gate_count(layout, tree) == len(layout.input_bias)]
             candidates = counted or candidates
     for key in candidates:
         if key[1] == cell.name and (known is None or _layout_paths(_FLAX_LAYOUTS[key]) == paths):
@@ -750,9 +750,15 @@ def _find_flax_layout(cell: Cell, tree: dict, known: tuple[str, str] | None, whe
     missing, extra = sorted(expected - paths), sorted(paths - expected)
     names = sorted(tree)
     if names == ["params"]:
-        hint = "This is a whole variables dict: pass the cell's scope, e.g. variables['params']['cell'] for nn.RNN(cell)."
+        hint = (
+            "This is a whole variables dict: pass the cell's scope, e.g. variables['params']['cell'] for "
+            "nn.RNN(cell)."
+        )
     elif len(names) == 1 and isinstance(tree[names[0]], Mapping):
-        hint = f"The weights seem to be one level down: pass flax_params[{names[0]!r}], the dict under the cell's scope."
+        hint = (
+            f"The weights seem to be one level down: pass flax_params[{names[0]!r}], the dict under the "
+            "cell's scope."
+        )
     else:
         hint = (
             "Pass the parameters of one flax LSTMCell, OptimizedLSTMCell, GRUCell or SimpleCell with the default "
@@ -789,6 +795,7 @@ def _check_flax_shapes(cell: Cell, layout: _FlaxLayout, tree: dict, where: str) 
 
 
 def _flax_shape_message(cell, layout, name, leaf, shape, got, where) -> str:
+    """Names the key, the shape expected and received, and the likeliest fix."""
     sizes = "H = the first dimension of the hidden side's first kernel, X = that of the input side's"
     message = (
         f"{where}: flax_params[{name!r}][{leaf!r}] must have the shape {_shape_text(shape)} in a "
@@ -804,7 +811,8 @@ def _flax_shape_message(cell, layout, name, leaf, shape, got, where) -> str:
         return message + " Kernels are 2-D, biases 1-D: pass the cell's own arrays."
     if leaf == "kernel" and got == shape[::-1] and got != shape:
         return message + " It looks transposed: Flax kernels are (in, out), as in flax.linen.Dense."
-    if leaf == "kernel" and len(got) == 2 and got[0] == shape[0] and got[1] % max(got[0], 1) == 0 and name == layout.hidden[0]:
+    first_hidden = leaf == "kernel" and name == layout.hidden[0]
+    if first_hidden and len(got) == 2 and got[0] == shape[0] and got[1] % max(got[0], 1) == 0:
         count = got[1] // got[0] * len(layout.hidden)
         if count in _CELL_OF_GATES:
             other = _CELL_OF_GATES[count][0]
