@@ -41,70 +41,30 @@ def _not_installed(module: str) -> str | None:
     return None
 
 
-def _blocks(array: np.ndarray, gates: int) -> list[np.ndarray]:
-    """The gate blocks of a weight (along its last axis) or bias, in torch's order."""
-    return np.split(array, gates, axis=-1)
-
-
 def _concat(blocks) -> np.ndarray:
-    """The inverse of :func:`_blocks`, for gradients."""
+    """Gate blocks (along the last axis) joined into one array, for gradients."""
     return np.concatenate([np.asarray(b) for b in blocks], axis=-1)
 
 
 # --------------------------------------------------------------------------
 # Flax.
 
-# Flax's parameter names per gate, in torch's gate order.
-_FLAX_LSTM_GATES = ("i", "f", "g", "o")
-_FLAX_GRU_GATES = ("r", "z", "n")
-
 
 def _flax_params(cell: str, data: Data) -> dict:
-    """The cell's params in Flax's names and layout (kernels ``(in, H)`` per gate).
+    """The cell's params in Flax Linen's names and layout, by :func:`jaxrnn.interop.to_flax`.
 
-    Flax has one bias where torch has two, except for the GRU's ``n`` gate:
-
-    * ``OptimizedLSTMCell``: ``i{g}`` kernel only, ``h{g}`` kernel and bias,
-      so the bias ``b_ih + b_hh`` sits on the hidden side.
-    * ``GRUCell``: ``ir``, ``iz``, ``in`` kernel and bias; ``hr``, ``hz``
-      kernel only; ``hn`` kernel and bias. ``r`` and ``z`` take
-      ``b_i + b_h`` on the input side; ``n`` keeps ``b_in`` and ``b_hn``
-      apart, since ``b_hn`` is inside ``r * (W_hn h + b_hn)``.
-    * ``SimpleCell``: ``i`` kernel and bias ``b_ih + b_hh``, ``h`` kernel only.
+    ``OptimizedLSTMCell`` and ``SimpleCell`` hold one bias per gate,
+    ``b_ih + b_hh``; ``GRUCell`` keeps ``n``'s two apart, since ``b_hn`` is
+    inside ``r * (W_hn h + b_hn)``.
     """
-    if cell == "simple_rnn":
-        return {"i": {"kernel": data.w_ih, "bias": data.b_ih + data.b_hh}, "h": {"kernel": data.w_hh}}
-    names = _FLAX_LSTM_GATES if cell == "lstm" else _FLAX_GRU_GATES
-    w_i, w_h, b_i, b_h = (_blocks(a, len(names)) for a in (data.w_ih, data.w_hh, data.b_ih, data.b_hh))
-    params = {}
-    for k, gate in enumerate(names):
-        params["i" + gate] = {"kernel": w_i[k]}
-        params["h" + gate] = {"kernel": w_h[k]}
-    if cell == "lstm":
-        for k, gate in enumerate(names):
-            params["h" + gate]["bias"] = b_i[k] + b_h[k]
-    else:
-        params["ir"]["bias"] = b_i[0] + b_h[0]
-        params["iz"]["bias"] = b_i[1] + b_h[1]
-        params["in"]["bias"] = b_i[2]
-        params["hn"]["bias"] = b_h[2]
-    return params
+    jax_cell = getattr(jaxrnn, cell)
+    return interop.to_flax(jax_cell, jax_cell.params_type(*data[:4]))
 
 
 def _flax_gradients(cell: str, d: dict, d_xs) -> Gradients:
-    """The inverse of :func:`_flax_params` for a gradient; a folded bias's goes to both."""
-    if cell == "simple_rnn":
-        bias = d["i"]["bias"]
-        return numpy_gradients(d["i"]["kernel"], d["h"]["kernel"], bias, bias, d_xs)
-    names = _FLAX_LSTM_GATES if cell == "lstm" else _FLAX_GRU_GATES
-    w_ih = _concat(d["i" + gate]["kernel"] for gate in names)
-    w_hh = _concat(d["h" + gate]["kernel"] for gate in names)
-    if cell == "lstm":
-        b_ih = b_hh = _concat(d["h" + gate]["bias"] for gate in names)
-    else:
-        b_ih = _concat([d["ir"]["bias"], d["iz"]["bias"], d["in"]["bias"]])
-        b_hh = _concat([d["ir"]["bias"], d["iz"]["bias"], d["hn"]["bias"]])
-    return numpy_gradients(w_ih, w_hh, b_ih, b_hh, d_xs)
+    """The gradient in Flax's layout mapped back to ours; a folded bias's goes to both of ours."""
+    grads = interop._from_flax_gradient(getattr(jaxrnn, cell), d)
+    return numpy_gradients(grads.w_ih, grads.w_hh, grads.b_ih, grads.b_hh, d_xs)
 
 
 def _flax_prepare(problem: Problem, data: Data) -> Prepared:
