@@ -7,18 +7,18 @@ Build it from the repository root with ``sphinx-build -W --keep-going -b html do
 from __future__ import annotations
 
 import importlib
-import re
 import os
+import re
 import sys
 
 # The checkout's jaxrnn, not an installed copy, so the API pages document the code next to them.
-sys.path.insert(0, os.path.abspath(".."))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 project = "jaxrnn"
 author = "the jaxrnn authors"
-copyright = "the jaxrnn authors"  # noqa: A001  (Sphinx's name)
+copyright = "the jaxrnn authors"
 
-import jaxrnn  # noqa: E402
+import jaxrnn
 
 release = jaxrnn.__version__
 version = release

@@ -115,7 +115,7 @@ def run_page(path: Path, blocks: list[Block]) -> list[str]:
     env.update(PYTHONPATH=str(ROOT), MPLBACKEND="Agg", PYTHONWARNINGS="ignore::DeprecationWarning")
     payload = json.dumps([block._asdict() for block in blocks])
     process = subprocess.run(
-        [sys.executable, "-c", _DRIVER, str(path)], input=payload, capture_output=True, text=True,
+        [sys.executable, "-c", _DRIVER, str(path)], check=False, input=payload, capture_output=True, text=True,
         cwd=ROOT, env=env, timeout=TIMEOUT_S,
     )
     if process.returncode != 0:
