@@ -1,0 +1,99 @@
+"""Sphinx configuration: the jaxrnn documentation, built from Markdown pages (MyST) and the docstrings.
+
+Build it from the repository root with ``sphinx-build -W --keep-going -b html docs docs/_build/html``
+(``pip install ".[docs]"``). Nothing here reaches the network.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import sys
+
+# The checkout's jaxrnn, not an installed copy, so the API pages document the code next to them.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+project = "jaxrnn"
+author = "the jaxrnn authors"
+copyright = "the jaxrnn authors"
+
+import jaxrnn
+
+release = jaxrnn.__version__
+version = release
+
+extensions = [
+    "myst_parser",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.viewcode",
+]
+
+source_suffix = {".md": "markdown"}
+root_doc = "index"
+# The data files next to the pages (figures, metrics, curves) are read by the README and the code;
+# they are not pages.
+exclude_patterns = ["_build", "**/*.json", "**/*.jsonl", "Thumbs.db", ".DS_Store"]
+
+myst_enable_extensions = ["colon_fence", "deflist"]
+myst_heading_anchors = 3
+
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+napoleon_use_rtype = False
+# "Attributes:" of a NamedTuple as a field list: autodoc already documents each field as a member.
+napoleon_use_ivar = True
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+autodoc_default_options = {"members": True, "show-inheritance": False}
+
+# No intersphinx: the build runs without network access.
+nitpicky = False
+
+html_theme = "furo"
+html_title = f"jaxrnn {release}"
+
+# Framework modules (Flax NNX, Linen, Equinox) need their optional framework installed. Their API pages are
+# left out of the build, with a note, when the module cannot be imported, so the rest of the site still builds.
+_FRAMEWORK_PAGES = {"api/nnx": "jaxrnn.nnx", "api/linen": "jaxrnn.linen", "api/eqx": "jaxrnn.eqx"}
+for _page, _module in _FRAMEWORK_PAGES.items():
+    try:
+        importlib.import_module(_module)
+    except ImportError as error:
+        print(f"docs/conf.py: leaving out {_page}.md: {_module} cannot be imported ({error})")
+        exclude_patterns.append(_page + ".md")
+
+
+_SECTION = re.compile(r"^(\s*)(Raises|Args|Arguments|Returns|Yields|Attributes|Examples?|Notes?|Precision):\s*$")
+_EXCEPTIONS = re.compile(r"^[A-Z]\w*(\.\w+)*(\s*,\s*[A-Z]\w*(\.\w+)*)*\s*:")
+
+
+def _indent_raises_continuations(app, what, name, obj, options, lines):
+    """Indents the continuation lines of a ``Raises:`` entry that sit at the entry's own indent.
+
+    The docstrings continue a ``Raises:`` entry's text at the entry's indent
+    (``ValueError: bad shapes ...`` then ``an unknown grad ...`` under it);
+    napoleon would read each such line as another exception. Lines that do not
+    start with exception names and a colon are continuations, so they move
+    one level in. Runs before napoleon (priority 400 < its 500).
+    """
+    in_raises, entry_indent = False, None
+    for k, line in enumerate(lines):
+        header = _SECTION.match(line)
+        if header:
+            in_raises, entry_indent = header.group(2) == "Raises", None
+            continue
+        if not in_raises or not line.strip():
+            continue
+        indent = len(line) - len(line.lstrip())
+        if entry_indent is None:
+            entry_indent = indent
+        if indent < entry_indent:  # the section has ended (dedented text)
+            in_raises = False
+        elif indent == entry_indent and not _EXCEPTIONS.match(line.strip()):
+            lines[k] = "    " + line
+
+
+def setup(app):
+    app.connect("autodoc-process-docstring", _indent_raises_continuations, priority=400)
