@@ -269,6 +269,7 @@ class Stack:
         resets: Array | None = None,
         checkpoint: int | None = None,
         scan: Literal["auto", "sequential", "parallel"] = "auto",
+        reverse: bool = False,
     ):
         """Runs the layers in turn over ``xs``.
 
@@ -287,6 +288,13 @@ class Stack:
             grad, lengths, time_major, resets, checkpoint, scan: as for
                 :func:`jaxrnn.unroll` (and :func:`bidirectional`), applied to
                 every layer.
+            reverse: a Python bool, for unidirectional stacks only. True runs
+                every layer in reverse, as ``unroll(..., reverse=True)``: each
+                row from its last real step back to step 0, with each layer's
+                outputs kept at their time positions, so layer ``k > 0`` reads
+                layer ``k − 1``'s outputs where they were made. The final
+                carries are then the states after step 0. A bidirectional
+                stack already runs both ways and takes only False.
 
         Returns:
             ``(carry, hs)``: the final state of every layer and direction, in
@@ -297,11 +305,18 @@ class Stack:
         Raises:
             TypeError, ValueError: params or carry of the wrong structure or
             shapes (naming the layer and direction), ``train`` not a bool, a
-            missing or malformed ``key``; and whatever :func:`jaxrnn.unroll`
-            raises for the other arguments.
+            missing or malformed ``key``, ``reverse=True`` on a bidirectional
+            stack; and whatever :func:`jaxrnn.unroll` raises for the other
+            arguments.
         """
         where = f"{self!r}.apply"
-        options = SequenceOptions(grad, lengths, False, time_major, resets, checkpoint, scan).checked(where)
+        options = SequenceOptions(grad, lengths, reverse, time_major, resets, checkpoint, scan).checked(where)
+        if options.reverse and self.bidirectional:
+            raise ValueError(
+                f"{where}: reverse=True runs a unidirectional stack backwards; this stack is bidirectional, so "
+                "every layer already runs both ways and reversing it would only swap the two directions. "
+                "Pass reverse=False, or make the net with bidirectional=False to run it in reverse."
+            )
         params, sizes = self._check_params(params, where)
         carry = (None,) * self.num_layers if carry is None else self._check_carry(carry, where)
         if not isinstance(train, bool):

@@ -1,0 +1,166 @@
+"""Flax Linen: :class:`RNN`, any registered cell as a ``flax.linen.Module``.
+
+Needs Flax (``pip install "jaxrnn[flax]"``)::
+
+    import jaxrnn.linen
+
+    model = jaxrnn.linen.RNN("lstm", 32, num_layers=2)
+    variables = model.init(jax.random.key(0), xs)      # xs (T, batch, X)
+    carry, hs = model.apply(variables, xs)             # hs (T, batch, 32)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax.numpy as jnp
+from jax import Array
+
+from jaxrnn import _modules
+
+nn = _modules.require("flax.linen", "jaxrnn.linen", "flax")
+
+__all__ = ["RNN"]
+
+_WHERE = "jaxrnn.linen.RNN"
+
+
+class RNN(nn.Module):
+    """A stack of recurrent layers of any registered cell, as a ``flax.linen.Module``.
+
+    It runs :meth:`jaxrnn.Stack.apply` (torch's ``nn.LSTM(num_layers,
+    bidirectional, dropout)`` semantics, both gradient modes) on weights kept
+    in the ``"params"`` collection, one array per leaf, under ``layer_{k}``
+    (and ``forward``/``backward`` if bidirectional), e.g.
+    ``variables["params"]["layer_0"]["w_ih"]``. The input size is read off
+    ``xs`` at ``init``. Dropout masks come from ``self.make_rng("dropout")``,
+    so ``apply`` with ``deterministic=False`` needs ``rngs={"dropout": key}``.
+
+    Attributes:
+        cell: a registered cell's name (see :func:`jaxrnn.cells`), e.g.
+            ``"lstm"``, or a :class:`jaxrnn.Cell` such as :data:`jaxrnn.lstm`.
+        hidden_size: H, every layer's state size.
+        num_layers: L ≥ 1.
+        bidirectional: run every layer both ways; layers output 2H features.
+        dropout: 0 ≤ p < 1, applied to the outputs of every layer but the
+            last when ``deterministic=False``.
+        grad: ``"manual"`` (the cell's hand-written BPTT) or ``"autodiff"``.
+        time_major: True takes ``xs`` as (T, batch, X); False as (batch, T, X).
+        checkpoint, scan: as for :func:`jaxrnn.unroll`.
+        param_dtype: the weights' floating dtype.
+        cell_options: the cell's init options, e.g. ``{"num_heads": 2}`` or
+            ``{"proj_size": 16}``; None for none.
+
+    Example::
+
+        model = jaxrnn.linen.RNN("gru", 16, num_layers=2, dropout=0.1)
+        variables = model.init(jax.random.key(0), xs)
+        optimizer = optax.adam(1e-3)
+        state = optimizer.init(variables["params"])
+
+        @jax.jit
+        def train_step(params, state, xs, ys, key):
+            def loss(params):
+                _, hs = model.apply({"params": params}, xs, deterministic=False, rngs={"dropout": key})
+                return jnp.mean((hs - ys) ** 2)
+            value, grads = jax.value_and_grad(loss)(params)
+            updates, state = optimizer.update(grads, state)
+            return optax.apply_updates(params, updates), state, value
+    """
+
+    cell: Any
+    hidden_size: int
+    num_layers: int = 1
+    bidirectional: bool = False
+    dropout: float = 0.0
+    grad: str = "manual"
+    time_major: bool = True
+    checkpoint: int | None = None
+    scan: str = "auto"
+    param_dtype: Any = jnp.float32
+    cell_options: Mapping[str, Any] | None = None
+
+    def __post_init__(self):
+        self.config()  # constructor errors at construction, not at init
+        super().__post_init__()
+
+    def config(self) -> _modules.Config:
+        """The checked settings; ``config().stack`` is the :class:`jaxrnn.Stack`."""
+        return _modules.configure(
+            _WHERE, self.cell, None, self.hidden_size, self.num_layers, self.bidirectional, self.dropout,
+            self.grad, self.time_major, self.checkpoint, self.scan, self.param_dtype, self.cell_options,
+        )
+
+    def stack_params(self, variables: Mapping[str, Any]):
+        """The weights in ``variables`` (or its ``"params"``) as :meth:`jaxrnn.Stack.apply` takes them.
+
+        ``model.config().stack.apply(model.stack_params(variables), xs)`` is
+        ``model.apply(variables, xs)``. Works on gradients of the same
+        structure too.
+        """
+        params = variables.get("params", variables)
+        layers = [params[f"layer_{k}"] for k in range(self.num_layers)]
+        return self.config().layout().unnest(layers)
+
+    def initial_carry(self, batch_size: int):
+        """The all-zero state for ``batch_size`` rows, as :meth:`__call__` takes and returns it."""
+        return self.config().initial_carry(batch_size)
+
+    @nn.compact
+    def __call__(
+        self,
+        xs: Array,
+        carry: Any = None,
+        *,
+        lengths: Array | None = None,
+        resets: Array | None = None,
+        reverse: bool = False,
+        deterministic: bool = True,
+    ):
+        """Runs the stack over ``xs``: :meth:`jaxrnn.Stack.apply` on this module's params.
+
+        Args:
+            xs: inputs (T, batch, X), or (batch, T, X) with ``time_major=False``.
+            carry: the initial state, as from :meth:`initial_carry`; None means zeros.
+            lengths: int (batch,), each row's real steps; None means all T.
+            resets: bool (T, batch), true where a new segment starts.
+            reverse: run every layer backwards (unidirectional stacks only).
+            deterministic: a Python bool; False applies dropout, with masks
+                from the ``"dropout"`` rng (``apply(..., rngs={"dropout": key})``).
+
+        Returns:
+            ``(carry, hs)`` as :meth:`jaxrnn.Stack.apply` returns them: a
+            tuple of each layer's final state, and the last layer's outputs
+            (T, batch, D·H) (batch-major with ``time_major=False``).
+
+        Raises:
+            ValueError: dropout is on and no ``"dropout"`` rng was given.
+            Everything else as :meth:`jaxrnn.Stack.apply`.
+        """
+        config = self.config()
+        deterministic = _modules.check_flag(deterministic, "deterministic", f"{_WHERE}.__call__")
+        shape = getattr(xs, "shape", None)
+        if shape is None or len(shape) != 3:
+            layout = "(time, batch, input_size)" if config.time_major else "(batch, time, input_size)"
+            raise ValueError(f"{_WHERE}: xs must be {layout}; got {'shape ' + str(shape) if shape else type(xs).__name__}.")
+        layout = config.layout()
+        layers = []
+        for k in range(self.num_layers):
+            def init(key, k=k):
+                return layout.nest(config.init(key, shape[-1]))[k]
+
+            layers.append(self.param(f"layer_{k}", init))
+        train = config.dropping and not deterministic
+        key = None
+        if train:
+            if not self.has_rng("dropout"):
+                raise ValueError(
+                    f"{_WHERE}: deterministic=False applies dropout={config.stack.dropout}, which needs a 'dropout' "
+                    "rng: pass model.apply(variables, xs, deterministic=False, rngs={'dropout': key}), or "
+                    "deterministic=True for inference."
+                )
+            key = self.make_rng("dropout")
+        return config.apply(
+            layout.unnest(layers), xs, carry, key=key, train=train, lengths=lengths, resets=resets, reverse=reverse
+        )

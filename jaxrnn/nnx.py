@@ -1,0 +1,215 @@
+"""Flax NNX: :class:`RNN`, any registered cell as an ``nnx.Module``.
+
+Needs Flax (``pip install "jaxrnn[flax]"``)::
+
+    from flax import nnx
+    import jaxrnn.nnx
+
+    model = jaxrnn.nnx.RNN("lstm", 8, 32, num_layers=2, dropout=0.1, rngs=nnx.Rngs(0))
+    carry, hs = model(xs)                # xs (T, batch, 8) -> hs (T, batch, 32)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import jax.numpy as jnp
+from jax import Array
+
+from jaxrnn import _modules
+
+nnx = _modules.require("flax.nnx", "jaxrnn.nnx", "flax")
+
+__all__ = ["RNN"]
+
+_WHERE = "jaxrnn.nnx.RNN"
+
+
+class RNN(nnx.Module):
+    """A stack of recurrent layers of any registered cell, as an ``nnx.Module``.
+
+    It holds the weights of a :func:`jaxrnn.stack` as ``nnx.Param``\\ s, one
+    per array, under ``layers[k]`` (and ``.forward``/``.backward`` if
+    bidirectional), e.g. ``model.layers[0].w_ih``, and runs
+    :meth:`jaxrnn.Stack.apply`, with its semantics (torch's
+    ``nn.LSTM(num_layers, bidirectional, dropout)``) and both gradient modes.
+    It trains with ``nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)``
+    under ``nnx.jit``, and splits and merges like any NNX module.
+
+    Dropout (between layers) follows ``nnx.Dropout``: the attribute
+    ``deterministic`` starts False (training) and ``model.eval()`` /
+    ``model.train()`` switch it; masks come from the ``'dropout'`` stream of
+    the construction ``rngs`` (or ``'default'``), or of the call's ``rngs``.
+
+    Args:
+        cell: a registered cell's name (see :func:`jaxrnn.cells`), e.g.
+            ``"lstm"``, or a :class:`jaxrnn.Cell` such as :data:`jaxrnn.lstm`.
+        input_size: X, the features per step of the inputs.
+        hidden_size: H, every layer's state size.
+        rngs: an ``nnx.Rngs``; its ``'params'`` stream (or ``'default'``)
+            makes the weights, its ``'dropout'`` stream (or ``'default'``)
+            the dropout masks.
+        num_layers: L ≥ 1.
+        bidirectional: run every layer both ways; layers output 2H features.
+        dropout: 0 ≤ p < 1, applied to the outputs of every layer but the
+            last while training.
+        grad: ``"manual"`` (the cell's hand-written BPTT) or ``"autodiff"``.
+        time_major: True takes ``xs`` as (T, batch, X); False as (batch, T, X).
+        checkpoint, scan: as for :func:`jaxrnn.unroll`.
+        dtype: the weights' floating dtype.
+        **cell_options: the cell's init options, e.g. ``num_heads=2`` or
+            ``proj_size=16`` (:data:`jaxrnn.projected_lstm`).
+
+    Attributes:
+        layers: ``nnx.List`` of one ``nnx.Dict`` of ``nnx.Param`` per layer.
+        config: the checked settings; ``config.stack`` is the
+            :class:`jaxrnn.Stack` that :meth:`stack_params` feed.
+        deterministic: True disables dropout (``model.eval()``).
+        rngs: the ``nnx.RngStream`` of the dropout masks, or None.
+
+    Example::
+
+        model = jaxrnn.nnx.RNN("gru", 4, 16, num_layers=2, rngs=nnx.Rngs(0))
+        optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
+
+        @nnx.jit
+        def train_step(model, optimizer, xs, ys):
+            def loss(model):
+                _, hs = model(xs)              # (T, batch, 16)
+                return jnp.mean((hs - ys) ** 2)
+            value, grads = nnx.value_and_grad(loss)(model)
+            optimizer.update(model, grads)
+            return value
+    """
+
+    def __init__(
+        self,
+        cell: Any,
+        input_size: int,
+        hidden_size: int,
+        *,
+        rngs: Any,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        grad: Literal["manual", "autodiff"] = "manual",
+        time_major: bool = True,
+        checkpoint: int | None = None,
+        scan: Literal["auto", "sequential", "parallel"] = "auto",
+        dtype: Any = jnp.float32,
+        **cell_options: Any,
+    ):
+        config = _modules.configure(
+            _WHERE, cell, input_size, hidden_size, num_layers, bidirectional, dropout, grad, time_major,
+            checkpoint, scan, dtype, cell_options,
+        )
+        if not isinstance(rngs, nnx.Rngs):
+            raise TypeError(f"{_WHERE}: rngs must be an nnx.Rngs; got {type(rngs).__name__}. Pass rngs=nnx.Rngs(0).")
+        try:
+            key = rngs.params()
+        except (KeyError, AttributeError):
+            raise ValueError(
+                f"{_WHERE}: rngs has neither a 'params' nor a 'default' stream to make the weights with. "
+                "Pass rngs=nnx.Rngs(0), or nnx.Rngs(params=0, dropout=1)."
+            ) from None
+        self.config = config
+        params = config.init(key, config.input_size)
+        self.layers = nnx.List([_containers(layer) for layer in config.layout().nest(params)])
+        self.deterministic = False
+        stream = None
+        if config.dropping:
+            try:
+                stream = rngs["dropout"].fork()
+            except KeyError:  # no 'dropout' or 'default' stream: the call must bring one
+                stream = None
+        self.rngs = nnx.data(stream)
+
+    @property
+    def stack(self):
+        """The :class:`jaxrnn.Stack` these weights are for."""
+        return self.config.stack
+
+    def stack_params(self):
+        """The weights as :meth:`jaxrnn.Stack.apply` takes them: a tuple of one params NamedTuple per layer.
+
+        ``model.stack.apply(model.stack_params(), xs)`` is ``model(xs)`` in
+        eval mode; :func:`jaxrnn.interop.stack_to_torch` takes them too.
+        """
+        return self.config.layout().unnest(self.layers, lambda param: param[...])
+
+    def initial_carry(self, batch_size: int):
+        """The all-zero state for ``batch_size`` rows, as :meth:`__call__` takes and returns it."""
+        return self.config.initial_carry(batch_size)
+
+    def set_view(self, deterministic: bool | None = None):
+        """Used by ``nnx.view(model, deterministic=...)``, as for ``nnx.Dropout``."""
+        if deterministic is not None:
+            self.deterministic = deterministic
+
+    def __call__(
+        self,
+        xs: Array,
+        carry: Any = None,
+        *,
+        lengths: Array | None = None,
+        resets: Array | None = None,
+        reverse: bool = False,
+        deterministic: bool | None = None,
+        rngs: Any = None,
+    ):
+        """Runs the stack over ``xs``: :meth:`jaxrnn.Stack.apply` on these weights.
+
+        Args:
+            xs: inputs (T, batch, X), or (batch, T, X) with ``time_major=False``.
+            carry: the initial state, as from :meth:`initial_carry`; None means zeros.
+            lengths: int (batch,), each row's real steps; None means all T.
+            resets: bool (T, batch), true where a new segment starts.
+            reverse: run every layer backwards (unidirectional stacks only).
+            deterministic: overrides the attribute for this call; True
+                applies no dropout.
+            rngs: an ``nnx.Rngs`` (its ``'dropout'`` stream), an
+                ``nnx.RngStream`` or a PRNG key, for this call's dropout
+                masks instead of the construction stream.
+
+        Returns:
+            ``(carry, hs)`` as :meth:`jaxrnn.Stack.apply` returns them: a
+            tuple of each layer's final state, and the last layer's outputs
+            (T, batch, D·H) (batch-major with ``time_major=False``).
+
+        Raises:
+            ValueError: dropout is on and no dropout rngs was given.
+            Everything else as :meth:`jaxrnn.Stack.apply`.
+        """
+        deterministic = _modules.check_flag(
+            self.deterministic if deterministic is None else deterministic, "deterministic", f"{_WHERE}.__call__"
+        )
+        train = self.config.dropping and not deterministic
+        key = _dropout_key(rngs if rngs is not None else self.rngs) if train else None
+        return self.config.apply(
+            self.stack_params(), xs, carry, key=key, train=train, lengths=lengths, resets=resets, reverse=reverse
+        )
+
+
+def _containers(tree):
+    """Nested dicts of arrays as ``nnx.Dict``\\ s of ``nnx.Param``\\ s."""
+    if isinstance(tree, dict):
+        return nnx.Dict({name: _containers(value) for name, value in tree.items()})
+    return nnx.Param(tree)
+
+
+def _dropout_key(source) -> Array:
+    """A key for the dropout masks, from an ``nnx.Rngs``, an ``nnx.RngStream`` or a key itself."""
+    fix = (
+        "Give the model a dropout stream, RNN(..., rngs=nnx.Rngs(0)) or nnx.Rngs(params=0, dropout=1); pass "
+        "rngs=nnx.Rngs(dropout=seed) to the call; or switch dropout off with model.eval() or deterministic=True."
+    )
+    if source is None:
+        raise ValueError(f"{_WHERE}: dropout is on (deterministic=False), but no rngs for its masks was given. {fix}")
+    if isinstance(source, nnx.Rngs):
+        try:
+            return source["dropout"]()
+        except KeyError:
+            raise ValueError(f"{_WHERE}: the call's rngs has neither a 'dropout' nor a 'default' stream. {fix}") from None
+    if isinstance(source, nnx.RngStream):
+        return source()
+    return source  # a key; Stack.apply checks it
