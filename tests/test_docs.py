@@ -7,9 +7,10 @@ page's own line numbers.
 
 A fence's info string says what a block is: ``python`` is executed; anything
 else (``text``, ``bash``, a MyST ``{code-block}``) is shown only. A block whose
-first lines say ``# requires: MODULE[, MODULE...]`` (a module, or a module's
-attribute such as ``jaxrnn.interop.from_flax``) is skipped when one of them
-cannot be imported, and the page's test then reports the skip with the
+first lines say ``# requires: PACKAGE[, PACKAGE...]`` (an optional third-party
+package such as ``torch`` or ``flax``, never a jaxrnn module, so that a broken
+jaxrnn import fails rather than skips) is skipped when one of them cannot be
+imported, and the page's test then reports the skip with the
 reason after running its other blocks; once importable, the block runs.
 """
 
@@ -155,7 +156,7 @@ def test_fences():
         "not run either",
         "```",
         "````python",           # a longer fence holding a shorter one
-        "# requires: jaxrnn.nnx, flax",
+        "# requires: torch, flax",
         "s = '''",
         "```",
         "'''",
@@ -165,6 +166,6 @@ def test_fences():
         "```",
     ])
     blocks = python_blocks(text)
-    assert [b.code for b in blocks] == ["a = 1", "b = a + 1", "# requires: jaxrnn.nnx, flax\ns = '''\n```\n'''"]
+    assert [b.code for b in blocks] == ["a = 1", "b = a + 1", "# requires: torch, flax\ns = '''\n```\n'''"]
     assert [b.line for b in blocks] == [2, 5, 14]
-    assert [b.requires for b in blocks] == [(), (), ("jaxrnn.nnx", "flax")]
+    assert [b.requires for b in blocks] == [(), (), ("torch", "flax")]
