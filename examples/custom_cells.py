@@ -23,6 +23,7 @@ import jax.numpy as jnp
 
 import jaxrnn
 
+
 def _four_gate_shapes(params, where: str, vectors: dict[str, int]):
     """``(input_size, hidden)`` of an LSTM-like cell's params, read off ``w_hh`` (H, 4H); ``ValueError`` if
     ``w_ih`` is not (X, 4H) or a vector field ``name`` is not (multiple · H,) for ``vectors[name]``."""
@@ -132,7 +133,8 @@ EPS = 1e-5
 
 
 class LayerNormLSTMParams(NamedTuple):
-    """``w_ih (X, 4H)``, ``w_hh (H, 4H)``, ``b (4H,)``; LN gains ``gamma_x``, ``gamma_h`` (4H,); ``gamma_c``, ``beta_c`` (H,)."""
+    """``w_ih (X, 4H)``, ``w_hh (H, 4H)``, ``b (4H,)``; layer-norm gains ``gamma_x``, ``gamma_h`` (4H,);
+    ``gamma_c``, ``beta_c`` (H,)."""
 
     w_ih: jax.Array
     w_hh: jax.Array
@@ -169,8 +171,10 @@ def _layer_norm_init(key, input_size, hidden_size, dtype):
     bound = 1 / jnp.sqrt(hidden_size)
     uniform = lambda k, shape: jax.random.uniform(k, shape, dtype, -bound, bound)  # noqa: E731
     ones4, ones = jnp.ones(4 * hidden_size, dtype), jnp.ones(hidden_size, dtype)
-    return LayerNormLSTMParams(uniform(k_ih, (input_size, 4 * hidden_size)), uniform(k_hh, (hidden_size, 4 * hidden_size)),
-                               jnp.zeros(4 * hidden_size, dtype), ones4, ones4, ones, jnp.zeros(hidden_size, dtype))
+    return LayerNormLSTMParams(
+        uniform(k_ih, (input_size, 4 * hidden_size)), uniform(k_hh, (hidden_size, 4 * hidden_size)),
+        jnp.zeros(4 * hidden_size, dtype), ones4, ones4, ones, jnp.zeros(hidden_size, dtype),
+    )
 
 
 def _layer_norm_shapes(params: LayerNormLSTMParams, where: str):

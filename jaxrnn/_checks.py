@@ -69,7 +69,7 @@ def floating_array(value: Any, name: str, where: str) -> Array:
     return array
 
 
-def params(cell, params: Any, where: str):
+def params(cell, params: Any, where: str) -> tuple[Any, int, tuple[int, ...]]:
     """Checks ``params`` against ``cell``; returns ``(params, input_size, hidden_size)``.
 
     Accepts the cell's own params NamedTuple, or a mapping with the same keys

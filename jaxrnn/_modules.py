@@ -11,32 +11,32 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib
 import importlib.util
 import os
 import sys
 import warnings
 from collections.abc import Callable, Mapping
+from types import FrameType
 from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
 from jaxrnn import _checks, _registry
-from jaxrnn._options import SequenceOptions
+from jaxrnn._options import GradMode, ScanMode, SequenceOptions
 from jaxrnn._protocol import Cell, _check_options
 from jaxrnn._stack import Stack, stack
 
 
-def require(module: str, where: str, extra: str):
-    """Imports an optional framework, or raises an ImportError naming the extra that installs it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as error:
-        raise ImportError(
-            f"{where} needs {module.split('.')[0]}, which is not installed. "
-            f'Install it with: pip install "jaxrnn[{extra}]"'
-        ) from error
+def missing(framework: str, where: str, extra: str) -> ImportError:
+    """The error for an optional framework that is not installed: it names the extra that installs it.
+
+    Each framework module imports its framework normally and raises this
+    ``from`` the ImportError.
+    """
+    return ImportError(
+        f"{where} needs {framework}, which is not installed. Install it with: pip install \"jaxrnn[{extra}]\""
+    )
 
 
 # --------------------------------------------------------------------------
@@ -60,10 +60,10 @@ class Config:
     stack: Stack
     input_size: int | None
     hidden_size: int
-    grad: str
+    grad: GradMode
     time_major: bool
     checkpoint: int | None
-    scan: str
+    scan: ScanMode
     dtype: np.dtype
     options: tuple[tuple[str, Any], ...]
 
@@ -113,10 +113,10 @@ def configure(
     num_layers: int,
     bidirectional: bool,
     dropout: float,
-    grad: str,
+    grad: GradMode,
     time_major: bool,
     checkpoint: int | None,
-    scan: str,
+    scan: ScanMode,
     dtype: Any,
     options: Mapping[str, Any] | None,
 ) -> Config:
@@ -190,17 +190,25 @@ def check_flag(value: Any, name: str, where: str) -> bool:
     return bool(value)
 
 
-_INTERNAL = tuple(
-    os.path.dirname(importlib.util.find_spec(name).origin) + os.sep
-    for name in ("jaxrnn", "flax", "equinox")
-    if importlib.util.find_spec(name) is not None
-)
+def _package_dirs(names: tuple[str, ...]) -> tuple[str, ...]:
+    """The directories (each ending in a separator) of the packages among ``names`` that are installed."""
+    dirs = []
+    for name in names:
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.origin is not None:
+            dirs.append(os.path.dirname(spec.origin) + os.sep)
+    return tuple(dirs)
+
+
+_INTERNAL = _package_dirs(("jaxrnn", "flax", "equinox"))
 
 
 def _caller_level() -> int:
     """The ``stacklevel`` of the first frame outside jaxrnn, the frameworks and generated ``__init__``s."""
-    frame, level = sys._getframe(1), 1
-    while frame is not None and (frame.f_code.co_filename.startswith(_INTERNAL) or frame.f_code.co_filename == "<string>"):
+    frame: FrameType | None = sys._getframe(1)
+    level = 1
+    while frame is not None and (frame.f_code.co_filename.startswith(_INTERNAL)
+                                 or frame.f_code.co_filename == "<string>"):
         frame, level = frame.f_back, level + 1
     return level
 

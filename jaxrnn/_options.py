@@ -11,6 +11,7 @@ from jaxrnn import _checks
 GRAD_MODES = ("manual", "autodiff")
 GradMode = Literal["manual", "autodiff"]  # GRAD_MODES as a type
 SCANS = ("auto", "sequential", "parallel")
+ScanMode = Literal["auto", "sequential", "parallel"]  # SCANS as a type
 
 
 class SequenceOptions(NamedTuple):
@@ -26,13 +27,13 @@ class SequenceOptions(NamedTuple):
         scan: ``"auto"``, ``"sequential"`` or ``"parallel"``.
     """
 
-    grad: str = "manual"
+    grad: GradMode = "manual"
     lengths: Any = None
     reverse: bool = False
     time_major: bool = True
     resets: Any = None
     checkpoint: int | None = None
-    scan: str = "auto"
+    scan: ScanMode = "auto"
 
     def checked(self, where: str) -> SequenceOptions:
         """The options with their static fields validated (arrays are checked against ``xs`` later)."""

@@ -26,14 +26,14 @@ import math
 import numbers
 import warnings
 from collections.abc import Mapping
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import Array
 
 from jaxrnn import _checks
-from jaxrnn._options import SequenceOptions
+from jaxrnn._options import GradMode, ScanMode, SequenceOptions
 from jaxrnn._protocol import Cell
 from jaxrnn._unroll import check_cell, run
 
@@ -56,12 +56,12 @@ def bidirectional(
     xs: Array,
     carry=None,
     *,
-    grad: Literal["manual", "autodiff"] = "manual",
+    grad: GradMode = "manual",
     lengths: Array | None = None,
     time_major: bool = True,
     resets: Array | None = None,
     checkpoint: int | None = None,
-    scan: Literal["auto", "sequential", "parallel"] = "auto",
+    scan: ScanMode = "auto",
 ):
     """Runs ``cell`` over ``xs`` in both directions and concatenates the outputs.
 
@@ -115,7 +115,9 @@ def bidirectional(
             f"{sizes[0]} and params.backward {sizes[1]}. Init both with the same sizes."
         )
     options = SequenceOptions(grad, lengths, False, time_major, resets, checkpoint, scan).checked(where)
-    return _both_directions(cell, Bidirectional(*(c[0] for c in checked)), *checked[0][1:], xs, carry, options, where)
+    _, input_size, carry_sizes = checked[0]
+    return _both_directions(cell, Bidirectional(*(c[0] for c in checked)), input_size, carry_sizes, xs, carry, options,
+                            where)
 
 
 def _both_directions(cell: Cell, params: Bidirectional, input_size: int, sizes, xs, carry: Bidirectional,
@@ -138,7 +140,7 @@ def _both_directions(cell: Cell, params: Bidirectional, input_size: int, sizes, 
 # Stacks of layers.
 
 
-def stack(cell: Cell, num_layers: int = 1, *, bidirectional: bool = False, dropout: float = 0.0) -> "Stack":
+def stack(cell: Cell, num_layers: int = 1, *, bidirectional: bool = False, dropout: float = 0.0) -> Stack:
     """A multi-layer network of ``cell``, like ``torch.nn.LSTM(num_layers, bidirectional, dropout)``.
 
     ``net = jaxrnn.stack(jaxrnn.lstm, 2, bidirectional=True, dropout=0.1)``
@@ -263,12 +265,12 @@ class Stack:
         *,
         key: Array | None = None,
         train: bool = False,
-        grad: Literal["manual", "autodiff"] = "manual",
+        grad: GradMode = "manual",
         lengths: Array | None = None,
         time_major: bool = True,
         resets: Array | None = None,
         checkpoint: int | None = None,
-        scan: Literal["auto", "sequential", "parallel"] = "auto",
+        scan: ScanMode = "auto",
         reverse: bool = False,
     ):
         """Runs the layers in turn over ``xs``.
@@ -324,7 +326,7 @@ class Stack:
                 f"{where}: train must be a Python bool (it picks the computation, so it is static under jit); "
                 f"got {type(train).__name__}. Pass train=True or train=False."
             )
-        drop = train and self.dropout > 0 and self.num_layers > 1
+        keys = None  # one dropout key per layer input after the first; None when there is no dropout
         if train and self.dropout > 0:
             if key is None:
                 raise ValueError(
@@ -332,17 +334,22 @@ class Stack:
                     "Pass key=jax.random.key(seed) (a fresh one per step), or train=False for inference."
                 )
             _checks.prng_key(key, where, "key=jax.random.key(seed)")
-        keys = jax.random.split(key, self.num_layers - 1) if drop else None
+            if self.num_layers > 1:
+                keys = jax.random.split(key, self.num_layers - 1)
 
-        layer = _both_directions if self.bidirectional else run
         finals, hs = [], xs
         for k in range(self.num_layers):
-            if k > 0 and drop:
+            if k > 0 and keys is not None:
                 hs = _dropout(keys[k - 1], hs, self.dropout)
+            input_size, carry_sizes = sizes[k]
             layer_carry = carry[k]
-            if self.bidirectional and layer_carry is None:
-                layer_carry = Bidirectional(None, None)
-            final, hs = layer(self.cell, params[k], *sizes[k], hs, layer_carry, options, where)
+            if self.bidirectional:
+                if layer_carry is None:
+                    layer_carry = Bidirectional(None, None)
+                final, hs = _both_directions(self.cell, params[k], input_size, carry_sizes, hs, layer_carry, options,
+                                             where)
+            else:
+                final, hs = run(self.cell, params[k], input_size, carry_sizes, hs, layer_carry, options, where)
             finals.append(final)
         return tuple(finals), hs
 
@@ -430,7 +437,7 @@ class Stack:
             return tuple(value)
         return tuple(_pair(layer, f"{name}[{k}]", fix, cell, where) for k, layer in enumerate(value))
 
-    def _check_params(self, params, where: str) -> tuple[tuple, list]:
+    def _check_params(self, params, where: str) -> tuple[tuple, list[tuple[int, tuple[int, ...]]]]:
         """Checks every layer's params and that layer k > 0 reads D·H features.
 
         Returns:

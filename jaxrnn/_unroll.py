@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
 from jaxrnn import _bptt, _checks
-from jaxrnn._options import GradMode, SequenceOptions
+from jaxrnn._options import GradMode, ScanMode, SequenceOptions
 from jaxrnn._protocol import Carry, Cell, Params, zero_carry
 
 
@@ -26,7 +24,7 @@ def unroll(
     time_major: bool = True,
     resets: Array | None = None,
     checkpoint: int | None = None,
-    scan: Literal["auto", "sequential", "parallel"] = "auto",
+    scan: ScanMode = "auto",
 ) -> tuple[Carry, Array]:
     """Runs ``cell`` over a sequence with ``jax.lax.scan``.
 

@@ -11,15 +11,19 @@ Needs Equinox (``pip install "jaxrnn[equinox]"``)::
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jax import Array
 
 from jaxrnn import _modules
+from jaxrnn._options import GradMode, ScanMode
 
-eqx = _modules.require("equinox", "jaxrnn.eqx", "equinox")
+try:
+    import equinox as eqx
+except ImportError as error:
+    raise _modules.missing("equinox", "jaxrnn.eqx", "equinox") from error
 
 __all__ = ["RNN"]
 
@@ -98,10 +102,10 @@ class RNN(eqx.Module):
         num_layers: int = 1,
         bidirectional: bool = False,
         dropout: float = 0.0,
-        grad: Literal["manual", "autodiff"] = "manual",
+        grad: GradMode = "manual",
         time_major: bool = True,
         checkpoint: int | None = None,
-        scan: Literal["auto", "sequential", "parallel"] = "auto",
+        scan: ScanMode = "auto",
         dtype: Any = jnp.float32,
         **cell_options: Any,
     ):
@@ -109,7 +113,7 @@ class RNN(eqx.Module):
             _WHERE, cell, input_size, hidden_size, num_layers, bidirectional, dropout, grad, time_major,
             checkpoint, scan, dtype, cell_options,
         )
-        self.params = self.config.init(key, self.config.input_size)
+        self.params = self.config.init(key, input_size)
         self.inference = False
 
     @property

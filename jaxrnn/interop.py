@@ -43,12 +43,11 @@ the same, exactly. Only Flax's default gate and activation functions
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, NamedTuple
-
 import functools
 import re
 import warnings
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -243,7 +242,7 @@ def to_torch(cell: Cell, params, *, layer: int = 0, prefix: str = "", reverse: b
     params, _, _ = _checks.params(cell, params, where)
     keys = _keys(prefix, _suffix(layer, reverse))
     # np.array copies into a C-ordered, writable array: what torch.from_numpy wants.
-    arrays = (params.w_ih.T, block_diagonal(params.w_hh).T, params.b_ih, params.b_hh)
+    arrays: tuple[jax.Array, ...] = (params.w_ih.T, block_diagonal(params.w_hh).T, params.b_ih, params.b_hh)
     if cell.name == _PROJECTED:
         keys, arrays = (*keys, f"{prefix}weight_hr{_suffix(layer, reverse)}"), (*arrays, params.w_hr.T)
     return {key: np.array(array, order="C") for key, array in zip(keys, arrays)}

@@ -18,8 +18,12 @@ import jax.numpy as jnp
 from jax import Array
 
 from jaxrnn import _modules
+from jaxrnn._options import GradMode, ScanMode
 
-nn = _modules.require("flax.linen", "jaxrnn.linen", "flax")
+try:
+    import flax.linen as nn
+except ImportError as error:
+    raise _modules.missing("flax", "jaxrnn.linen", "flax") from error
 
 __all__ = ["RNN"]
 
@@ -74,10 +78,10 @@ class RNN(nn.Module):
     num_layers: int = 1
     bidirectional: bool = False
     dropout: float = 0.0
-    grad: str = "manual"
+    grad: GradMode = "manual"
     time_major: bool = True
     checkpoint: int | None = None
-    scan: str = "auto"
+    scan: ScanMode = "auto"
     param_dtype: Any = jnp.float32
     cell_options: Mapping[str, Any] | None = None
 
@@ -142,8 +146,9 @@ class RNN(nn.Module):
         deterministic = _modules.check_flag(deterministic, "deterministic", f"{_WHERE}.__call__")
         shape = getattr(xs, "shape", None)
         if shape is None or len(shape) != 3:
-            layout = "(time, batch, input_size)" if config.time_major else "(batch, time, input_size)"
-            raise ValueError(f"{_WHERE}: xs must be {layout}; got {'shape ' + str(shape) if shape else type(xs).__name__}.")
+            expected = "(time, batch, input_size)" if config.time_major else "(batch, time, input_size)"
+            got = f"shape {shape}" if shape else type(xs).__name__
+            raise ValueError(f"{_WHERE}: xs must be {expected}; got {got}.")
         layout = config.layout()
         layers = []
         for k in range(self.num_layers):

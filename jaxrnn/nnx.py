@@ -11,14 +11,18 @@ Needs Flax (``pip install "jaxrnn[flax]"``)::
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import jax.numpy as jnp
 from jax import Array
 
 from jaxrnn import _modules
+from jaxrnn._options import GradMode, ScanMode
 
-nnx = _modules.require("flax.nnx", "jaxrnn.nnx", "flax")
+try:
+    from flax import nnx
+except ImportError as error:
+    raise _modules.missing("flax", "jaxrnn.nnx", "flax") from error
 
 __all__ = ["RNN"]
 
@@ -92,10 +96,10 @@ class RNN(nnx.Module):
         num_layers: int = 1,
         bidirectional: bool = False,
         dropout: float = 0.0,
-        grad: Literal["manual", "autodiff"] = "manual",
+        grad: GradMode = "manual",
         time_major: bool = True,
         checkpoint: int | None = None,
-        scan: Literal["auto", "sequential", "parallel"] = "auto",
+        scan: ScanMode = "auto",
         dtype: Any = jnp.float32,
         **cell_options: Any,
     ):
@@ -113,7 +117,7 @@ class RNN(nnx.Module):
                 "Pass rngs=nnx.Rngs(0), or nnx.Rngs(params=0, dropout=1)."
             ) from None
         self.config = config
-        params = config.init(key, config.input_size)
+        params = config.init(key, input_size)
         self.layers = nnx.List([_containers(layer) for layer in config.layout().nest(params)])
         self.deterministic = False
         stream = None
@@ -209,7 +213,9 @@ def _dropout_key(source) -> Array:
         try:
             return source["dropout"]()
         except KeyError:
-            raise ValueError(f"{_WHERE}: the call's rngs has neither a 'dropout' nor a 'default' stream. {fix}") from None
+            raise ValueError(
+                f"{_WHERE}: the call's rngs has neither a 'dropout' nor a 'default' stream. {fix}"
+            ) from None
     if isinstance(source, nnx.RngStream):
         return source()
     return source  # a key; Stack.apply checks it

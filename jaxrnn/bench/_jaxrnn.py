@@ -7,12 +7,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn import _registry
+from jaxrnn._options import GradMode
 from jaxrnn._unroll import unroll
 from jaxrnn.bench._jax import numpy_gradients, prepare_jax
 from jaxrnn.bench._problem import Data, Implementation, Prepared, Problem
 
 
-def _implementation(grad: str) -> Implementation:
+def _implementation(grad: GradMode) -> Implementation:
     def prepare(problem: Problem, data: Data) -> Prepared:
         cell = _registry.get(problem.cell)
 
@@ -20,7 +21,7 @@ def _implementation(grad: str) -> Implementation:
             return unroll(cell, p, xs, grad=grad)[1]
 
         if data.params is None:  # the peers' four arrays
-            params = cell.params_type(*(jnp.asarray(a) for a in (data.w_ih, data.w_hh, data.b_ih, data.b_hh)))
+            params = cell.params_type(*(jnp.asarray(a) for a in data.weights()))
             return prepare_jax(run, params, data, lambda d, d_xs: numpy_gradients(d.w_ih, d.w_hh, d.b_ih, d.b_hh, d_xs))
         # Any other cell: its own params, compared leaf by leaf.
         params = jax.tree.map(jnp.asarray, data.params)

@@ -117,13 +117,14 @@ def _equinox_prepare(problem: Problem, data: Data) -> Prepared:
     make = eqx.nn.LSTMCell if lstm else eqx.nn.GRUCell
     # The key only draws initial weights, which are all replaced below.
     cell = make(problem.input, h, key=jax.random.key(0), dtype=dtype)
-    weights = (jnp.asarray(data.w_ih.T), jnp.asarray(data.w_hh.T))
+    w_ih, w_hh, b_ih, b_hh = data.weights()
+    weights = (jnp.asarray(w_ih.T), jnp.asarray(w_hh.T))
     if lstm:
-        bias = jnp.asarray(data.b_ih + data.b_hh)
+        bias = jnp.asarray(b_ih + b_hh)
         cell = eqx.tree_at(lambda c: (c.weight_ih, c.weight_hh, c.bias), cell, (*weights, bias))
     else:
-        hidden_rz = np.concatenate([data.b_hh[: 2 * h], np.zeros(h, data.b_hh.dtype)])
-        biases = (jnp.asarray(data.b_ih + hidden_rz), jnp.asarray(data.b_hh[2 * h :]))
+        hidden_rz = np.concatenate([b_hh[: 2 * h], np.zeros(h, b_hh.dtype)])
+        biases = (jnp.asarray(b_ih + hidden_rz), jnp.asarray(b_hh[2 * h :]))
         cell = eqx.tree_at(lambda c: (c.weight_ih, c.weight_hh, c.bias, c.bias_n), cell, (*weights, *biases))
     # Differentiate the array leaves; the rest (sizes, flags) stays static.
     params, static = eqx.partition(cell, eqx.is_inexact_array)
@@ -235,7 +236,8 @@ def _pack_lstm(data: Data) -> np.ndarray:
     layout, our weights transposed), then ``b_ih`` and ``b_hh`` (4H,); gate
     blocks i, f, g, o in all four, as ours.
     """
-    return np.concatenate([data.w_ih.T.ravel(), data.w_hh.T.ravel(), data.b_ih, data.b_hh])
+    w_ih, w_hh, b_ih, b_hh = data.weights()
+    return np.concatenate([w_ih.T.ravel(), w_hh.T.ravel(), b_ih, b_hh])
 
 
 def _cudnn_prepare(problem: Problem, data: Data, *, reference: bool = False) -> Prepared:

@@ -476,7 +476,7 @@ def plots(run: dict, out_dir: str | os.PathLike) -> list[Path]:
     sweep, table = _index(results, "sweep"), _index(results, "table")
     paths = []
 
-    def by_cell(index, value):
+    def by_cell(index: dict, value: str) -> dict:
         """``{cell: {implementation: [(T, value)]}}`` for results where ``value`` is known."""
         lines: dict = defaultdict(lambda: defaultdict(list))
         for problem, by_impl in index.items():
