@@ -32,6 +32,7 @@ def read_metrics():
     return read
 
 
+@pytest.hookimpl(optionalhook=True)  # known only when xdist is loaded (not under -p no:xdist)
 def pytest_xdist_make_scheduler(config, log):
     """Under ``-n N``, xdist's default ``load`` scheduling becomes ``loadscope``: a module's tests go to one worker.
 
