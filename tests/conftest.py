@@ -30,3 +30,18 @@ def read_metrics():
         return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
 
     return read
+
+
+@pytest.hookimpl(optionalhook=True)  # known only when xdist is loaded (not under -p no:xdist)
+def pytest_xdist_make_scheduler(config, log):
+    """Under ``-n N``, xdist's default ``load`` scheduling becomes ``loadscope``: a module's tests go to one worker.
+
+    With ``load`` a module's tests are spread over the workers, and each worker that gets one builds the
+    module-scoped fixtures again: the shared training runs here (a trained model, the demos' tiny runs) would
+    run once per worker. An explicit ``--dist`` other than ``load`` is kept.
+    """
+    if config.getvalue("dist") != "load":
+        return None  # xdist's own hook picks the scheduler asked for
+    from xdist.scheduler import LoadScopeScheduling
+
+    return LoadScopeScheduling(config, log)

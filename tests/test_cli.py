@@ -1,4 +1,4 @@
-"""The `jaxrnn` command: `python -m jaxrnn` runs the gradient check."""
+"""The `jaxrnn` command (also `python -m jaxrnn`): the gradient check is its default."""
 
 import subprocess
 import sys
@@ -31,10 +31,16 @@ def test_bad_flags_exit_with_a_message(flags, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_python_dash_m_jaxrnn_runs_and_reports_agreement():
-    # One cell keeps this subprocess short; every cell's agreement is checked in-process in test_unroll.py.
-    result = subprocess.run([sys.executable, "-m", "jaxrnn", *TINY, "--cells", "lstm"],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    row = next(line for line in result.stdout.splitlines() if line.startswith("lstm"))
+def test_the_check_is_the_default_command_and_reports_agreement(capsys):
+    # In-process: a subprocess would pay JAX's start-up and compile again; every cell's agreement is checked
+    # in-process in test_unroll.py, so one cell (the quickest to compile) shows the report.
+    assert _cli.main([*TINY, "--cells", "simple_rnn"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("simple_rnn"))
     assert row.split()[1] == "yes", row
+
+
+def test_python_dash_m_jaxrnn_is_the_command():
+    # `--help` reaches the parser through __main__ without compiling anything.
+    result = subprocess.run([sys.executable, "-m", "jaxrnn", "--help"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: jaxrnn") and "(the default)" in result.stdout
