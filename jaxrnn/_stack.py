@@ -98,8 +98,10 @@ def bidirectional(
 
     Raises:
         TypeError: ``params`` or ``carry`` not a pair, e.g. a single cell's
-            params. ValueError: directions of different sizes. Everything
-            else is checked by :func:`jaxrnn.unroll`.
+            params.
+        ValueError: directions of different sizes.
+        TypeError, ValueError: whatever :func:`jaxrnn.unroll` raises for the
+            other arguments.
     """
     where = "jaxrnn.bidirectional"
     check_cell(cell, where)
@@ -306,10 +308,10 @@ class Stack:
 
         Raises:
             TypeError, ValueError: params or carry of the wrong structure or
-            shapes (naming the layer and direction), ``train`` not a bool, a
-            missing or malformed ``key``, ``reverse=True`` on a bidirectional
-            stack; and whatever :func:`jaxrnn.unroll` raises for the other
-            arguments.
+                shapes (naming the layer and direction), ``train`` not a bool,
+                a missing or malformed ``key``, ``reverse=True`` on a
+                bidirectional stack; and whatever :func:`jaxrnn.unroll` raises
+                for the other arguments.
         """
         where = f"{self!r}.apply"
         options = SequenceOptions(grad, lengths, reverse, time_major, resets, checkpoint, scan).checked(where)

@@ -76,11 +76,13 @@ def unroll(
 
     Raises:
         ValueError: bad shapes or values (lengths outside 0..T, checkpoint ≤ 0),
-        an unknown ``grad`` or ``scan``. TypeError: non-float inputs, integer
-        lengths of the wrong kind, non-bool resets, a non-cell, or params or a
-        carry of the wrong kind. All are raised at trace time, before any
-        compute. Under ``jit`` lengths are not concrete, so rows whose length
-        is outside 0..T come back as NaN instead.
+            an unknown ``grad`` or ``scan``.
+        TypeError: non-float inputs, integer lengths of the wrong kind,
+            non-bool resets, a non-cell, or params or a carry of the wrong kind.
+
+    Both are raised at trace time, before any compute. Under ``jit`` lengths
+    are not concrete, so rows whose length is outside 0..T come back as NaN
+    instead.
 
     Precision: params and ``xs`` compute in their common dtype D, which is
     also the dtype of ``hs``. The carry is the running state and keeps at

@@ -163,7 +163,9 @@ class RNN(eqx.Module):
 
         Raises:
             ValueError: dropout is on and ``key`` is None; ``xs`` neither 2-
-            nor 3-dimensional. Everything else as :meth:`jaxrnn.Stack.apply`.
+                nor 3-dimensional.
+            TypeError, ValueError: whatever :meth:`jaxrnn.Stack.apply` raises
+                for the other arguments.
         """
         where = f"{_WHERE}.__call__"
         inference = _modules.check_flag(self.inference if inference is None else inference, "inference", where)

@@ -139,8 +139,10 @@ class RNN(nn.Module):
             (T, batch, D·H) (batch-major with ``time_major=False``).
 
         Raises:
-            ValueError: dropout is on and no ``"dropout"`` rng was given.
-            Everything else as :meth:`jaxrnn.Stack.apply`.
+            ValueError: dropout is on and no ``"dropout"`` rng was given;
+                ``xs`` not 3-dimensional.
+            TypeError, ValueError: whatever :meth:`jaxrnn.Stack.apply` raises
+                for the other arguments.
         """
         config = self.config()
         deterministic = _modules.check_flag(deterministic, "deterministic", f"{_WHERE}.__call__")

@@ -182,7 +182,8 @@ class RNN(nnx.Module):
 
         Raises:
             ValueError: dropout is on and no dropout rngs was given.
-            Everything else as :meth:`jaxrnn.Stack.apply`.
+            TypeError, ValueError: whatever :meth:`jaxrnn.Stack.apply` raises
+                for the other arguments.
         """
         deterministic = _modules.check_flag(
             self.deterministic if deterministic is None else deterministic, "deterministic", f"{_WHERE}.__call__"

@@ -248,8 +248,9 @@ def run_memory_task(
     Raises:
         ValueError: an unknown or repeated cell name, an empty ``cells``,
             a size ≤ 0, ``length`` < 2, a non-positive or non-finite ``lr``,
-            an unknown ``grad``. TypeError: a non-integer size or seed, a
-            non-number ``lr``, ``cells`` given as a single string.
+            an unknown ``grad``.
+        TypeError: a non-integer size or seed, a non-number ``lr``, ``cells``
+            given as a single string.
         ModuleNotFoundError: tqdm or matplotlib is missing.
     """
     where = "run_memory_task"
