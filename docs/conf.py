@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import re
 import sys
 
 # The checkout's jaxrnn, not an installed copy, so the API pages document the code next to them.
@@ -18,7 +17,7 @@ project = "jaxrnn"
 author = "the jaxrnn authors"
 copyright = "the jaxrnn authors"
 
-import jaxrnn
+import jaxrnn  # noqa: E402  (after the sys.path line above)
 
 release = jaxrnn.__version__
 version = release
@@ -63,37 +62,3 @@ for _page, _module in _FRAMEWORK_PAGES.items():
     except ImportError as error:
         print(f"docs/conf.py: leaving out {_page}.md: {_module} cannot be imported ({error})")
         exclude_patterns.append(_page + ".md")
-
-
-_SECTION = re.compile(r"^(\s*)(Raises|Args|Arguments|Returns|Yields|Attributes|Examples?|Notes?|Precision):\s*$")
-_EXCEPTIONS = re.compile(r"^[A-Z]\w*(\.\w+)*(\s*,\s*[A-Z]\w*(\.\w+)*)*\s*:")
-
-
-def _indent_raises_continuations(app, what, name, obj, options, lines):
-    """Indents the continuation lines of a ``Raises:`` entry that sit at the entry's own indent.
-
-    The docstrings continue a ``Raises:`` entry's text at the entry's indent
-    (``ValueError: bad shapes ...`` then ``an unknown grad ...`` under it);
-    napoleon would read each such line as another exception. Lines that do not
-    start with exception names and a colon are continuations, so they move
-    one level in. Runs before napoleon (priority 400 < its 500).
-    """
-    in_raises, entry_indent = False, None
-    for k, line in enumerate(lines):
-        header = _SECTION.match(line)
-        if header:
-            in_raises, entry_indent = header.group(2) == "Raises", None
-            continue
-        if not in_raises or not line.strip():
-            continue
-        indent = len(line) - len(line.lstrip())
-        if entry_indent is None:
-            entry_indent = indent
-        if indent < entry_indent:  # the section has ended (dedented text)
-            in_raises = False
-        elif indent == entry_indent and not _EXCEPTIONS.match(line.strip()):
-            lines[k] = "    " + line
-
-
-def setup(app):
-    app.connect("autodoc-process-docstring", _indent_raises_continuations, priority=400)

@@ -9,9 +9,12 @@ different times in different environments, so the stored trajectory marks each e
 gradient at every reset, and takes a policy-gradient (REINFORCE) step on the log-probabilities of the actions
 taken, weighted by each step's normalised discounted return within its own episode.
 
-Before training it checks that replay against the rollout and against per-episode unrolls, so the
-resets are seen to cut the state exactly at the episode boundaries. It prints the mean return of the
-episodes finished in each iteration, which goes up as the policy learns to balance.
+Every iteration starts all environments on a new episode from the initial carry: ``unroll``'s resets return
+the state to the carry it was given, so a replay is exact only when that carry is the one every episode starts
+from (a rollout that continued the previous iteration's unfinished episodes would need its first, cut
+episodes replayed separately). In the first and the last iteration it checks the replay against the rollout
+and against per-episode unrolls, so the resets are seen to cut the state exactly at the episode boundaries.
+It prints the mean return of the episodes finished in each iteration, which goes up as the policy learns.
 
     python examples/rl_rollout.py [--iterations 60] [--seed 0]
 """
@@ -148,8 +151,7 @@ def check_resets(policy: Policy, trajectory: Trajectory, carry: jax.Array) -> No
     env = int(np.argmax(resets[1:].sum(0)))  # the environment with the most episode starts
     starts = [0, *np.flatnonzero(resets[1:, env]) + 1, STEPS]
     for begin, end in zip(starts[:-1], starts[1:]):
-        first = carry[env : env + 1] if begin == 0 and not resets[0, env] else None  # None: the initial carry
-        _, alone = jaxrnn.unroll(CELL, policy.gru, trajectory.observations[begin:end, env : env + 1], first)
+        _, alone = jaxrnn.unroll(CELL, policy.gru, trajectory.observations[begin:end, env : env + 1])
         np.testing.assert_allclose(hs[begin:end, env], alone[:, 0], atol=1e-5)
     print(f"resets check: environment {env}'s {len(starts) - 1} episodes each match an unroll of that episode alone")
 
@@ -160,12 +162,11 @@ def main(argv=None) -> list[float]:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    k_policy, k_env, key = jax.random.split(jax.random.key(args.seed), 3)
+    k_policy, key = jax.random.split(jax.random.key(args.seed))
     policy = init_policy(k_policy)
     optimizer = optax.adam(1e-2)
     opt_state = optimizer.init(policy)
-    env, carry = reset_env(k_env), CELL.initial_carry(ENVS, HIDDEN)
-    starts = jnp.ones(ENVS, bool)
+    carry, starts = CELL.initial_carry(ENVS, HIDDEN), jnp.ones(ENVS, bool)  # every iteration starts afresh
 
     @jax.jit
     def update(policy, opt_state, trajectory, carry):
@@ -175,14 +176,13 @@ def main(argv=None) -> list[float]:
 
     mean_returns = []
     for iteration in range(args.iterations):
-        key, k_rollout = jax.random.split(key)
-        start_carry = carry
-        trajectory, env, carry, starts = rollout(policy, env, carry, starts, k_rollout)
-        if iteration == 0:
-            check_resets(policy, trajectory, start_carry)
+        key, k_env, k_rollout = jax.random.split(key, 3)
+        trajectory, *_ = rollout(policy, reset_env(k_env), carry, starts, k_rollout)
+        if iteration in (0, args.iterations - 1):
+            check_resets(policy, trajectory, carry)
         finished = int(trajectory.dones.sum())  # the reward is 1 per step, so a return is a length
         mean_returns.append(float(trajectory.ended.sum()) / finished if finished else float(MAX_LEN))
-        policy, opt_state = update(policy, opt_state, trajectory, start_carry)
+        policy, opt_state = update(policy, opt_state, trajectory, carry)
         if (iteration + 1) % max(1, args.iterations // 10) == 0 or iteration == 0:
             print(f"iteration {iteration + 1:3d}  mean return of finished episodes {mean_returns[-1]:6.1f}")
     first, last = np.mean(mean_returns[:3]), np.mean(mean_returns[-3:])
