@@ -25,6 +25,61 @@ class CellMismatchError(TypeError, ValueError):
     """
 
 
+class Site(str):
+    """A ``where`` (the prefix of messages) for a caller that phrases the fixes its own way.
+
+    The framework modules run :meth:`jaxrnn.Stack.apply` with one, so its
+    messages name the module, e.g. ``jaxrnn.nnx.RNN('lstm', 8, 32)``, and the
+    fixes are the module's arguments rather than the functional API's. A plain
+    ``str`` gets the functional API's phrasing (see :func:`fix`).
+
+    Attributes:
+        fix_input_size: the fix for inputs of ``{n}`` features.
+        fix_time_major: the fix for batch-major inputs.
+        fix_carry: how to make a zero carry of ``{batch}`` rows.
+        unbatched: the fix for one unbatched sequence, or None for
+            :func:`inputs`' own (add a batch axis).
+    """
+
+    fix_input_size: str
+    fix_time_major: str
+    fix_carry: str
+    unbatched: str | None
+
+    def __new__(cls, where: str, *, fix_input_size: str, fix_time_major: str, fix_carry: str,
+                unbatched: str | None = None):
+        site = super().__new__(cls, where)
+        site.fix_input_size, site.fix_time_major, site.fix_carry = fix_input_size, fix_time_major, fix_carry
+        site.unbatched = unbatched
+        return site
+
+
+_FIXES = {
+    "fix_input_size": "init the params with input_size={n}",
+    "fix_time_major": "pass time_major=False",
+    "fix_carry": "make it with {cell}.initial_carry({batch}, {hidden})",
+}
+
+
+def fix(where: str, kind: str, **values: Any) -> str:
+    """The fix of ``kind`` (a :class:`Site` attribute) as ``where``'s caller phrases it, filled with ``values``."""
+    return getattr(where, kind, _FIXES[kind]).format(**values)
+
+
+def python_bool(value: Any, name: str, where: str) -> bool:
+    """``value`` as a bool: a Python (or numpy) bool, as a flag that picks the computation must be."""
+    if not isinstance(value, (bool, np.bool_)):
+        if isinstance(value, jax.core.Tracer):
+            got = "a traced value (a jax.jit argument)"
+        else:
+            got = f"{value!r} of type {type(value).__name__}"
+        raise TypeError(
+            f"{where}: {name} must be a Python bool (it picks the computation, so it is static under jit); "
+            f"got {got}. Pass {name}=True or {name}=False."
+        )
+    return bool(value)
+
+
 def positive_int(value: Any, name: str, where: str, *, allow_zero: bool = False) -> int:
     """``value`` as an int, which must be > 0 (or ≥ 0 with ``allow_zero``)."""
     if isinstance(value, bool):
@@ -43,14 +98,14 @@ def positive_int(value: Any, name: str, where: str, *, allow_zero: bool = False)
     return number
 
 
-def floating_dtype(dtype: Any, where: str) -> np.dtype:
-    """``dtype`` as a numpy dtype, which must be floating point."""
+def floating_dtype(dtype: Any, where: str, name: str = "dtype") -> np.dtype:
+    """``dtype`` (the argument ``name``) as a numpy dtype, which must be floating point."""
     try:
         dtype = jnp.dtype(dtype)
     except TypeError:
-        raise TypeError(f"{where}: dtype must be a floating dtype such as jnp.float32; got {dtype!r}.") from None
+        raise TypeError(f"{where}: {name} must be a floating dtype such as jnp.float32; got {dtype!r}.") from None
     if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"{where}: dtype must be a floating dtype such as jnp.float32; got {dtype}.")
+        raise TypeError(f"{where}: {name} must be a floating dtype such as jnp.float32; got {dtype}.")
     return dtype
 
 
@@ -180,30 +235,37 @@ def carry(cell, carry: Any, batch: int, sizes: tuple[int, ...], where: str, *, s
     for name, value, size in zip(names, values, sizes):
         array = floating_array(value, f"carry.{name}", where)
         if array.shape != (batch, size):
-            hint = layout_hint(array.shape[0] if array.ndim else None, batch, steps, "carry")
+            hint = layout_hint(array.shape[0] if array.ndim else None, batch, steps, "carry", where)
+            make = fix(where, "fix_carry", cell=repr(cell), batch=batch, hidden=sizes[-1])
             raise ValueError(
                 f"{where}: carry.{name} must be (batch, hidden) = ({batch}, {size}), from the inputs' "
                 f"batch size and the params' hidden size; got {array.shape}. Pass carry=None for zeros, "
-                f"or make it with {cell!r}.initial_carry({batch}, {sizes[-1]}).{hint}"
+                f"or {make}.{hint}"
             )
         arrays.append(array)
     return arrays[0] if carry_type is None else carry_type(*arrays)
 
 
-def inputs(value: Any, rank: int, layout: str, input_size: int, name: str, where: str) -> Array:
-    """Checks inputs of ``rank`` dims laid out as ``layout``, features last."""
+def inputs(value: Any, rank: int, layout: str, input_size: int | None, name: str, where: str) -> Array:
+    """Checks inputs of ``rank`` dims laid out as ``layout``, features last (``input_size`` of them, if given).
+
+    ``layout`` names the axes, e.g. ``"(time, batch, input_size)"``; it also
+    says where a single sequence's missing batch axis goes.
+    """
     array = floating_array(value, name, where)
     if array.ndim != rank:
-        raise ValueError(
-            f"{where}: {name} must have rank {rank}, shaped {layout}; got shape {array.shape}."
-            + (" For a single sequence add a batch axis: xs[:, None, :]." if rank == 3 and array.ndim == 2 else "")
-        )
-    if array.shape[-1] != input_size:
+        hint = ""
+        if rank == 3 and array.ndim == 2:
+            unbatched = getattr(where, "unbatched", None)
+            axis = f"{name}[:, None, :]" if layout.startswith("(time") else f"{name}[None]"
+            hint = " " + (unbatched or f"For a single sequence add a batch axis: {axis}.")
+        raise ValueError(f"{where}: {name} must have rank {rank}, shaped {layout}; got shape {array.shape}.{hint}")
+    if input_size is not None and array.shape[-1] != input_size:
         raise ValueError(
             f"{where}: {name} has {array.shape[-1]} feature{'s' * (array.shape[-1] != 1)} on its last axis, "
             f"but the params expect "
             f"input_size {input_size} (params.w_ih is ({input_size}, ...)). Pass inputs with {input_size} "
-            f"features, or init the params with input_size={array.shape[-1]}."
+            f"features, or {fix(where, 'fix_input_size', n=array.shape[-1])}."
         )
     return array
 
@@ -222,13 +284,13 @@ def promote(params, carry, x):
     return params, jax.tree.map(lambda a: a.astype(state), carry), x
 
 
-def layout_hint(rows: int | None, batch: int, steps: int | None, name: str) -> str:
+def layout_hint(rows: int | None, batch: int, steps: int | None, name: str, where: str = "") -> str:
     """A suggestion of ``time_major=False`` when ``name``'s rows match xs' time axis, not its batch axis."""
     if steps is None or rows is None or rows == batch or rows != steps:
         return ""
     return (
         f" The {name} has {rows} rows, the size of xs' first axis, which time-major xs (T, batch, input) "
-        f"uses for time: if xs is (batch, T, input), pass time_major=False."
+        f"uses for time: if xs is (batch, T, input), {fix(where, 'fix_time_major')}."
     )
 
 
@@ -264,7 +326,7 @@ def lengths(value: Any, batch: int, where: str, *, steps: int | None = None) -> 
     if array.shape != (batch,):
         raise ValueError(
             f"{where}: lengths must have shape (batch,) = ({batch},), one length per row of xs; got {array.shape}."
-            + layout_hint(array.shape[0] if array.ndim == 1 else None, batch, steps, "lengths array")
+            + layout_hint(array.shape[0] if array.ndim == 1 else None, batch, steps, "lengths array", where)
         )
     return array
 

@@ -14,18 +14,18 @@ import functools
 import importlib.util
 import os
 import sys
-import warnings
 from collections.abc import Callable, Mapping
 from types import FrameType
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn import _checks, _registry
 from jaxrnn._options import GradMode, ScanMode, SequenceOptions
 from jaxrnn._protocol import Cell, _check_options
-from jaxrnn._stack import Stack, stack
+from jaxrnn._stack import Stack, make_stack, warn_if_dropout_is_idle
 
 
 def missing(framework: str, where: str, extra: str) -> ImportError:
@@ -55,6 +55,8 @@ class Config:
             :meth:`jaxrnn.Stack.apply`.
         dtype: the params' dtype.
         options: the cell's init options as sorted ``(name, value)`` pairs.
+        site: the module as its messages name it, e.g.
+            ``jaxrnn.nnx.RNN('lstm', 8, 32)``, with fixes in its terms.
     """
 
     stack: Stack
@@ -66,6 +68,7 @@ class Config:
     scan: ScanMode
     dtype: np.dtype
     options: tuple[tuple[str, Any], ...]
+    site: _checks.Site
 
     def __pdoc__(self, **kwargs):
         """For Equinox's pretty-printer: the one-line repr, not every function of the cell."""
@@ -80,17 +83,12 @@ class Config:
         """The cell's init options, e.g. ``{"num_heads": 2}``."""
         return dict(self.options)
 
-    @property
-    def dropping(self) -> bool:
-        """Whether training applies dropout: a rate above 0 and a layer after the first."""
-        return self.stack.dropout > 0 and self.stack.num_layers > 1
-
     def init(self, key, input_size: int):
         """The stack's params, from :meth:`jaxrnn.Stack.init`."""
         return self.stack.init(key, input_size, self.hidden_size, dtype=self.dtype, **self.cell_options)
 
     def initial_carry(self, batch_size: int):
-        """The all-zero state for ``batch_size`` rows, in the params' dtype."""
+        """The all-zero state for ``batch_size`` rows, in :meth:`apply`'s carry dtype (float32 for 16-bit params)."""
         return self.stack.initial_carry(batch_size, self.hidden_size, dtype=self.dtype, **self.cell_options)
 
     def layout(self) -> Layout:
@@ -98,11 +96,31 @@ class Config:
         return _layout(self.stack, self.hidden_size, self.options)
 
     def apply(self, params, xs, carry, *, key, train: bool, lengths, resets, reverse):
-        """:meth:`jaxrnn.Stack.apply` with this config's options."""
-        return self.stack.apply(
-            params, xs, carry, key=key, train=train, grad=self.grad, lengths=lengths, time_major=self.time_major,
-            resets=resets, checkpoint=self.checkpoint, scan=self.scan, reverse=reverse,
-        )
+        """:meth:`jaxrnn.Stack.apply` with this config's options; messages name the module."""
+        options = SequenceOptions(self.grad, lengths, reverse, self.time_major, resets, self.checkpoint, self.scan)
+        return self.stack._apply(params, xs, carry, key, train, options, self.site)
+
+    def check_params(self, params, where: str):
+        """Functional params (e.g. from :func:`jaxrnn.interop.stack_from_torch`) checked against this module.
+
+        Returns:
+            The params with their arrays as :meth:`jaxrnn.Stack.apply` checks them.
+
+        Raises:
+            TypeError, ValueError: params of another structure, or of other
+                sizes than this module's.
+        """
+        checked, sizes = self.stack._check_params(params, where)
+        input_size, carry_sizes = sizes[0]
+        want = self.input_size if self.input_size is not None else input_size
+        made = jax.eval_shape(lambda key: self.init(key, want), jax.random.key(0))
+        for got, expected in zip(jax.tree.leaves(checked), jax.tree.leaves(made)):
+            if got.shape != expected.shape:
+                raise ValueError(
+                    f"{where}: the params are for input_size {input_size} and hidden size {carry_sizes[0]}; this "
+                    f"module is {self.site}. Make the module with the params' sizes."
+                )
+        return checked
 
 
 def configure(
@@ -119,13 +137,19 @@ def configure(
     scan: ScanMode,
     dtype: Any,
     options: Mapping[str, Any] | None,
+    *,
+    dtype_name: str,
 ) -> Config:
-    """Checks a framework module's constructor arguments; errors name ``where`` and the fix."""
+    """Checks a framework module's constructor arguments; errors name ``where`` and the fix.
+
+    ``dtype_name`` is the module's name for the params' dtype (``param_dtype``
+    or ``dtype``).
+    """
     cell = resolve_cell(cell, where)
     if input_size is not None:
         input_size = _checks.positive_int(input_size, "input_size", where)
     hidden_size = _checks.positive_int(hidden_size, "hidden_size", where)
-    dtype = _checks.floating_dtype(dtype, where)
+    dtype = _checks.floating_dtype(dtype, where, dtype_name)
     if options is None:
         options = {}
     if not isinstance(options, Mapping):
@@ -133,19 +157,22 @@ def configure(
             f"{where}: cell_options must be a mapping of the cell's init options, e.g. {{'num_heads': 2}}; "
             f"got {type(options).__name__}."
         )
+    for other in ("dtype", "param_dtype"):
+        if other != dtype_name and other in options:
+            try:
+                shown = f"jnp.{jnp.dtype(options[other]).name}"
+            except TypeError:
+                shown = repr(options[other])
+            raise TypeError(
+                f"{where}: the params' dtype is the argument {dtype_name} (not {other}), as in "
+                f"{'Flax' if dtype_name == 'param_dtype' else 'Equinox'}. Pass {dtype_name}={shown}."
+            )
     _check_options(cell.init_params, (None, 1, 1, dtype), dict(options), where)
     checked = SequenceOptions(grad, None, False, time_major, None, checkpoint, scan).checked(where)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # re-raised below, naming the module and pointing at the caller
-        net = stack(cell, num_layers, bidirectional=bidirectional, dropout=dropout)
-    if net.dropout > 0 and net.num_layers == 1 and (where, net) not in _WARNED:
+    net = make_stack(cell, num_layers, bidirectional, dropout, where)
+    if (where, net) not in _WARNED:
         _WARNED.add((where, net))  # once: Linen re-checks its fields whenever it copies a module
-        warnings.warn(
-            f"{where}: dropout={net.dropout} has no effect with num_layers=1: it applies between layers, as in "
-            "torch. Use num_layers > 1, or dropout=0.",
-            UserWarning,
-            stacklevel=_caller_level(),
-        )
+        warn_if_dropout_is_idle(net, where, stacklevel=_caller_level() + 1)  # + 1: the helper's frame
     try:
         sorted_options = tuple(sorted(options.items()))
         hash(sorted_options)
@@ -155,10 +182,25 @@ def configure(
             f"got {dict(options)!r}."
         ) from None
     return Config(net, input_size, hidden_size, checked.grad, checked.time_major, checked.checkpoint, checked.scan,
-                  dtype, sorted_options)
+                  dtype, sorted_options, _site(where, cell, input_size, hidden_size))
 
 
 _WARNED: set = set()
+
+
+def _site(where: str, cell: Cell, input_size: int | None, hidden_size: int) -> _checks.Site:
+    """The module as its messages name it, with the fixes in its constructor's terms."""
+    sizes = f"{hidden_size}" if input_size is None else f"{input_size}, {hidden_size}"
+    if input_size is None:  # Linen reads the input size off the inputs at init
+        fix_input_size = "init the module on inputs of {n} features, model.init(key, xs), for params that take them"
+    else:
+        fix_input_size = f"make the module with {where}(..., input_size={{n}})"
+    return _checks.Site(
+        f"{where}({cell.name!r}, {sizes})",
+        fix_input_size=fix_input_size,
+        fix_time_major=f"make the module with {where}(..., time_major=False)",
+        fix_carry="make it with model.initial_carry({batch})",
+    )
 
 
 def resolve_cell(cell: Any, where: str) -> Cell:
@@ -166,28 +208,33 @@ def resolve_cell(cell: Any, where: str) -> Cell:
     if isinstance(cell, Cell):
         return cell
     if isinstance(cell, str):
-        known = _registry.cells()
-        if cell in known:
-            return known[cell]
-        raise ValueError(
-            f"{where}: unknown cell {cell!r}; the registered cells, jaxrnn.cells(), are {list(known)}. "
-            "Pass one of these names or a jaxrnn.Cell value (e.g. jaxrnn.lstm); register your own cell with "
-            "jaxrnn.register(cell) to use it by name."
-        )
+        return _registry.get(cell, where)
     raise TypeError(
         f"{where}: cell must be a registered cell's name, e.g. 'lstm' (see jaxrnn.cells()), or a jaxrnn.Cell "
         f"such as jaxrnn.lstm; got {type(cell).__name__}."
     )
 
 
-def check_flag(value: Any, name: str, where: str) -> bool:
-    """A Python bool that picks the computation (static under jit)."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(
-            f"{where}: {name} must be a Python bool (it picks the computation, so it is static under jit); "
-            f"got {value!r} of type {type(value).__name__}. Pass True or False."
-        )
-    return bool(value)
+# --------------------------------------------------------------------------
+# What the three modules share: each keeps its Config as ``config``.
+
+
+def _stack(model) -> Stack:
+    """The :class:`jaxrnn.Stack` the module's weights are for (``model.config.stack``)."""
+    return model.config.stack
+
+
+stack_property = property(_stack)
+
+
+def initial_carry(model, batch_size: int):
+    """The all-zero state for ``batch_size`` rows, as the module's call takes and returns it.
+
+    A tuple of one carry per layer (even with one layer), e.g.
+    ``(LSTMCarry(h, c),)``, each (batch, H); in float32 for 16-bit params, the
+    dtype the call keeps the state in.
+    """
+    return model.config.initial_carry(batch_size)
 
 
 def _package_dirs(names: tuple[str, ...]) -> tuple[str, ...]:
@@ -204,13 +251,19 @@ _INTERNAL = _package_dirs(("jaxrnn", "flax", "equinox"))
 
 
 def _caller_level() -> int:
-    """The ``stacklevel`` of the first frame outside jaxrnn, the frameworks and generated ``__init__``s."""
+    """The ``stacklevel`` of the first frame outside jaxrnn, the frameworks and generated dataclass ``__init__``s."""
     frame: FrameType | None = sys._getframe(1)
     level = 1
-    while frame is not None and (frame.f_code.co_filename.startswith(_INTERNAL)
-                                 or frame.f_code.co_filename == "<string>"):
+    while frame is not None and (frame.f_code.co_filename.startswith(_INTERNAL) or _generated_init(frame)):
         frame, level = frame.f_back, level + 1
     return level
+
+
+def _generated_init(frame: FrameType) -> bool:
+    """Whether ``frame`` runs a dataclass's generated ``__init__`` (as Flax Linen modules have)."""
+    code = frame.f_code
+    return (code.co_filename == "<string>" and code.co_name == "__init__"
+            and dataclasses.is_dataclass(frame.f_locals.get("self")))
 
 
 # --------------------------------------------------------------------------

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any, Literal, NamedTuple
 
-import numpy as np
-
 from jaxrnn import _checks
 
 GRAD_MODES = ("manual", "autodiff")
@@ -41,17 +39,9 @@ class SequenceOptions(NamedTuple):
             raise ValueError(f"{where}: grad must be one of {GRAD_MODES}; got {self.grad!r}.")
         if self.scan not in SCANS:
             raise ValueError(f"{where}: scan must be one of {SCANS}; got {self.scan!r}.")
-        flags = {}
-        for name in ("reverse", "time_major"):
-            value = flags[name] = getattr(self, name)
-            if not isinstance(value, (bool, np.bool_)):
-                raise TypeError(
-                    f"{where}: {name} must be a Python bool (it picks the computation, so it is static under "
-                    f"jit); got {value!r} of type {type(value).__name__}. Pass True or False."
-                )
+        reverse = _checks.python_bool(self.reverse, "reverse", where)
+        time_major = _checks.python_bool(self.time_major, "time_major", where)
         checkpoint = self.checkpoint
         if checkpoint is not None:
             checkpoint = _checks.positive_int(checkpoint, "checkpoint", where)
-        return self._replace(
-            checkpoint=checkpoint, reverse=bool(flags["reverse"]), time_major=bool(flags["time_major"])
-        )
+        return self._replace(checkpoint=checkpoint, reverse=reverse, time_major=time_major)

@@ -61,7 +61,10 @@ def get(name: str, where: str = "jaxrnn.get_cell") -> Cell:
     try:
         return _CELLS[name]
     except KeyError:
-        raise ValueError(f"{where}: unknown cell {name!r}; registered cells are {list(_CELLS)}.") from None
+        raise ValueError(
+            f"{where}: unknown cell {name!r}; the registered cells, jaxrnn.cells(), are {list(_CELLS)}. "
+            "Pass one of these names; register a cell of your own with jaxrnn.register(cell) to use it by name."
+        ) from None
 
 
 def taking(option: str) -> list[str]:

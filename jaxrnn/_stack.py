@@ -34,6 +34,7 @@ from jax import Array
 
 from jaxrnn import _checks
 from jaxrnn._options import GradMode, ScanMode, SequenceOptions
+from jaxrnn._precision import accumulation_dtype
 from jaxrnn._protocol import Cell
 from jaxrnn._unroll import check_cell, run
 
@@ -167,20 +168,29 @@ def stack(cell: Cell, num_layers: int = 1, *, bidirectional: bool = False, dropo
         TypeError: a non-cell, or arguments of the wrong type.
         ValueError: ``num_layers`` < 1, or ``dropout`` outside [0, 1).
     """
-    where = "jaxrnn.stack"
+    net = make_stack(cell, num_layers, bidirectional, dropout, "jaxrnn.stack")
+    warn_if_dropout_is_idle(net, "jaxrnn.stack", stacklevel=3)
+    return net
+
+
+def make_stack(cell: Cell, num_layers: int, bidirectional: bool, dropout: float, where: str) -> Stack:
+    """:func:`stack` without the warning: checks the arguments (errors name ``where``) and makes the value."""
     check_cell(cell, where)
     num_layers = _checks.positive_int(num_layers, "num_layers", where)
     if not isinstance(bidirectional, bool):
         raise TypeError(f"{where}: bidirectional must be a bool; got {bidirectional!r}. Pass True or False.")
-    dropout = _rate(dropout, where)
-    if dropout > 0 and num_layers == 1:
+    return Stack(cell, num_layers, bidirectional, _rate(dropout, where))
+
+
+def warn_if_dropout_is_idle(net: Stack, where: str, stacklevel: int) -> None:
+    """Warns that a dropout rate has no effect on one layer (it applies between layers)."""
+    if net.dropout > 0 and net.num_layers == 1:
         warnings.warn(
-            f"{where}: dropout={dropout} has no effect with num_layers=1: it applies between layers, "
+            f"{where}: dropout={net.dropout} has no effect with num_layers=1: it applies between layers, "
             "as in torch. Use num_layers > 1, or dropout=0.",
             UserWarning,
-            stacklevel=2,
+            stacklevel=stacklevel,
         )
-    return Stack(cell, num_layers, bidirectional, dropout)
 
 
 @jax.tree_util.register_static
@@ -223,6 +233,11 @@ class Stack:
         """D: 2 if bidirectional, else 1."""
         return 2 if self.bidirectional else 1
 
+    @property
+    def applies_dropout(self) -> bool:
+        """Whether ``apply(..., train=True)`` drops anything: a rate above 0 and a layer after the first."""
+        return self.dropout > 0 and self.num_layers > 1
+
     def init(self, key: Array, input_size: int, hidden_size: int, *, dtype=jnp.float32, **options):
         """Makes each layer's params with ``cell.init``, each from its own key.
 
@@ -254,8 +269,13 @@ class Stack:
         return tuple(layers)
 
     def initial_carry(self, batch_size: int, hidden_size: int, *, dtype=jnp.float32, **options):
-        """The all-zero state: a tuple of L cell carries (:class:`Bidirectional` pairs if bidirectional)."""
-        zeros = self.cell.initial_carry(batch_size, hidden_size, dtype=dtype, **options)
+        """The all-zero state: a tuple of L cell carries (:class:`Bidirectional` pairs if bidirectional).
+
+        ``dtype`` is the params' dtype; the state is kept in at least float32
+        (16-bit params give a float32 carry), as :meth:`apply` returns it, so
+        the carry has one dtype across calls (e.g. through ``lax.scan``).
+        """
+        zeros = self.cell.initial_carry(batch_size, hidden_size, dtype=accumulation_dtype(dtype), **options)
         layer = Bidirectional(zeros, zeros) if self.bidirectional else zeros
         return (layer,) * self.num_layers
 
@@ -282,8 +302,8 @@ class Stack:
             xs: inputs (T, batch, X), or (batch, T, X) with ``time_major=False``.
             carry: the initial state, as from :meth:`initial_carry` (or
                 :meth:`unstack_carry` of torch's ``h_0``); None means zeros.
-            key: a PRNG key for dropout, needed when ``train`` and ``dropout > 0``;
-                ignored otherwise. A given key gives the same masks every time.
+            key: a PRNG key for dropout, needed when ``train`` and
+                :attr:`applies_dropout`; ignored otherwise. A given key gives the same masks every time.
             train: a Python bool. True applies dropout to the outputs of every
                 layer but the last: each entry is zeroed with probability p and
                 the others are scaled by 1/(1 − p), independently per step, row
@@ -313,8 +333,12 @@ class Stack:
                 bidirectional stack; and whatever :func:`jaxrnn.unroll` raises
                 for the other arguments.
         """
-        where = f"{self!r}.apply"
-        options = SequenceOptions(grad, lengths, reverse, time_major, resets, checkpoint, scan).checked(where)
+        options = SequenceOptions(grad, lengths, reverse, time_major, resets, checkpoint, scan)
+        return self._apply(params, xs, carry, key, train, options, f"{self!r}.apply")
+
+    def _apply(self, params, xs: Array, carry, key: Array | None, train: bool, options: SequenceOptions, where: str):
+        """:meth:`apply`, with messages from ``where``: a :class:`jaxrnn._checks.Site` phrases a module's fixes."""
+        options = options.checked(where)
         if options.reverse and self.bidirectional:
             raise ValueError(
                 f"{where}: reverse=True runs a unidirectional stack backwards; this stack is bidirectional, so "
@@ -323,21 +347,16 @@ class Stack:
             )
         params, sizes = self._check_params(params, where)
         carry = (None,) * self.num_layers if carry is None else self._check_carry(carry, where)
-        if not isinstance(train, bool):
-            raise TypeError(
-                f"{where}: train must be a Python bool (it picks the computation, so it is static under jit); "
-                f"got {type(train).__name__}. Pass train=True or train=False."
-            )
+        train = _checks.python_bool(train, "train", where)
         keys = None  # one dropout key per layer input after the first; None when there is no dropout
-        if train and self.dropout > 0:
+        if train and self.applies_dropout:
             if key is None:
                 raise ValueError(
                     f"{where}: train=True with dropout={self.dropout} needs a PRNG key for the dropout masks. "
                     "Pass key=jax.random.key(seed) (a fresh one per step), or train=False for inference."
                 )
             _checks.prng_key(key, where, "key=jax.random.key(seed)")
-            if self.num_layers > 1:
-                keys = jax.random.split(key, self.num_layers - 1)
+            keys = jax.random.split(key, self.num_layers - 1)
 
         finals, hs = [], xs
         for k in range(self.num_layers):
@@ -482,7 +501,8 @@ class Stack:
         return tuple(checked), layer_sizes
 
     def _check_carry(self, carry, where: str) -> tuple:
-        fix = "Make it with net.initial_carry(batch_size, hidden_size), or from torch's h_0 with net.unstack_carry"
+        make = _checks.fix(where, "fix_carry", cell="net", batch="batch_size", hidden="hidden_size")
+        fix = f"{make[0].upper()}{make[1:]}, or from torch's h_0 with net.unstack_carry"
         return self._layers(carry, "carry", fix, where)
 
 

@@ -5,7 +5,7 @@ Needs Equinox (``pip install "jaxrnn[equinox]"``)::
     import jaxrnn.eqx
 
     model = jaxrnn.eqx.RNN("lstm", 8, 32, num_layers=2, key=jax.random.key(0))
-    carry, hs = model(xs)                # xs (T, batch, 8) -> hs (T, batch, 32)
+    carry, hs = model(xs)                # xs (T, batch, 8) -> hs (T, batch, 32): time-major
     carry, hs = model(xs[:, 0])          # one sequence (T, 8) -> hs (T, 32)
 """
 
@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from jaxrnn import _modules
+from jaxrnn import _checks, _modules
 from jaxrnn._options import GradMode, ScanMode
 
 try:
@@ -45,7 +45,15 @@ class RNN(eqx.Module):
     sequence (T, X), Equinox's per-example convention, so
     ``jax.vmap(model)`` maps it over a batch. Dropout follows
     ``eqx.nn.Dropout``: it needs ``key`` unless ``inference`` is true, and
-    ``eqx.nn.inference_mode(model)`` switches it off.
+    ``eqx.nn.inference_mode(model)`` switches it off. Transform it with
+    ``eqx.filter_jit`` (or ``eqx.partition`` around ``jax.jit``): the flag
+    ``inference`` must stay a Python bool.
+
+    Batched inputs are time-major by default, (T, batch, X), jaxrnn's
+    convention; for (batch, T, X) pass ``time_major=False``. ``resets`` stays
+    (T, batch) either way. Functional params (e.g. from
+    :func:`jaxrnn.interop.stack_from_torch`) go in with
+    ``eqx.tree_at(lambda m: m.params, model, params)``.
 
     Args:
         cell: a registered cell's name (see :func:`jaxrnn.cells`), e.g.
@@ -58,17 +66,19 @@ class RNN(eqx.Module):
         dropout: 0 ≤ p < 1, applied to the outputs of every layer but the
             last while training.
         grad: ``"manual"`` (the cell's hand-written BPTT) or ``"autodiff"``.
-        time_major: True takes batched ``xs`` as (T, batch, X); False as
-            (batch, T, X). An unbatched (T, X) sequence is the same either way.
+        time_major: True (the default) takes batched ``xs`` as (T, batch,
+            X); False as (batch, T, X). An unbatched (T, X) sequence is the
+            same either way.
         checkpoint, scan: as for :func:`jaxrnn.unroll`.
-        dtype: the weights' floating dtype.
+        dtype: the weights' floating dtype (16-bit weights keep the carry in
+            float32).
         **cell_options: the cell's init options, e.g. ``num_heads=2`` or
             ``proj_size=16`` (:data:`jaxrnn.projected_lstm`).
 
     Attributes:
         params: the stack's params.
-        config: the checked settings (static); ``config.stack`` is the
-            :class:`jaxrnn.Stack`.
+        config: the checked settings (static); ``config.stack`` (also
+            ``stack``) is the :class:`jaxrnn.Stack`.
         inference: True disables dropout unless a call says otherwise;
             False at construction.
 
@@ -111,21 +121,31 @@ class RNN(eqx.Module):
     ):
         self.config = _modules.configure(
             _WHERE, cell, input_size, hidden_size, num_layers, bidirectional, dropout, grad, time_major,
-            checkpoint, scan, dtype, cell_options,
+            checkpoint, scan, dtype, cell_options, dtype_name="dtype",
         )
         self.params = self.config.init(key, input_size)
         self.inference = False
 
-    @property
-    def stack(self):
-        """The :class:`jaxrnn.Stack` that ``params`` are for."""
-        return self.config.stack
+    stack = _modules.stack_property
+
+    def stack_params(self):
+        """The weights as :meth:`jaxrnn.Stack.apply` takes them: ``params`` itself.
+
+        ``eqx.tree_at(lambda m: m.params, model, params)`` puts functional
+        params (of the same sizes) back.
+        """
+        return self.params
 
     def initial_carry(self, batch_size: int | None = None):
-        """The all-zero state for ``batch_size`` rows; None: for one unbatched sequence (no batch axis)."""
+        """The all-zero state for ``batch_size`` rows; None: for one unbatched sequence (no batch axis).
+
+        A tuple of one carry per layer (even with one layer), e.g.
+        ``(LSTMCarry(h, c),)``; in float32 for 16-bit params, the dtype the
+        call keeps the state in.
+        """
         if batch_size is None:
-            return jax.tree.map(lambda a: a[0], self.config.initial_carry(1))
-        return self.config.initial_carry(batch_size)
+            return jax.tree.map(lambda a: a[0], _modules.initial_carry(self, 1))
+        return _modules.initial_carry(self, batch_size)
 
     def __call__(
         self,
@@ -167,9 +187,17 @@ class RNN(eqx.Module):
             TypeError, ValueError: whatever :meth:`jaxrnn.Stack.apply` raises
                 for the other arguments.
         """
-        where = f"{_WHERE}.__call__"
-        inference = _modules.check_flag(self.inference if inference is None else inference, "inference", where)
-        train = self.config.dropping and not inference
+        where = self.config.site
+        if inference is None:
+            inference = self.inference
+            if isinstance(inference, jax.core.Tracer):
+                raise TypeError(
+                    f"{where}: the module was traced by jax.jit, which makes its field inference (a bool) an array. "
+                    "Transform it with eqx.filter_jit (e.g. eqx.filter_jit(lambda m, x: m(x))), or split it with "
+                    "eqx.partition(model, eqx.is_array) and jit only the arrays."
+                )
+        inference = _checks.python_bool(inference, "inference", where)
+        train = self.config.stack.applies_dropout and not inference
         if train and key is None:
             raise ValueError(
                 f"{where}: dropout={self.config.stack.dropout} is on (inference=False), so it needs a PRNG key for "
@@ -177,16 +205,13 @@ class RNN(eqx.Module):
                 "(eqx.nn.inference_mode(model)) for evaluation."
             )
         rank = jnp.ndim(xs)
-        if rank == 3:
+        if rank != 2:  # a batch; Stack.apply checks its rank
+            if rank != 3:
+                batched = "(time, batch, input_size)" if self.config.time_major else "(batch, time, input_size)"
+                _checks.inputs(xs, 3, f"{batched}, or one sequence (time, input_size)", None, "xs", where)
             return self.config.apply(
                 self.params, xs, carry, key=key if train else None, train=train, lengths=lengths, resets=resets,
                 reverse=reverse,
-            )
-        if rank != 2:
-            raise ValueError(
-                f"{where}: xs must be one sequence (time, input_size) or a batch "
-                f"{'(time, batch, input_size)' if self.config.time_major else '(batch, time, input_size)'}; "
-                f"got shape {jnp.shape(xs)}."
             )
         # One sequence: a batch of one, time-major, and the batch axis dropped again.
         if lengths is not None:

@@ -6,7 +6,7 @@ Needs Flax (``pip install "jaxrnn[flax]"``)::
     import jaxrnn.nnx
 
     model = jaxrnn.nnx.RNN("lstm", 8, 32, num_layers=2, dropout=0.1, rngs=nnx.Rngs(0))
-    carry, hs = model(xs)                # xs (T, batch, 8) -> hs (T, batch, 32)
+    carry, hs = model(xs)                # xs (T, batch, 8) -> hs (T, batch, 32): time-major
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import jax.numpy as jnp
 from jax import Array
 
-from jaxrnn import _modules
+from jaxrnn import _checks, _modules
 from jaxrnn._options import GradMode, ScanMode
 
 try:
@@ -40,6 +40,11 @@ class RNN(nnx.Module):
     It trains with ``nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)``
     under ``nnx.jit``, and splits and merges like any NNX module.
 
+    Inputs are time-major by default, (T, batch, X), jaxrnn's convention;
+    Flax's own ``nn.RNN`` is batch-major, so for (batch, T, X) inputs pass
+    ``time_major=False``. ``resets`` stays (T, batch) either way. The params'
+    dtype is ``param_dtype``, as in Flax.
+
     Dropout (between layers) follows ``nnx.Dropout``: the attribute
     ``deterministic`` starts False (training) and ``model.eval()`` /
     ``model.train()`` switch it; masks come from the ``'dropout'`` stream of
@@ -58,16 +63,18 @@ class RNN(nnx.Module):
         dropout: 0 ≤ p < 1, applied to the outputs of every layer but the
             last while training.
         grad: ``"manual"`` (the cell's hand-written BPTT) or ``"autodiff"``.
-        time_major: True takes ``xs`` as (T, batch, X); False as (batch, T, X).
+        time_major: True (the default) takes ``xs`` as (T, batch, X); False
+            as (batch, T, X), Flax's layout.
         checkpoint, scan: as for :func:`jaxrnn.unroll`.
-        dtype: the weights' floating dtype.
+        param_dtype: the weights' floating dtype (16-bit weights keep the
+            carry in float32).
         **cell_options: the cell's init options, e.g. ``num_heads=2`` or
             ``proj_size=16`` (:data:`jaxrnn.projected_lstm`).
 
     Attributes:
         layers: ``nnx.List`` of one ``nnx.Dict`` of ``nnx.Param`` per layer.
-        config: the checked settings; ``config.stack`` is the
-            :class:`jaxrnn.Stack` that :meth:`stack_params` feed.
+        config: the checked settings; ``config.stack`` (also ``stack``) is
+            the :class:`jaxrnn.Stack` that :meth:`stack_params` feed.
         deterministic: True disables dropout (``model.eval()``).
         rngs: the ``nnx.RngStream`` of the dropout masks, or None.
 
@@ -100,12 +107,12 @@ class RNN(nnx.Module):
         time_major: bool = True,
         checkpoint: int | None = None,
         scan: ScanMode = "auto",
-        dtype: Any = jnp.float32,
+        param_dtype: Any = jnp.float32,
         **cell_options: Any,
     ):
         config = _modules.configure(
             _WHERE, cell, input_size, hidden_size, num_layers, bidirectional, dropout, grad, time_major,
-            checkpoint, scan, dtype, cell_options,
+            checkpoint, scan, param_dtype, cell_options, dtype_name="param_dtype",
         )
         if not isinstance(rngs, nnx.Rngs):
             raise TypeError(f"{_WHERE}: rngs must be an nnx.Rngs; got {type(rngs).__name__}. Pass rngs=nnx.Rngs(0).")
@@ -121,29 +128,42 @@ class RNN(nnx.Module):
         self.layers = nnx.List([_containers(layer) for layer in config.layout().nest(params)])
         self.deterministic = False
         stream = None
-        if config.dropping:
+        if config.stack.applies_dropout:
             try:
                 stream = rngs["dropout"].fork()
             except KeyError:  # no 'dropout' or 'default' stream: the call must bring one
                 stream = None
         self.rngs = nnx.data(stream)
 
-    @property
-    def stack(self):
-        """The :class:`jaxrnn.Stack` these weights are for."""
-        return self.config.stack
+    stack = _modules.stack_property
+    initial_carry = _modules.initial_carry
 
     def stack_params(self):
         """The weights as :meth:`jaxrnn.Stack.apply` takes them: a tuple of one params NamedTuple per layer.
 
-        ``model.stack.apply(model.stack_params(), xs)`` is ``model(xs)`` in
-        eval mode; :func:`jaxrnn.interop.stack_to_torch` takes them too.
+        ``model.stack.apply(model.stack_params(), xs, grad=c.grad,
+        time_major=c.time_major, checkpoint=c.checkpoint, scan=c.scan)``, with
+        ``c = model.config``, is ``model(xs)`` in eval mode (with the default
+        options, plain ``model.stack.apply(model.stack_params(), xs)``);
+        :func:`jaxrnn.interop.stack_to_torch` takes them too, and
+        :meth:`load_stack_params` takes them back.
         """
         return self.config.layout().unnest(self.layers, lambda param: param[...])
 
-    def initial_carry(self, batch_size: int):
-        """The all-zero state for ``batch_size`` rows, as :meth:`__call__` takes and returns it."""
-        return self.config.initial_carry(batch_size)
+    def load_stack_params(self, params) -> None:
+        """Replaces the weights, in place, with functional params of the same sizes.
+
+        Args:
+            params: a tuple of one params NamedTuple per layer, as
+                :meth:`jaxrnn.Stack.init` or
+                :func:`jaxrnn.interop.stack_from_torch` make them.
+
+        Raises:
+            TypeError, ValueError: params of another structure or other sizes.
+        """
+        params = self.config.check_params(params, f"{self.config.site}.load_stack_params")
+        for layer, values in zip(self.layers, self.config.layout().nest(params)):
+            _assign(layer, values)
 
     def set_view(self, deterministic: bool | None = None):
         """Used by ``nnx.view(model, deterministic=...)``, as for ``nnx.Dropout``."""
@@ -167,7 +187,8 @@ class RNN(nnx.Module):
             xs: inputs (T, batch, X), or (batch, T, X) with ``time_major=False``.
             carry: the initial state, as from :meth:`initial_carry`; None means zeros.
             lengths: int (batch,), each row's real steps; None means all T.
-            resets: bool (T, batch), true where a new segment starts.
+            resets: bool (T, batch), true where a new segment starts; (T,
+                batch) even with ``time_major=False``.
             reverse: run every layer backwards (unidirectional stacks only).
             deterministic: overrides the attribute for this call; True
                 applies no dropout.
@@ -185,10 +206,10 @@ class RNN(nnx.Module):
             TypeError, ValueError: whatever :meth:`jaxrnn.Stack.apply` raises
                 for the other arguments.
         """
-        deterministic = _modules.check_flag(
-            self.deterministic if deterministic is None else deterministic, "deterministic", f"{_WHERE}.__call__"
+        deterministic = _checks.python_bool(
+            self.deterministic if deterministic is None else deterministic, "deterministic", self.config.site
         )
-        train = self.config.dropping and not deterministic
+        train = self.config.stack.applies_dropout and not deterministic
         key = _dropout_key(rngs if rngs is not None else self.rngs) if train else None
         return self.config.apply(
             self.stack_params(), xs, carry, key=key, train=train, lengths=lengths, resets=resets, reverse=reverse
@@ -200,6 +221,15 @@ def _containers(tree):
     if isinstance(tree, dict):
         return nnx.Dict({name: _containers(value) for name, value in tree.items()})
     return nnx.Param(tree)
+
+
+def _assign(node, values) -> None:
+    """Sets the ``nnx.Param``\\ s under ``node`` to the arrays of the nested dict ``values``."""
+    for name, value in values.items():
+        if isinstance(value, dict):
+            _assign(node[name], value)
+        else:
+            node[name][...] = value
 
 
 def _dropout_key(source) -> Array:
