@@ -328,5 +328,5 @@ def test_register_refuses_a_built_in_name_and_replaces_ones_own(monkeypatch):
     with pytest.warns(UserWarning, match="'my_lstm' .* is replaced"):
         jaxrnn.register(again)
     assert jaxrnn.get_cell("my_lstm") is again
-    with pytest.raises(ValueError, match="unknown cell 'tcn'; registered cells are"):
+    with pytest.raises(ValueError, match=r"unknown cell 'tcn'; the registered cells, jaxrnn.cells\(\), are"):
         jaxrnn.get_cell("tcn")
