@@ -53,6 +53,11 @@ class Site(str):
         site.unbatched = unbatched
         return site
 
+    def __getnewargs_ex__(self):  # copy, deepcopy and pickle rebuild a str subclass through __new__
+        fixes = {"fix_input_size": self.fix_input_size, "fix_time_major": self.fix_time_major,
+                 "fix_carry": self.fix_carry, "unbatched": self.unbatched}
+        return (str(self),), fixes
+
 
 _FIXES = {
     "fix_input_size": "init the params with input_size={n}",

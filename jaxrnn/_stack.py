@@ -275,6 +275,7 @@ class Stack:
         (16-bit params give a float32 carry), as :meth:`apply` returns it, so
         the carry has one dtype across calls (e.g. through ``lax.scan``).
         """
+        dtype = _checks.floating_dtype(dtype, f"{self!r}.initial_carry")
         zeros = self.cell.initial_carry(batch_size, hidden_size, dtype=accumulation_dtype(dtype), **options)
         layer = Bidirectional(zeros, zeros) if self.bidirectional else zeros
         return (layer,) * self.num_layers

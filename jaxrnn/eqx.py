@@ -208,7 +208,10 @@ class RNN(eqx.Module):
         if rank != 2:  # a batch; Stack.apply checks its rank
             if rank != 3:
                 batched = "(time, batch, input_size)" if self.config.time_major else "(batch, time, input_size)"
-                _checks.inputs(xs, 3, f"{batched}, or one sequence (time, input_size)", None, "xs", where)
+                raise ValueError(
+                    f"{where}: xs must be a batch of rank 3, {batched}, or one sequence of rank 2, "
+                    f"(time, input_size); got shape {jnp.shape(xs)}. Pass inputs of one of those shapes."
+                )
             return self.config.apply(
                 self.params, xs, carry, key=key if train else None, train=train, lengths=lengths, resets=resets,
                 reverse=reverse,

@@ -202,6 +202,12 @@ class RNN(nn.Module):
             layers.append(self.param(f"layer_{k}", init))
         train = False
         if config.stack.applies_dropout:
+            if self.deterministic is None and deterministic is None:
+                raise ValueError(
+                    f"{where}: dropout={config.stack.dropout} applies between layers, so the call must say whether "
+                    "to apply it (as flax.linen.Dropout): pass deterministic=True for inference, or "
+                    "deterministic=False with rngs={'dropout': key} for training, at the call or as a field."
+                )
             deterministic = nn.merge_param("deterministic", self.deterministic, deterministic)
             train = not _checks.python_bool(deterministic, "deterministic", where)
         key = None

@@ -482,6 +482,10 @@ def test_stack_argument_errors():
         jaxrnn.stack(jaxrnn.lstm, 2, bidirectional=1)
     with pytest.raises(TypeError, match="cell must be a jaxrnn.Cell"):
         jaxrnn.stack("lstm", 2)
+    net = jaxrnn.stack(jaxrnn.lstm, 2)
+    with pytest.raises(TypeError, match=r"initial_carry: dtype must be a floating dtype"):
+        net.initial_carry(2, 3, dtype=jnp.int32)
+    assert net.initial_carry(2, 3, dtype=jnp.bfloat16)[0].h.dtype == jnp.float32  # the state stays float32
 
 
 def test_params_and_carry_structure_errors():
