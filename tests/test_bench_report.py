@@ -164,3 +164,72 @@ def test_write_skips_plots_without_data(tmp_path):
     run["results"] = [r for r in run["results"] if r["group"] == "table"]
     assert {path.name for path in write(run, tmp_path)} == {"results.json", "results.md", "ratios.png"}
     assert {path.name for path in write(run, tmp_path / "no-plots", plots=False)} == {"results.json", "results.md"}
+
+
+# --------------------------------------------------------------------------
+# The grid.
+
+GRID_A, GRID_B, GRID_C = (4, 8, 16, 30), (64, 1, 32, 10), (1, 1, 16, 10)
+
+
+def make_grid_run():
+    """A grid run: lstm on three shapes, gru on one; ratios are peer / manual, as the suite records them.
+
+    lstm at GRID_C has autodiff only; gru has no torch (a cell a peer lacks).
+    """
+    results = []
+    ratios = {  # shape: {implementation: gradient_ratio}
+        GRID_A: {"jaxrnn autodiff": 1.25, "flax": 2.0, "torch": 0.8},  # torch fastest, manual slower than it
+        GRID_B: {"jaxrnn autodiff": 0.5, "flax": 4.0, "torch": 1.6},  # autodiff fastest
+        GRID_C: {"jaxrnn autodiff": 1.0},
+    }
+    for shape, by_impl in ratios.items():
+        results.append(result("jaxrnn manual", shape, group="grid", ms=10.0, compile_s=0.2))
+        results += [result(name, shape, group="grid", ratio=r) for name, r in by_impl.items()]
+    results += [result("jaxrnn manual", GRID_A, group="grid", cell="gru", ms=5.0),
+                result("jaxrnn autodiff", GRID_A, group="grid", cell="gru", ms=5.0, ratio=2.0)]
+    run = make_run()
+    run["command"] = "python -m benchmarks --grid"
+    run["results"] = results
+    return run
+
+
+def test_grid_table_gives_manual_over_autodiff_and_the_fastest_peer():
+    md = markdown(make_grid_run())
+    assert "## LSTM" not in md  # no table or sweep sections: the grid has its own
+    rows = table_rows(section(md, "### lstm"))
+    assert rows[0] == ["B", "X", "H", "T", "manual ms", "autodiff ms", "flax ms", "torch ms",
+                       "manual / autodiff", "manual / fastest peer"]
+    by_shape = {tuple(map(int, row[:4])): row[4:] for row in rows[1:]}
+    assert [tuple(map(int, row[:4])) for row in rows[1:]] == [GRID_C, GRID_B, GRID_A]  # by T, then B
+    assert by_shape[GRID_A] == ["10.0", "12.5", "20.0", "8.00", "0.80×", "1.25× (torch)"]
+    assert by_shape[GRID_B] == ["10.0", "5.00", "40.0", "16.0", "2.00×", "2.00× (autodiff)"]
+    assert by_shape[GRID_C] == ["10.0", "10.0", "—", "—", "1.00×", "1.00× (autodiff)"]
+    gru = table_rows(section(md, "### gru"))
+    assert gru[0][4:6] == ["manual ms", "autodiff ms"] and gru[1][-2:] == ["0.50×", "0.50× (autodiff)"]
+
+
+def test_grid_summary_counts_the_shapes_where_manual_is_not_slower():
+    lines = section(markdown(make_grid_run()), "### Summary")
+    lstm = next(line for line in lines if line.startswith("- **lstm**"))
+    # autodiff: 0.80, 2.00, 1.00 -> 2 of 3 ≤ 1 (1.00 counts as not slower); flax: 0.50, 0.25;
+    # torch: 1.25, 0.625; fastest: 1.25 (torch), 2.00 (autodiff), 1.00 (autodiff).
+    assert lstm == ("- **lstm**: manual ≤ autodiff on 2 of 3 shapes (worst 2.00× at B64 X1 H32 T10); "
+                    "≤ flax on 2 of 2 shapes (worst 0.50× at B4 X8 H16 T30); "
+                    "≤ torch on 1 of 2 shapes (worst 1.25× at B4 X8 H16 T30); "
+                    "≤ the fastest peer on 1 of 3 shapes (worst 2.00× at B64 X1 H32 T10).")
+    gru = next(line for line in lines if line.startswith("- **gru**"))
+    assert gru.startswith("- **gru**: manual ≤ autodiff on 1 of 1 shape (worst 0.50× at B4 X8 H16 T30)")
+
+
+def test_grid_heat_map_is_written_with_a_missing_entry(tmp_path):
+    run = make_grid_run()
+    paths = write(run, tmp_path)
+    assert {path.name for path in paths} == {"results.json", "results.md", "grid.png"}  # no table, no sweep
+    data = (tmp_path / "grid.png").read_bytes()
+    assert data.startswith(b"\x89PNG") and len(data) > 1000
+    assert json.loads((tmp_path / "results.json").read_text()) == run  # the JSON stays the run dict
+    # gru has no entry at GRID_B and GRID_C, lstm's fastest peer at GRID_C is autodiff alone: blanks, not errors.
+    only_manual = dict(run, results=[r for r in run["results"] if r["implementation"] == "jaxrnn manual"])
+    assert (tmp_path / "alone" / "grid.png") in write(only_manual, tmp_path / "alone")
+    assert "no peer measured beside jaxrnn manual" in (tmp_path / "alone" / "results.md").read_text()

@@ -17,6 +17,9 @@ from jaxrnn.bench._problem import Problem
 QUICK_SHAPES = (_suite.TABLE_SHAPES[0],)
 QUICK_SWEEP = (10, 100, 1000)
 QUICK_CELLS = ("lstm", "gru")
+# Few rounds and a short budget: the whole grid, 7 cells × 5 implementations, must fit in about 40 minutes.
+GRID_ROUNDS = 7
+GRID_BUDGET = 0.75
 
 
 def _shapes(text: str) -> list[tuple[int, int, int, int]]:
@@ -58,6 +61,11 @@ def _heads(text: str) -> list[int]:
     return heads
 
 
+def _grid_ranges() -> list[tuple[str, int, int]]:
+    """``[(axis, smallest, largest)]`` of the grid's B, X, H and T."""
+    return [(axis, min(sizes), max(sizes)) for axis, sizes in zip("BXHT", zip(*_suite.GRID_SHAPES))]
+
+
 def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
     impl_names = [impl.name for impl in _suite.IMPLEMENTATIONS]
     parser = argparse.ArgumentParser(
@@ -66,16 +74,27 @@ def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
         "the numpy notebook loop, Flax, Equinox and torch, side by side in one process; write results.json, "
         "results.md and PNG plots to --out.",
     )
-    parser.add_argument("--quick", action="store_true",
-                        help=f"a short run (under 2 minutes on 2 cores): cells {','.join(QUICK_CELLS)}, "
-                        f"shape {QUICK_SHAPES[0]}, sweep T={','.join(map(str, QUICK_SWEEP))}, fewer rounds")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true",
+                      help=f"a short run (under 2 minutes on 2 cores): cells {','.join(QUICK_CELLS)}, "
+                      f"shape {QUICK_SHAPES[0]}, sweep T={','.join(map(str, QUICK_SWEEP))}, fewer rounds")
+    size.add_argument("--grid", action="store_true",
+                      help=f"a sweep over {len(_suite.GRID_SHAPES)} shapes spread over "
+                      + ", ".join(f"{axis} {low}..{high}" for axis, low, high in _grid_ranges())
+                      + " in place of the table shapes and the T sweep (unless --shapes or --sweep is given too): "
+                      "every cell with a hand-written BPTT, implementations "
+                      f"{', '.join(_suite.GRID_IMPLEMENTATIONS)}, --rounds {GRID_ROUNDS} --budget {GRID_BUDGET} "
+                      "unless given; adds a Grid section to results.md and grid.png, a heat map of manual's time "
+                      "over autodiff's and over the fastest peer's (any other implementation). "
+                      "About 40 minutes on 2 cores")
     parser.add_argument("--cells", type=cell_list(manual=True), default=None,
                         help=f"comma-separated registered cells, or MODULE:NAME of a cell of your own, e.g. "
-                        f"examples.custom_cells:peephole_lstm (default: {','.join(_suite.CELL_NAMES)}; registered: "
+                        f"examples.custom_cells:peephole_lstm (default: {','.join(_suite.CELL_NAMES)}; "
+                        "--grid: every registered one; registered: "
                         f"{','.join(_registry.cells(manual=True))})")
     parser.add_argument("--implementations", type=name_list(impl_names, "implementation"), default=None,
-                        help=f"comma-separated, from: {', '.join(impl_names)} (default: all; "
-                        f"{_suite.REFERENCE!r} always runs)")
+                        help=f"comma-separated, from: {', '.join(impl_names)} (default: all; --grid: "
+                        f"{', '.join(_suite.GRID_IMPLEMENTATIONS)}; {_suite.REFERENCE!r} always runs)")
     parser.add_argument("--shapes", type=_shapes, default=None,
                         help="comma-separated BxXxHxT table shapes (default: "
                         + ",".join("x".join(map(str, shape)) for shape in _suite.TABLE_SHAPES) + ")")
@@ -90,9 +109,11 @@ def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
                         f"(within --cells) at B={_suite.HEADS_SHAPE[0]}, X={_suite.HEADS_SHAPE[1]}, "
                         f"T={_suite.HEADS_SHAPE[2]} and H in {','.join(map(str, _suite.HEADS_HIDDEN))} "
                         "with each K (manual and autodiff; default: none)")
-    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds at most (default 15; quick 10)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help=f"interleaved rounds at most (default 15; quick 10; grid {GRID_ROUNDS})")
     parser.add_argument("--budget", type=float, default=None,
-                        help="seconds of timed calls per implementation and pass at most (default 4; quick 1.5)")
+                        help="seconds of timed calls per implementation and pass at most "
+                        f"(default 4; quick 1.5; grid {GRID_BUDGET})")
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="output folder (default bench-results)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots (they need matplotlib)")
     return parser
@@ -101,14 +122,17 @@ def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(prog).parse_args(argv)
-    quick = args.quick
-    cells = args.cells or list(QUICK_CELLS if quick else _suite.CELL_NAMES)
-    shapes = args.shapes if args.shapes is not None else list(QUICK_SHAPES if quick else _suite.TABLE_SHAPES)
-    sweep = args.sweep if args.sweep is not None else list(QUICK_SWEEP if quick else _suite.SWEEP_STEPS)
+    quick, grid = args.quick, args.grid
+    cells = args.cells or list(_registry.cells(manual=True) if grid else QUICK_CELLS if quick else _suite.CELL_NAMES)
+    # The grid replaces the table and the sweep unless they are asked for by name.
+    shapes = args.shapes if args.shapes is not None else [] if grid else list(
+        QUICK_SHAPES if quick else _suite.TABLE_SHAPES)
+    sweep = args.sweep if args.sweep is not None else [] if grid else list(
+        QUICK_SWEEP if quick else _suite.SWEEP_STEPS)
     sweep_cells = [cell for cell in args.sweep_cells or (["lstm"] if quick else ["lstm", "gru"]) if cell in cells]
     settings = _suite.Settings(
-        rounds=args.rounds or (10 if quick else 15),
-        budget_s=args.budget or (1.5 if quick else 4.0),
+        rounds=args.rounds or (GRID_ROUNDS if grid else 10 if quick else 15),
+        budget_s=args.budget or (GRID_BUDGET if grid else 1.5 if quick else 4.0),
     )
     if args.rounds is not None and args.rounds < settings.min_rounds:
         print(f"{prog}: --rounds must be ≥ {settings.min_rounds}, got {args.rounds}", file=sys.stderr)
@@ -122,7 +146,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> i
             print(f"{prog}: {error} (or pass --no-plots)", file=sys.stderr)
             return 2
 
-    wanted = set(args.implementations or [impl.name for impl in _suite.IMPLEMENTATIONS]) | {_suite.REFERENCE}
+    default = _suite.GRID_IMPLEMENTATIONS if grid else [impl.name for impl in _suite.IMPLEMENTATIONS]
+    wanted = set(args.implementations or default) | {_suite.REFERENCE}
     ready, skipped = _suite.available(impl for impl in _suite.IMPLEMENTATIONS if impl.name in wanted)
     for name, reason in skipped.items():
         print(f"skipping {name}: {reason}")
@@ -133,6 +158,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> i
     print("sgemm ceiling: " + ", ".join(f"{name} {gflops:.0f} GFLOP/s" for name, gflops in ceiling.items()))
     problems = [(Problem(cell, *shape), "table") for cell in cells for shape in shapes]
     problems += [(Problem(cell, *_suite.SWEEP_SHAPE, steps), "sweep") for cell in sweep_cells for steps in sweep]
+    if grid:
+        problems += [(Problem(cell, *shape), "grid") for cell in cells for shape in _suite.GRID_SHAPES]
     batch, inputs, steps = _suite.HEADS_SHAPE
     problems += [(Problem(cell, batch, inputs, hidden, steps, heads), "heads")
                  for cell in cells if cell in _registry.taking("num_heads")

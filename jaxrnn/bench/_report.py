@@ -20,6 +20,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
+
 from jaxrnn._io import atomic_write, extra_module
 from jaxrnn.bench._jaxrnn import AUTODIFF
 from jaxrnn.bench._problem import Problem
@@ -110,8 +112,11 @@ def markdown(run: dict) -> str:
     Sections: the header (command, date, machine, sgemm ceiling), results
     that disagree with jaxrnn autodiff (if any), the targets each marked met,
     not met or not measured, then per cell the training-gradient and
-    forward-pass tables of the table shapes and the sweep over T, and last
-    the implementations that were skipped.
+    forward-pass tables of the table shapes and the sweep over T, the heads
+    group, the grid (per cell a table of gradient times and of manual's time
+    over autodiff's and over the fastest peer's, and a line counting the
+    shapes where manual is not slower), and last the implementations that
+    were skipped.
 
     Args:
         run: the run dict (see the module docstring).
@@ -146,6 +151,9 @@ def markdown(run: dict) -> str:
     heads = _index(results, "heads")
     if heads:
         lines += ["## Heads: block-diagonal recurrence", "", *_heads_table(heads), ""]
+    grid = _index(results, "grid")
+    if grid:
+        lines += _grid_section(grid)
     skipped = run.get("skipped") or {}
     if skipped:
         lines += ["## Skipped", ""]
@@ -266,6 +274,101 @@ def _sweep_table(rows: dict[Problem, dict[str, dict]], *, by_t: bool) -> list[st
         for problem, by_impl in rows.items()
     ]
     return _table(header, body)
+
+
+# --------------------------------------------------------------------------
+# The grid.
+
+
+class _GridRow(NamedTuple):
+    """One grid problem: manual's gradient time over autodiff's and over the fastest peer's.
+
+    The fastest peer is the fastest of every other implementation measured on
+    the problem, autodiff included. A ratio is None where it was not measured.
+    """
+
+    vs_autodiff: float | None
+    vs_fastest: float | None
+    fastest: str | None
+
+
+def _manual_over(result: dict | None) -> float | None:
+    """Manual's time over ``result``'s: 1 / its median per-round ratio to manual; None if not measured."""
+    ratio = None if result is None else result.get("gradient_ratio")
+    return 1 / ratio if ratio is not None and math.isfinite(ratio) and ratio > 0 else None
+
+
+def _grid_row(by_impl: dict[str, dict]) -> _GridRow:
+    if REFERENCE not in by_impl:
+        return _GridRow(None, None, None)
+    others = {name: _manual_over(by_impl[name]) for name in _impl_order(by_impl) if name != REFERENCE}
+    measured = {name: r for name, r in others.items() if r is not None}
+    # The fastest peer has the smallest time, so the largest manual / peer; ties go to the suite's order.
+    fastest = max(measured, key=lambda name: measured[name], default=None)
+    return _GridRow(measured.get(AUTODIFF.name), None if fastest is None else measured[fastest], fastest)
+
+
+def _grid_key(shape: tuple[int, int, int, int]) -> tuple[int, ...]:
+    """Grid rows by T, then B (then X, H)."""
+    b, x, h, t = shape
+    return t, b, x, h
+
+
+def _short(name: str) -> str:
+    """``"jaxrnn autodiff"`` -> ``"autodiff"``: in the grid every comparison is with jaxrnn manual."""
+    return name.removeprefix("jaxrnn ")
+
+
+def _grid_section(grid: dict[Problem, dict[str, dict]]) -> list[str]:
+    """The Grid section: per cell a table of gradient times and manual's ratios, then a summary line."""
+    lines = [
+        "## Grid",
+        "",
+        "Training-gradient time on each shape of the grid. manual / X is jaxrnn manual's time over X's, "
+        "computed as 1 / X's median per-round ratio to manual (for an odd number of rounds, exactly the median "
+        "of the per-round manual / X), so < 1 means manual is faster. The fastest peer is the fastest of every "
+        "other implementation measured on that shape, autodiff included. A shape counts as slower only where "
+        "the ratio is above 1.00; ratios a few percent either side of 1 are within the measured noise.",
+        "",
+    ]
+    summaries = []
+    for cell in sorted({p.cell for p in grid}, key=_cell_rank):
+        rows = sorted(((p, by_impl) for p, by_impl in grid.items() if p.cell == cell),
+                      key=lambda item: _grid_key(_shape(item[0])))
+        impls = _impl_order(name for _, by_impl in rows for name in by_impl)
+        header = ["B", "X", "H", "T", *(f"{_short(name)} ms" for name in impls),
+                  f"manual / {_short(AUTODIFF.name)}", "manual / fastest peer"]
+        body = []
+        for problem, by_impl in rows:
+            row = _grid_row(by_impl)
+            times = [_MISSING if name not in by_impl else _num(by_impl[name]["gradient_ms"])
+                     + ("" if by_impl[name].get("agrees", True) else " ⚠") for name in impls]
+            fastest = _MISSING if row.fastest is None else f"{_ratio(row.vs_fastest)} ({_short(row.fastest)})"
+            body.append([*map(str, _shape(problem)), *times, _ratio(row.vs_autodiff), fastest])
+        lines += [f"### {cell}", "", *_table(header, body), ""]
+        summaries.append(f"- **{cell}**: " + _grid_summary(rows, impls) + ".")
+    return lines + ["### Summary", "", *summaries, ""]
+
+
+def _grid_summary(rows: list[tuple[Problem, dict[str, dict]]], impls: list[str]) -> str:
+    """``manual ≤ autodiff on k of n shapes (worst r× at B.. X.. H.. T..); ≤ flax on ...``."""
+    def shape_label(problem: Problem) -> str:
+        return "B{} X{} H{} T{}".format(*_shape(problem))
+
+    parts = []
+    comparisons = [(_short(name), [(p, _manual_over(by_impl.get(name))) for p, by_impl in rows])
+                   for name in impls if name != REFERENCE]
+    if len(comparisons) > 1:  # with one peer the fastest is that one
+        comparisons.append(("the fastest peer", [(p, _grid_row(by_impl).vs_fastest) for p, by_impl in rows]))
+    for name, ratios in comparisons:
+        measured = [(p, r) for p, r in ratios if r is not None]
+        if not measured:
+            continue
+        worst, ratio = max(measured, key=lambda item: item[1])
+        kept = sum(r <= 1.0 for _, r in measured)
+        parts.append(f"≤ {name} on {kept} of {len(measured)} shape{'s' * (len(measured) != 1)} "
+                     f"(worst {_ratio(ratio)} at {shape_label(worst)})")
+    return ("manual " + "; ".join(parts)) if parts else f"no peer measured beside {REFERENCE}"
 
 
 # --------------------------------------------------------------------------
@@ -456,7 +559,13 @@ def plots(run: dict, out_dir: str | os.PathLike) -> list[Path]:
     - ``memory_vs_T.png``: the sweep's XLA temporaries against T for the JAX
       implementations, log-log;
     - ``ratios.png``: each implementation's gradient time over jaxrnn
-      manual's on each table shape, one panel per cell, a line at 1.
+      manual's on each table shape, one panel per cell, a line at 1;
+    - ``grid.png``: the grid as a heat map, rows the shapes (by T, then B),
+      columns the cells, in two panels: manual's gradient time over
+      autodiff's, and over the fastest peer's (every other implementation
+      measured, autodiff included). Diverging log colours centred at 1 (blue:
+      manual faster, red: slower), each ratio written in its square, grey
+      where not measured.
 
     Args:
         run: the run dict (see the module docstring).
@@ -528,7 +637,55 @@ def plots(run: dict, out_dir: str | os.PathLike) -> list[Path]:
             ax.grid(True, axis="y", which="both", alpha=0.3)
             ax.legend(fontsize="small")
         paths.append(save(fig, out_dir / "ratios.png"))
+
+    grid = _index(results, "grid")
+    if grid:
+        paths.append(save(_heat_map(grid, figure), out_dir / "grid.png"))
     return paths
+
+
+def _heat_map(grid: dict[Problem, dict[str, dict]], figure):
+    """``grid.png``'s figure: manual / autodiff and manual / fastest peer, shapes × cells."""
+    matplotlib = extra_module("matplotlib", "benchmark plots", "bench")
+    colors = extra_module("matplotlib.colors", "benchmark plots", "bench")
+    cells = sorted({p.cell for p in grid}, key=_cell_rank)
+    shapes = sorted({_shape(p) for p in grid}, key=_grid_key)
+    panels = {"manual / autodiff": np.full((len(shapes), len(cells)), np.nan),
+              "manual / fastest peer": np.full((len(shapes), len(cells)), np.nan)}
+    fastest = {}  # (row, column): the fastest peer's name, written under its ratio
+    for problem, by_impl in grid.items():
+        row = _grid_row(by_impl)
+        at = shapes.index(_shape(problem)), cells.index(problem.cell)
+        for values, ratio in zip(panels.values(), (row.vs_autodiff, row.vs_fastest)):
+            values[at] = np.nan if ratio is None else ratio
+        fastest[at] = _short(row.fastest or "")
+    measured = np.concatenate([values[np.isfinite(values)] for values in panels.values()])
+    # One scale for both panels, symmetric in log around 1, at least 0.67..1.5 so noise stays pale.
+    span = max(1.5, float(np.exp(np.abs(np.log(measured)).max()))) if measured.size else 1.5
+    norm = colors.LogNorm(vmin=1 / span, vmax=span)
+    cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="0.85")
+
+    fig, axes = figure(1, 2, width=2.6 + 1.0 * len(cells), height=1.2 + 0.26 * len(shapes))
+    labels = ["B{} X{} H{} T{}".format(*shape) for shape in shapes]
+    image = None
+    for ax, (title, values), named in zip(axes, panels.items(), (False, True)):
+        image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, norm=norm, aspect="auto")
+        for (i, j), ratio in np.ndenumerate(values):
+            if np.isfinite(ratio):
+                dark = abs(np.log(ratio)) > 0.6 * np.log(span)  # white text on the deep colours
+                text = f"{ratio:.2f} {fastest[i, j]}" if named else f"{ratio:.2f}"
+                ax.text(j, i, text, ha="center", va="center", fontsize=6.5 if named else 7,
+                        color="white" if dark else "black")
+        ax.set_xticks(range(len(cells)), cells, rotation=30, ha="right")
+        ax.set_yticks(range(len(shapes)), labels, fontsize=7)
+        ax.tick_params(length=0)
+        ax.set_title(f"{title}: < 1 is manual faster", fontsize="medium")
+    above = [t for t in (1.25, 1.5, 2, 3, 5, 10, 20, 50) if t <= span]
+    ticks = [1 / t for t in reversed(above)] + [1.0] + above
+    bar = fig.colorbar(image, ax=axes, shrink=min(1.0, 12 / len(shapes) + 0.3), label="ratio (log scale)")
+    bar.set_ticks(ticks, labels=[f"{t:.2g}" for t in ticks])
+    bar.ax.minorticks_off()
+    return fig
 
 
 def _plain_if_narrow(axis, values: list[float], plain_log_ticks) -> None:

@@ -16,7 +16,7 @@ A result is a plain dict (the JSON the CLI writes), one per implementation and
 problem::
 
     {"cell", "batch", "input", "hidden", "steps", "heads",   # heads: 1 unless the heads group
-     "group": "table" | "sweep" | "heads",
+     "group": "table" | "sweep" | "heads" | "grid",
      "implementation", "gradient_ms", "forward_ms",
      "gradient_ratio", "forward_ratio",      # median of implementation / manual per round
      "gflops", "ceiling_fraction",           # the gradient's matmul work per second, and its
@@ -43,7 +43,7 @@ import numpy as np
 from jaxrnn._timing import interleaved, median_ratio
 from jaxrnn.bench._jaxrnn import AUTODIFF, MANUAL
 from jaxrnn.bench._numpy import NUMPY
-from jaxrnn.bench._peers import PEERS
+from jaxrnn.bench._peers import EQUINOX, FLAX, PEERS, TORCH
 from jaxrnn.bench._problem import Implementation, Prepared, Problem, make_data
 from jaxrnn.testing import relative_error
 
@@ -56,6 +56,26 @@ CELL_NAMES = ("lstm", "gru", "simple_rnn")
 TABLE_SHAPES = ((32, 64, 128, 100), (64, 128, 256, 200), (8, 32, 64, 1000), (256, 256, 512, 50))
 SWEEP_STEPS = (10, 30, 100, 300, 1000, 3000, 10000)
 SWEEP_SHAPE = (16, 128, 128)  # B, X, H
+# The grid, (B, X, H, T): spread over T 1..10,000, B 1..256, X 1..512 and H
+# 16..1024 on log scales, so that every regime users meet is near a point:
+# per-step overhead (small B and H), matmul-bound (large B and H), short and
+# very long sequences. It includes the four table shapes and shapes users
+# reported slow: short sequences (T 1-10), one input feature, batch 256 with
+# hidden 32, input 300 with hidden 300. Sizes are capped so that one gradient
+# stays well under a second on 2 cores: the largest H goes with short T or small B.
+GRID_SHAPES = (
+    (1, 1, 16, 1), (64, 8, 128, 1), (256, 512, 1024, 1), (16, 32, 64, 3), (64, 8, 128, 8), (4, 128, 256, 5),
+    (256, 64, 32, 10), (1, 512, 512, 10), (32, 16, 1024, 10), (128, 256, 128, 20), (256, 128, 256, 10),
+    (8, 256, 16, 30), (2, 256, 1024, 30), (64, 32, 512, 30), (64, 1, 128, 64), (32, 64, 128, 100),
+    (64, 128, 256, 200), (8, 32, 64, 1000), (256, 256, 512, 50), (256, 32, 32, 100), (256, 1, 32, 300),
+    (32, 300, 300, 50), (1, 1, 16, 100), (1, 64, 256, 300), (4, 8, 512, 100), (16, 512, 64, 100),
+    (128, 16, 16, 200), (16, 128, 1024, 50), (1, 256, 1024, 100), (8, 4, 128, 500), (16, 1, 512, 300),
+    (128, 128, 64, 300), (32, 1, 256, 1000), (1, 32, 32, 1000), (16, 128, 128, 1000), (64, 64, 64, 1000),
+    (4, 512, 256, 1000), (256, 8, 16, 1000), (8, 8, 32, 3000), (4, 32, 256, 3000), (16, 128, 128, 3000),
+    (1, 1, 16, 10000), (1, 16, 64, 10000), (2, 64, 128, 10000),
+)
+# The grid's default implementations: the numpy notebook loop would take minutes at its largest shapes.
+GRID_IMPLEMENTATIONS = (MANUAL.name, AUTODIFF.name, FLAX.name, EQUINOX.name, TORCH.name)
 HEADS_SHAPE = (32, 64, 100)  # B, X, T of the heads group, at each of HEADS_HIDDEN
 HEADS_HIDDEN = (512, 1024)
 # f32 gradients of long sequences differ by rounding; a wrong network differs by O(1).
