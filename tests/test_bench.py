@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from jaxrnn import _cli
+from jaxrnn import _cli, _registry
 from jaxrnn.bench import _main, _suite
 from jaxrnn.bench._jaxrnn import MANUAL
 from jaxrnn.bench._problem import Implementation
@@ -138,3 +138,56 @@ def test_relative_error_sees_shape_value_and_nan_differences():
     assert relative_error([a[:1]], [a]) == float("inf")
     assert relative_error([a, a * np.nan], [a, a]) == float("inf")  # a NaN gradient never agrees
     assert relative_error([a], [a, a]) == float("inf")
+
+
+GRID = ((2, 3, 4, 5), (1, 2, 4, 3))
+
+
+def test_grid_runs_its_shapes_alone_and_writes_the_heat_map(tmp_path, monkeypatch):
+    monkeypatch.setattr(_suite, "GRID_SHAPES", GRID)
+    code = _main.main(["--grid", "--cells", "gru", "--implementations", "jaxrnn autodiff", "--rounds", "3",
+                       "--budget", "0.01", "--out", str(tmp_path)])
+    assert code == 0
+    rows = json.loads((tmp_path / "results.json").read_text())["results"]
+    assert {r["group"] for r in rows} == {"grid"}  # no table shapes, no sweep
+    assert sorted((r["batch"], r["input"], r["hidden"], r["steps"], r["implementation"]) for r in rows) == sorted(
+        (*shape, impl) for shape in GRID for impl in ("jaxrnn manual", "jaxrnn autodiff"))
+    assert all(r["cell"] == "gru" and r["agrees"] for r in rows)
+    report = (tmp_path / "results.md").read_text()
+    grid = report[report.index("## Grid"):]
+    assert "| 1 | 2 | 4 | 3 |" in grid and "| 2 | 3 | 4 | 5 |" in grid
+    assert "- **gru**: manual ≤ autodiff on" in grid
+    assert (tmp_path / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (tmp_path / "time_vs_T.png").exists()
+
+
+def test_grid_defaults_and_what_overrides_them(tmp_path, monkeypatch):
+    """Nothing is measured: ``measure`` records what it was asked for."""
+    monkeypatch.setattr(_suite, "GRID_SHAPES", GRID)
+    asked = []
+    monkeypatch.setattr(_suite, "measure", lambda problem, impls, settings, *, group: asked.append(
+        (problem, group, [impl.name for impl in impls], settings)) or [])
+
+    assert _main.main(["--grid", "--out", str(tmp_path), "--no-plots"]) == 0
+    assert {(p.cell, (p.batch, p.input, p.hidden, p.steps)) for p, group, _, _ in asked} == {
+        (cell, shape) for cell in _registry.cells(manual=True) for shape in GRID}
+    assert {group for _, group, _, _ in asked} == {"grid"}
+    ready, _ = _suite.available(_suite.IMPLEMENTATIONS)
+    names = {name for _, _, impls, _ in asked for name in impls}
+    assert names == {impl.name for impl in ready} & set(_suite.GRID_IMPLEMENTATIONS)
+    assert "numpy notebook" not in names
+    assert {(s.rounds, s.budget_s) for _, _, _, s in asked} == {(_main.GRID_ROUNDS, _main.GRID_BUDGET)}
+
+    asked.clear()
+    assert _main.main(["--grid", "--cells", "lstm", "--shapes", "2x3x4x5", "--implementations", "numpy notebook",
+                       "--rounds", "4", "--budget", "2", "--out", str(tmp_path), "--no-plots"]) == 0
+    assert sorted((group, p.steps) for p, group, _, _ in asked) == [("grid", 3), ("grid", 5), ("table", 5)]
+    assert {name for _, _, impls, _ in asked for name in impls} == {"jaxrnn manual", "numpy notebook"}
+    assert {(s.rounds, s.budget_s) for _, _, _, s in asked} == {(4, 2.0)}
+
+
+def test_grid_and_quick_are_alternatives(capsys):
+    with pytest.raises(SystemExit) as info:
+        _main.main(["--grid", "--quick", "--no-plots"])
+    assert info.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err

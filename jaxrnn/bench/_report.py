@@ -314,6 +314,11 @@ def _grid_key(shape: tuple[int, int, int, int]) -> tuple[int, ...]:
     return t, b, x, h
 
 
+def _shape_label(shape: tuple[int, int, int, int]) -> str:
+    """``(64, 8, 128, 8)`` -> ``"B64 X8 H128 T8"``."""
+    return "B{} X{} H{} T{}".format(*shape)
+
+
 def _short(name: str) -> str:
     """``"jaxrnn autodiff"`` -> ``"autodiff"``: in the grid every comparison is with jaxrnn manual."""
     return name.removeprefix("jaxrnn ")
@@ -352,9 +357,6 @@ def _grid_section(grid: dict[Problem, dict[str, dict]]) -> list[str]:
 
 def _grid_summary(rows: list[tuple[Problem, dict[str, dict]]], impls: list[str]) -> str:
     """``manual ≤ autodiff on k of n shapes (worst r× at B.. X.. H.. T..); ≤ flax on ...``."""
-    def shape_label(problem: Problem) -> str:
-        return "B{} X{} H{} T{}".format(*_shape(problem))
-
     parts = []
     comparisons = [(_short(name), [(p, _manual_over(by_impl.get(name))) for p, by_impl in rows])
                    for name in impls if name != REFERENCE]
@@ -367,7 +369,7 @@ def _grid_summary(rows: list[tuple[Problem, dict[str, dict]]], impls: list[str])
         worst, ratio = max(measured, key=lambda item: item[1])
         kept = sum(r <= 1.0 for _, r in measured)
         parts.append(f"≤ {name} on {kept} of {len(measured)} shape{'s' * (len(measured) != 1)} "
-                     f"(worst {_ratio(ratio)} at {shape_label(worst)})")
+                     f"(worst {_ratio(ratio)} at {_shape_label(_shape(worst))})")
     return ("manual " + "; ".join(parts)) if parts else f"no peer measured beside {REFERENCE}"
 
 
@@ -666,7 +668,6 @@ def _heat_map(grid: dict[Problem, dict[str, dict]], figure):
     cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="0.85")
 
     fig, axes = figure(1, 2, width=2.6 + 1.0 * len(cells), height=1.2 + 0.26 * len(shapes))
-    labels = ["B{} X{} H{} T{}".format(*shape) for shape in shapes]
     image = None
     for ax, (title, values), named in zip(axes, panels.items(), (False, True)):
         image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, norm=norm, aspect="auto")
@@ -677,7 +678,7 @@ def _heat_map(grid: dict[Problem, dict[str, dict]], figure):
                 ax.text(j, i, text, ha="center", va="center", fontsize=6.5 if named else 7,
                         color="white" if dark else "black")
         ax.set_xticks(range(len(cells)), cells, rotation=30, ha="right")
-        ax.set_yticks(range(len(shapes)), labels, fontsize=7)
+        ax.set_yticks(range(len(shapes)), [_shape_label(shape) for shape in shapes], fontsize=7)
         ax.tick_params(length=0)
         ax.set_title(f"{title}: < 1 is manual faster", fontsize="medium")
     above = [t for t in (1.25, 1.5, 2, 3, 5, 10, 20, 50) if t <= span]
