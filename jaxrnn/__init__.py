@@ -24,7 +24,7 @@ from jaxrnn._protocol import BPTT, Cell, cotangents
 from jaxrnn._registry import cells, get as get_cell, register
 from jaxrnn._slstm import SLSTMCarry, SLSTMParams, slstm
 from jaxrnn._stack import Bidirectional, Stack, bidirectional, stack
-from jaxrnn._unroll import unroll
+from jaxrnn._unroll import backward_strategy, unroll
 
 from jaxrnn import interop, notebook, testing  # isort: skip  (they build on the names above)
 
@@ -46,6 +46,7 @@ __all__ = [
     "SLSTMParams",
     "SimpleRNNParams",
     "Stack",
+    "backward_strategy",
     "bidirectional",
     "block_diagonal",
     "cells",

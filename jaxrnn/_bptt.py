@@ -21,10 +21,17 @@ The backward pass is
    ``h`` entering each step rebuilt from the outputs rather than saved.
 
 One (N, P) buffer thus holds the projection, then the gates, then their
-cotangents, as their lifetimes do not overlap. Memory saved for the backward
-pass, per time step, beyond ``xs`` and the outputs ``hs`` (which the caller
-holds anyway): LSTM 5·B·H values (four gates and ``c_prev``), GRU 4·B·H,
-simple RNN none (its backward pass makes the ``dz`` buffer itself).
+cotangents, as their lifetimes do not overlap.
+
+That is the ``"in_place"`` :class:`Strategy`. For short sequences
+(:func:`strategy_for`: T ≤ 8) the engine instead unrolls both scans and
+stacks each step's residual and ``d_gx`` as the scans' outputs
+(``"unrolled"``); the maths, and the values, are the same.
+
+Memory saved for the backward pass, per time step, beyond ``xs`` and the
+outputs ``hs`` (which the caller holds anyway): LSTM 6·B·H values (four
+gates, ``c_prev`` and ``tanh c'``), GRU 4·B·H, simple RNN none (its backward
+pass makes the ``dz`` buffer itself).
 """
 
 from __future__ import annotations
@@ -60,6 +67,45 @@ class Residuals(NamedTuple):
     hs: Array
     buf: Array | None
     rest: Any
+
+
+class Strategy(NamedTuple):
+    """How the hand-written BPTT lays out its two scans; both layouts compute the same values.
+
+    Attributes:
+        unrolled: False (``"in_place"``): both scans loop, one step per
+            iteration, and one (N, P) buffer holds each step's projection,
+            then its residual's first field, then its ``d_gx``, updated in
+            place. True (``"unrolled"``): both scans are unrolled over every
+            step into straight-line code, and each step's residual and
+            ``d_gx`` are stacked as the scans' outputs.
+    """
+
+    unrolled: bool = False
+
+    @property
+    def name(self) -> str:
+        """``"unrolled"`` or ``"in_place"``."""
+        return "unrolled" if self.unrolled else "in_place"
+
+
+# The longest sequence whose scans are unrolled (see :func:`strategy_for`).
+UNROLL_MAX_STEPS = 8
+
+
+def strategy_for(steps: int) -> Strategy:
+    """The strategy the engine uses for a sequence of ``steps`` time steps.
+
+    Up to :data:`UNROLL_MAX_STEPS` steps both scans are unrolled, with the
+    residuals and ``d_gx`` stacked: a loop's fixed cost per step (its
+    carries, dynamic slices and launches) is a large share of a short
+    sequence, and straight-line code lets XLA fuse and overlap work across
+    steps. Longer sequences loop over one in-place buffer: unrolled, their
+    compile time grows with T and the gain was gone by T = 16; stacked, the
+    scans copy every step's residual and cotangent in and out of the loop
+    (measured in benchmarks/RESULTS.md, "Backward strategies").
+    """
+    return Strategy(unrolled=steps <= UNROLL_MAX_STEPS)
 
 
 def add_cotangents(params, *parts):
@@ -164,7 +210,8 @@ def step_scan(cell, params, carry, xs: Array, init, valid, resets, reverse: bool
     return final, hs
 
 
-def forward(cell, params, carry, xs: Array, init, valid, resets, reverse: bool, save: bool = True):
+def forward(cell, params, carry, xs: Array, init, valid, resets, reverse: bool, save: bool = True,
+            strategy: Strategy | None = None):
     """Runs ``cell`` over ``xs`` (T, B, X) from ``carry``, keeping :class:`Residuals` if ``save``.
 
     Returns:
@@ -177,10 +224,13 @@ def forward(cell, params, carry, xs: Array, init, valid, resets, reverse: bool, 
         return cell.recurrence(params, c, gx_t)
 
     body = masked_step(step, init)
-    if not save:
-        buf = buf.reshape(steps, batch, -1)
-        final, (hs, _) = jax.lax.scan(body, carry, (buf, valid, resets), reverse=reverse)
-        return final, hs, None
+    strategy = strategy or Strategy()
+    if not save or strategy.unrolled:
+        gxs = buf.reshape(steps, batch, buf.shape[-1])  # not -1: B may be 0
+        final, (hs, rest) = jax.lax.scan(
+            body, carry, (gxs, valid, resets), reverse=reverse, unroll=_unroll(strategy, steps)
+        )
+        return final, hs, (Residuals(xs, carry, hs, None, rest) if save else None)
 
     gx_shape = jax.ShapeDtypeStruct((batch, buf.shape[-1]), buf.dtype)
     in_buffer = _stores_in_buffer(jax.eval_shape(step, carry, gx_shape)[2], gx_shape)
@@ -197,6 +247,11 @@ def forward(cell, params, carry, xs: Array, init, valid, resets, reverse: bool, 
         in_place, (carry, buf, _first_step(steps, reverse)), (valid, resets), length=steps, reverse=reverse
     )
     return final, hs, Residuals(xs, carry, hs, buf if in_buffer else None, rest)
+
+
+def _unroll(strategy: Strategy, steps: int) -> int:
+    """``lax.scan``'s ``unroll``: every step, or one per iteration."""
+    return max(steps, 1) if strategy.unrolled else 1
 
 
 @overload
@@ -249,7 +304,8 @@ def _previous_hidden(h_start: Array, h_init: Array, hs: Array, valid, resets, re
     return h_prev
 
 
-def backward(cell, params, res: Residuals, d_final, d_hs: Array, init, valid, resets, reverse: bool):
+def backward(cell, params, res: Residuals, d_final, d_hs: Array, init, valid, resets, reverse: bool,
+             strategy: Strategy | None = None):
     """The VJP of :func:`forward` for cotangents ``d_final`` (carry) and ``d_hs`` (T, B, H).
 
     Returns:
@@ -260,27 +316,17 @@ def backward(cell, params, res: Residuals, d_final, d_hs: Array, init, valid, re
     xs, carry, hs, buf, rest = res
     steps, batch = xs.shape[:2]
     bptt = cell.bptt
+    strategy = strategy or Strategy()
     h_prev = _previous_hidden(cell.hidden(carry), cell.hidden(init), hs, valid, resets, reverse)
     prepared = params if bptt.prepare is None else bptt.prepare(params)
     in_buffer = buf is not None
-    if buf is None:  # the cotangents d_gx still go to one (N, P) buffer, written in place
-        gx = jax.eval_shape(cell.project_or_identity, params, _rows(xs))
-        buf = jnp.zeros(gx.shape, gx.dtype)
     summed = bptt.param_grads is None  # per-step params cotangents, added up in the loop
 
-    def body(state, inputs):
-        d_carry, d_init, d_sum, buf, pending, t = state
-        # The previous step's d_gx is written here, before anything reads ``buf``,
-        # so every read comes after the write and XLA updates ``buf`` in place.
-        # Written after the reads of its own step, it made XLA copy all of
-        # ``buf`` on every step.
-        buf = _write(buf, *pending)
-        dh_out, h, h_prev_t, rest_t, valid_t, reset_t = inputs
+    def step_back(d_carry, d_init, d_sum, dh_out, h, h_prev_t, residual, valid_t, reset_t):
         d_new = d_carry
         if valid_t is not None:  # an invalid step passes its carry's cotangent straight through
             d_new = jax.tree.map(lambda d: jnp.where(valid_t[:, None], d, 0), d_carry)
             dh_out = jnp.where(valid_t[:, None], dh_out, 0)
-        residual = type(rest_t)(_read(buf, t, batch), *rest_t[1:]) if in_buffer else rest_t
         d_in, d_gx, stash = bptt.step_vjp(params, prepared, d_new, dh_out, h, h_prev_t, residual)
         d_in = like(d_in, d_carry)
         if reset_t is not None:
@@ -290,19 +336,47 @@ def backward(cell, params, res: Residuals, d_final, d_hs: Array, init, valid, re
             d_in = _select(valid_t, d_in, d_carry)
         if summed:
             d_sum, stash = add_cotangents(d_sum, d_sum, stash), None
+        return d_in, d_init, d_sum, d_gx, stash
+
+    def body(state, inputs):
+        d_carry, d_init, d_sum, buf, pending, t = state
+        # The previous step's d_gx is written here, before anything reads ``buf``,
+        # so every read comes after the write and XLA updates ``buf`` in place.
+        # Written after the reads of its own step, it made XLA copy all of
+        # ``buf`` on every step.
+        buf = _write(buf, *pending)
+        dh_out, h, h_prev_t, rest_t, valid_t, reset_t = inputs
+        residual = type(rest_t)(_read(buf, t, batch), *rest_t[1:]) if in_buffer else rest_t
+        d_in, d_init, d_sum, d_gx, stash = step_back(
+            d_carry, d_init, d_sum, dh_out, h, h_prev_t, residual, valid_t, reset_t)
         return (d_in, d_init, d_sum, buf, (d_gx.astype(buf.dtype), t), t + (1 if reverse else -1)), stash
+
+    def stacked_body(state, inputs):  # d_gx leaves as the scan's output, stacked over time
+        d_carry, d_init, d_sum = state
+        d_in, d_init, d_sum, d_gx, stash = step_back(d_carry, d_init, d_sum, *inputs)
+        return (d_in, d_init, d_sum), (d_gx, stash)
 
     d_init0 = None if resets is None else jax.tree.map(jnp.zeros_like, init)
     # Summed in at least float32, whatever the params' dtype.
     d_sum0 = jax.tree.map(lambda p: jnp.zeros(p.shape, accumulation_dtype(p.dtype)), params) if summed else None
-    first = _first_step(steps, not reverse)  # the backward pass's first step
-    (d_carry, d_init, d_sum, d_gx, pending, _), stash = jax.lax.scan(
-        body,
-        (d_final, d_init0, d_sum0, buf, (_read(buf, first, batch), first), first),  # a first write that changes nothing
-        (d_hs, hs, h_prev, rest, valid, resets),
-        reverse=not reverse,
-    )
-    d_gx = _write(d_gx, *pending)  # the last step's
+    if not strategy.unrolled:
+        if buf is None:  # the cotangents d_gx still go to one (N, P) buffer, written in place
+            gx = jax.eval_shape(cell.project_or_identity, params, _rows(xs))
+            buf = jnp.zeros(gx.shape, gx.dtype)
+        first = _first_step(steps, not reverse)  # the backward pass's first step
+        (d_carry, d_init, d_sum, d_gx, pending, _), stash = jax.lax.scan(
+            body,
+            (d_final, d_init0, d_sum0, buf, (_read(buf, first, batch), first), first),  # a first write: no change
+            (d_hs, hs, h_prev, rest, valid, resets),
+            reverse=not reverse,
+        )
+        d_gx = _write(d_gx, *pending)  # the last step's
+    else:
+        (d_carry, d_init, d_sum), (d_gx_steps, stash) = jax.lax.scan(
+            stacked_body, (d_final, d_init0, d_sum0), (d_hs, hs, h_prev, rest, valid, resets),
+            reverse=not reverse, unroll=_unroll(strategy, steps),
+        )
+        d_gx = _rows(d_gx_steps)
     d_project, d_x = _project_vjp(cell, params, _rows(xs), d_gx)
     if summed:
         d_recurrence = d_sum
@@ -318,7 +392,8 @@ def _add(a, b):
 
 
 @functools.cache
-def manual_unroll(cell, reverse: bool = False, checkpoint: int | None = None, time_major: bool = True) -> Callable:
+def manual_unroll(cell, reverse: bool = False, checkpoint: int | None = None, time_major: bool = True,
+                  strategy: Strategy | None = None) -> Callable:
     """``(params, carry, xs, valid, resets) -> (carry, hs)`` with the hand-written VJP.
 
     One ``jax.custom_vjp`` per cell (and direction, checkpointing and
@@ -332,6 +407,9 @@ def manual_unroll(cell, reverse: bool = False, checkpoint: int | None = None, ti
     k steps with its residuals, then runs that chunk's reverse scan and its
     weight-gradient matmuls over k·B rows. Memory for residuals falls from
     O(T) to O(T/k + k) carries' worth, for one extra forward pass.
+
+    ``strategy`` forces a :class:`Strategy`; None chooses one per sequence
+    (or per checkpointed chunk) by :func:`strategy_for` at trace time.
     """
 
     def chunks(a):  # (T, ...) -> (T/k, k, ...)
@@ -340,13 +418,17 @@ def manual_unroll(cell, reverse: bool = False, checkpoint: int | None = None, ti
     def time_first(a):  # batch-major in, time-major inside
         return a if time_major else jnp.swapaxes(a, 0, 1)
 
+    def chosen(xs_time_major) -> Strategy:  # the same choice in both passes, from static shapes
+        return strategy if strategy is not None else strategy_for(xs_time_major.shape[0])
+
     @jax.custom_vjp
     def run(params, carry, xs, valid, resets):
         return step_scan(cell, params, carry, xs, carry, valid, resets, reverse, time_major)
 
     def run_fwd(params, carry, xs, valid, resets):
         if checkpoint is None:
-            final, hs, res = forward(cell, params, carry, time_first(xs), carry, valid, resets, reverse)
+            xs = time_first(xs)
+            final, hs, res = forward(cell, params, carry, xs, carry, valid, resets, reverse, strategy=chosen(xs))
             return (final, time_first(hs)), (params, carry, res, valid, resets)
 
         def chunk(start, inputs):
@@ -362,7 +444,7 @@ def manual_unroll(cell, reverse: bool = False, checkpoint: int | None = None, ti
         d_final, d_hs = cotangents
         if checkpoint is None:
             d_params, d_carry, d_xs, d_init = backward(
-                cell, params, res, d_final, time_first(d_hs), init, valid, resets, reverse
+                cell, params, res, d_final, time_first(d_hs), init, valid, resets, reverse, chosen(res.xs)
             )
             return d_params, _add(d_carry, d_init), time_first(d_xs), None, None
 
@@ -371,9 +453,10 @@ def manual_unroll(cell, reverse: bool = False, checkpoint: int | None = None, ti
         def chunk(acc, inputs):
             d_carry, d_params_sum, d_init_sum = acc
             start, xs_c, valid_c, resets_c, d_hs_c = inputs
-            _, _, chunk_res = forward(cell, params, start, xs_c, init, valid_c, resets_c, reverse)
+            strategy_c = chosen(xs_c)
+            _, _, chunk_res = forward(cell, params, start, xs_c, init, valid_c, resets_c, reverse, strategy=strategy_c)
             d_params, d_start, d_xs, d_init = backward(
-                cell, params, chunk_res, d_carry, d_hs_c, init, valid_c, resets_c, reverse
+                cell, params, chunk_res, d_carry, d_hs_c, init, valid_c, resets_c, reverse, strategy_c
             )
             return (d_start, _add(d_params_sum, d_params), _add(d_init_sum, d_init)), d_xs
 

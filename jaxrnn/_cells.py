@@ -106,13 +106,17 @@ class LSTMResidual(NamedTuple):
             one contiguous array, which the hand-written backward pass stores
             in the buffer that held the step's input projection and then
             overwrites with the gate cotangents (see :mod:`jaxrnn._bptt`).
-        c_prev: the cell state entering the step, ``(batch, hidden)``. The new
-            one is not saved: ``c = f * c_prev + i * g`` is recomputed, three
-            elementwise ops against a ``(batch, hidden)`` array a step.
+        c_prev: the cell state entering the step, ``(batch, hidden)``.
+        tanh_c: ``tanh c'`` of the state leaving it, ``(batch, hidden)``,
+            which the forward pass computes anyway. Saved rather than
+            recomputed: the backward step's tanh loop, which read the gates
+            back from the shared buffer, cost more than the 17% more memory
+            (benchmarks/RESULTS.md, "Backward strategies").
     """
 
     gates: Array
     c_prev: Array
+    tanh_c: Array
 
 
 class GRUResidual(NamedTuple):
@@ -230,23 +234,23 @@ def _simple_rnn_step_vjp(params, w_hh_t, dh, dh_out, h, h_prev, res):
 
 
 def lstm_state(i: Array, f: Array, g: Array, o: Array, c_prev: Array):
-    """The LSTM memory update from activated gates: ``(h, c)``.
+    """The LSTM memory update from activated gates: ``(h, c, tanh c)``.
 
     ``c = f * c_prev + i * g`` and ``h = o * tanh(c)``. Elementwise, so it
     serves any layout (the notebook's ``(n_a, m)`` columns too).
     """
     c = f * c_prev + i * g
-    return o * jnp.tanh(c), c
+    tanh_c = jnp.tanh(c)
+    return o * tanh_c, c, tanh_c
 
 
-def lstm_state_vjp(dh: Array, dc: Array, i: Array, f: Array, g: Array, o: Array, c_prev: Array):
+def lstm_state_vjp(dh: Array, dc: Array, i: Array, f: Array, g: Array, o: Array, c_prev: Array, tanh_c: Array):
     """Backward of :func:`lstm_state` and the gate activations.
 
     Given the cotangents ``dh``, ``dc`` of ``(h, c)`` leaving the step,
     returns the cotangents of the four gate pre-activations (in ``i, f, g, o``
     order) and of ``c_prev``. Elementwise, so any layout works.
     """
-    tanh_c = jnp.tanh(f * c_prev + i * g)  # recomputed rather than saved
     dc = dc + dh * o * (1 - tanh_c**2)
     d_i = dc * g * i * (1 - i)
     d_f = dc * c_prev * f * (1 - f)
@@ -264,15 +268,16 @@ def _lstm_core(params, carry: LSTMCarry, gx: Array):
     z = gx + (params.b_ih + params.b_hh) + _heads.recurrent(h_prev, params.w_hh)
     i, f, g, o = jnp.split(z, 4, axis=-1)
     i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
-    m, c = lstm_state(i, f, g, o, c_prev)
-    # c_prev is saved in the state dtype: the backward pass recomputes tanh(c) from it.
-    return m, c, LSTMResidual(jnp.concatenate([i, f, g, o], axis=-1).astype(params.w_hh.dtype), c_prev)
+    c = f * c_prev + i * g
+    tanh_c = jnp.tanh(c)
+    m = o * tanh_c
+    return m, c, LSTMResidual(jnp.concatenate([i, f, g, o], axis=-1).astype(params.w_hh.dtype), c_prev, tanh_c)
 
 
 def _lstm_core_vjp(dm: Array, dc: Array, res: LSTMResidual):
     """The reverse of :func:`_lstm_core`: ``(dz (B, 4H), dc_prev)`` from the cotangents of ``o ⊙ tanh c'``, ``c'``."""
     i, f, g, o = jnp.split(res.gates.astype(dc.dtype), 4, axis=-1)
-    d_gates, dc_prev = lstm_state_vjp(dm, dc, i, f, g, o, res.c_prev)
+    d_gates, dc_prev = lstm_state_vjp(dm, dc, i, f, g, o, res.c_prev, res.tanh_c)
     return jnp.concatenate(d_gates, axis=-1), dc_prev  # (B, 4H): one matmul, not four
 
 

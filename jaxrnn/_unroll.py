@@ -105,6 +105,65 @@ def unroll(
     return run(cell, params, input_size, sizes, xs, carry, options, where)
 
 
+def backward_strategy(
+    cell: Cell, steps: int, *, grad: GradMode = "manual", checkpoint: int | None = None, scan: ScanMode = "auto"
+) -> str:
+    """Which backward pass :func:`unroll` runs for a sequence of ``steps`` steps, by name.
+
+    The engine picks the layout of the hand-written BPTT per sequence, at
+    trace time, from T alone (every layout computes the same values):
+
+    * ``"unrolled"``: T ≤ 8 (with ``checkpoint=k``, chunks of k ≤ 8). Both
+      scans are unrolled into straight-line code, and each step's residual
+      and input cotangent are stacked: a loop's fixed cost per step is a
+      large share of so short a sequence.
+    * ``"in_place"``: longer sequences. Both scans loop, and one (T·B, P)
+      buffer holds each step's input projection, then its activated gates,
+      then their cotangents, updated in place.
+
+    Other answers: ``"parallel"`` (the cell's own whole-sequence VJP, as for
+    :data:`jaxrnn.mingru` with ``scan="auto"``) and ``"autodiff"`` (JAX
+    differentiates the scan of ``cell.step``).
+
+    Args:
+        cell: a :class:`jaxrnn.Cell`.
+        steps: the sequence length T.
+        grad, checkpoint, scan: as for :func:`unroll`.
+
+    Returns:
+        ``"unrolled"``, ``"in_place"``, ``"parallel"`` or ``"autodiff"``.
+
+    Raises:
+        ValueError: ``steps`` < 0, or options :func:`unroll` would refuse.
+        TypeError: ``cell`` is not a :class:`jaxrnn.Cell`.
+    """
+    where = "jaxrnn.backward_strategy"
+    check_cell(cell, where)
+    grad, _, _, _, _, checkpoint, scan = SequenceOptions(grad, checkpoint=checkpoint, scan=scan).checked(where)
+    if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 0:
+        raise ValueError(f"{where}: steps must be a whole number ≥ 0, the sequence length T; got {steps!r}.")
+    if _parallel(cell, grad, checkpoint, scan, where):
+        return "parallel"
+    if grad == "autodiff":
+        return "autodiff"
+    return _bptt.strategy_for(checkpoint if checkpoint is not None else steps).name
+
+
+def _parallel(cell: Cell, grad: str, checkpoint: int | None, scan: str, where: str) -> bool:
+    """Whether the cell's whole-sequence implementation replaces the scan; raises for options that cannot run."""
+    if scan == "parallel" and cell.sequence is None:
+        raise ValueError(f"{where}: {cell!r} has no parallel scan; use scan='sequential' or 'auto'.")
+    parallel = cell.sequence is not None and scan != "sequential"
+    if grad == "manual" and not parallel and cell.bptt is None:
+        raise ValueError(f"{where}: {cell!r} has no hand-written backward pass; use grad='autodiff'.")
+    if checkpoint is not None and parallel:
+        raise ValueError(
+            f"{where}: checkpoint applies to sequential scans; {cell!r}'s parallel scan keeps O(T) "
+            "memory by design. Pass scan='sequential' to checkpoint it."
+        )
+    return parallel
+
+
 def check_cell(cell, where: str) -> None:
     """``cell`` must be a :class:`jaxrnn.Cell`."""
     if not isinstance(cell, Cell):
@@ -121,16 +180,7 @@ def run(cell: Cell, params, input_size: int, sizes: tuple[int, ...], xs, carry, 
     :meth:`jaxrnn.Stack.apply`, so params are checked once per call.
     """
     grad, lengths, reverse, time_major, resets, checkpoint, scan = options
-    if scan == "parallel" and cell.sequence is None:
-        raise ValueError(f"{where}: {cell!r} has no parallel scan; use scan='sequential' or 'auto'.")
-    parallel = cell.sequence is not None and scan != "sequential"
-    if grad == "manual" and not parallel and cell.bptt is None:
-        raise ValueError(f"{where}: {cell!r} has no hand-written backward pass; use grad='autodiff'.")
-    if checkpoint is not None and parallel:
-        raise ValueError(
-            f"{where}: checkpoint applies to sequential scans; {cell!r}'s parallel scan keeps O(T) "
-            "memory by design. Pass scan='sequential' to checkpoint it."
-        )
+    parallel = _parallel(cell, grad, checkpoint, scan, where)
     hidden = sizes[0]
     layout = "(time, batch, input_size)" if time_major else "(batch, time, input_size)"
     xs = _checks.inputs(xs, 3, layout, input_size, "xs", where)

@@ -189,7 +189,7 @@ def _lstm_cell(xt, a_prev, c_prev, p):
     concat = jnp.concatenate([a_prev, xt], axis=0)
     ft, it, ot = (jax.nn.sigmoid(p[f"W{g}"] @ concat + p[f"b{g}"]) for g in "fio")
     cct = jnp.tanh(p["Wc"] @ concat + p["bc"])
-    a_next, c_next = lstm_state(it, ft, cct, ot, c_prev)
+    a_next, c_next, _ = lstm_state(it, ft, cct, ot, c_prev)
     yt_pred = softmax(p["Wy"] @ a_next + p["by"])
     return a_next, c_next, yt_pred, LSTMCache(a_next, c_next, a_prev, c_prev, ft, it, cct, ot, xt, p)
 
@@ -303,7 +303,7 @@ def _lstm_cell_backward(da_next, dc_next, cache: LSTMCache):
     p = cache.parameters
     n_a = cache.a_prev.shape[0]
     (dit, dft, dcct, dot), dc_prev = lstm_state_vjp(
-        da_next, dc_next, cache.it, cache.ft, cache.cct, cache.ot, cache.c_prev
+        da_next, dc_next, cache.it, cache.ft, cache.cct, cache.ot, cache.c_prev, jnp.tanh(cache.c_next)
     )
     concat = jnp.concatenate([cache.a_prev, cache.xt], axis=0)
     d_pre = {"f": dft, "i": dit, "c": dcct, "o": dot}

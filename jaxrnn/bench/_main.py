@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> i
     settings = _suite.Settings(
         rounds=args.rounds or (GRID_ROUNDS if grid else 10 if quick else 15),
         budget_s=args.budget or (GRID_BUDGET if grid else 1.5 if quick else 4.0),
+        forward=not grid,
     )
     if args.rounds is not None and args.rounds < settings.min_rounds:
         print(f"{prog}: --rounds must be ≥ {settings.min_rounds}, got {args.rounds}", file=sys.stderr)
@@ -170,7 +171,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> i
         for result in _suite.measure(problem, ready, settings, group=group):
             results.append(result)
             print(f"  {result['implementation']:<16} gradient {result['gradient_ms']:9.2f} ms "
-                  f"({result['gradient_ratio']:.2f}x)  forward {result['forward_ms']:8.2f} ms", flush=True)
+                  f"({result['gradient_ratio']:.2f}x)"
+                  + ("" if result["forward_ms"] is None else f"  forward {result['forward_ms']:8.2f} ms"), flush=True)
 
     after = _suite.sgemm_ceiling()
     ceiling = {name: max(gflops, after.get(name, 0.0)) for name, gflops in ceiling.items()}

@@ -17,7 +17,7 @@ problem::
 
     {"cell", "batch", "input", "hidden", "steps", "heads",   # heads: 1 unless the heads group
      "group": "table" | "sweep" | "heads" | "grid",
-     "implementation", "gradient_ms", "forward_ms",
+     "implementation", "gradient_ms", "forward_ms",   # forward_ms: None when the forward pass is not timed
      "gradient_ratio", "forward_ratio",      # median of implementation / manual per round
      "gflops", "ceiling_fraction",           # the gradient's matmul work per second, and its
                                              # share of the sgemm ceiling (set by the caller)
@@ -66,10 +66,10 @@ SWEEP_SHAPE = (16, 128, 128)  # B, X, H
 GRID_SHAPES = (
     (1, 1, 16, 1), (64, 8, 128, 1), (256, 512, 1024, 1), (16, 32, 64, 3), (64, 8, 128, 8), (4, 128, 256, 5),
     (256, 64, 32, 10), (1, 512, 512, 10), (32, 16, 1024, 10), (128, 256, 128, 20), (256, 128, 256, 10),
-    (8, 256, 16, 30), (2, 256, 1024, 30), (64, 32, 512, 30), (64, 1, 128, 64), (32, 64, 128, 100),
+    (8, 256, 16, 30), (2, 256, 1024, 10), (64, 32, 512, 30), (64, 1, 128, 64), (32, 64, 128, 100),
     (64, 128, 256, 200), (8, 32, 64, 1000), (256, 256, 512, 50), (256, 32, 32, 100), (256, 1, 32, 300),
-    (32, 300, 300, 50), (1, 1, 16, 100), (1, 64, 256, 300), (4, 8, 512, 100), (16, 512, 64, 100),
-    (128, 16, 16, 200), (16, 128, 1024, 50), (1, 256, 1024, 100), (8, 4, 128, 500), (16, 1, 512, 300),
+    (32, 300, 300, 50), (1, 1, 16, 100), (1, 64, 256, 300), (4, 8, 512, 50), (16, 512, 64, 100),
+    (128, 16, 16, 200), (16, 128, 1024, 20), (1, 256, 1024, 30), (8, 4, 128, 500), (16, 1, 512, 100),
     (128, 128, 64, 300), (32, 1, 256, 1000), (1, 32, 32, 1000), (16, 128, 128, 1000), (64, 64, 64, 1000),
     (4, 512, 256, 1000), (256, 8, 16, 1000), (8, 8, 32, 3000), (4, 32, 256, 3000), (16, 128, 128, 3000),
     (1, 1, 16, 10000), (1, 16, 64, 10000), (2, 64, 128, 10000),
@@ -97,6 +97,8 @@ class Settings(NamedTuple):
             torch's spinning OpenMP threads slowed the JAX call after them,
             and the same JAX code measured 10-13% apart depending on which
             implementation ran before it; with three, within 2-4%.
+        forward: time the forward pass too (the grid times gradients only,
+            which halves its run).
     """
 
     rounds: int = 15
@@ -104,6 +106,7 @@ class Settings(NamedTuple):
     min_rounds: int = 3
     warmup: int = 1
     burst: int = 3
+    forward: bool = True
 
 
 def sgemm_ceiling(size: int = 2048, rounds: int = 8) -> dict[str, float]:
@@ -191,7 +194,7 @@ def measure(
                 f"max relative error {errors[name]:.2e}")
 
     gradient_times, gradient_rounds = _time(prepared, "gradient", settings)
-    forward_times, _ = _time(prepared, "forward", settings)
+    forward_times = _time(prepared, "forward", settings)[0] if settings.forward else None
     flops = problem.matmul_flops()
     results = []
     for name, p in prepared.items():
@@ -202,9 +205,10 @@ def measure(
                 "group": group,
                 "implementation": name,
                 "gradient_ms": 1e3 * gradient_s,
-                "forward_ms": 1e3 * statistics.median(forward_times[name]),
+                "forward_ms": None if forward_times is None else 1e3 * statistics.median(forward_times[name]),
                 "gradient_ratio": median_ratio(gradient_times[name], gradient_times[REFERENCE]),
-                "forward_ratio": median_ratio(forward_times[name], forward_times[REFERENCE]),
+                "forward_ratio": None if forward_times is None
+                else median_ratio(forward_times[name], forward_times[REFERENCE]),
                 "gflops": flops / gradient_s / 1e9,
                 "compile_s": p.compile_s,
                 "temp_mib": None if p.temp_bytes is None else p.temp_bytes / 2**20,
