@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from jaxrnn import __version__, _registry, _timing
 from jaxrnn._argparse import cell_list, number, positive
 from jaxrnn._options import GRAD_MODES
-from jaxrnn._unroll import unroll
+from jaxrnn._unroll import backward_strategy, unroll
 from jaxrnn.testing import relative_error
 
 F64_TOLERANCE = 1e-10  # relative; the hand-written and autodiff BPTT differ only by rounding
@@ -57,9 +57,10 @@ def check(args) -> int:
         f"batch {args.batch}, input {args.input}, hidden {args.hidden}, T {args.steps}; timings float32, "
         f"{args.rounds} interleaved rounds, medians\n"
     )
-    header = ("cell", "agree", "f64 rel err", "f32 rel err", "manual ms", "autodiff ms", "autodiff/manual", "compile s")
+    header = ("cell", "agree", "f64 rel err", "f32 rel err", "manual ms", "autodiff ms", "autodiff/manual", "compile s",
+              "manual backward")
     width = max(11, *map(len, args.cells))
-    print(f"{{:<{width}}} {{:>5}} {{:>11}} {{:>11}} {{:>9}} {{:>11}} {{:>15}} {{:>16}}".format(*header))
+    print(f"{{:<{width}}} {{:>5}} {{:>11}} {{:>11}} {{:>9}} {{:>11}} {{:>15}} {{:>16}}  {{}}".format(*header))
     all_agree = True
     for name in args.cells:
         cell = _registry.get(name)
@@ -81,11 +82,15 @@ def check(args) -> int:
             f"{name:<{width}} {'yes' if agree else 'NO':>5} {err64:>11.1e} {err32:>11.1e} "
             f"{1e3 * statistics.median(times['manual']):>9.2f} {1e3 * statistics.median(times['autodiff']):>11.2f} "
             f"{_timing.median_ratio(times['autodiff'], times['manual']):>15.2f} "
-            f"{compile_s['manual']:>7.2f} / {compile_s['autodiff']:<6.2f}"
+            f"{compile_s['manual']:>7.2f} / {compile_s['autodiff']:<6.2f}  {backward_strategy(cell, args.steps)}"
         )
     print(
         f"\nagree: relative error below {F64_TOLERANCE:g} in float64 and {F32_TOLERANCE:g} in float32. "
-        "compile s: first call, manual / autodiff."
+        "compile s: first call, manual / autodiff. manual backward: the strategy jaxrnn.backward_strategy "
+        "names for this T.\n"
+        "These timings are one shape. The manual gradient's lead depends on the shape, and autodiff wins on "
+        "some (large hidden sizes with one head; some short or small problems): `jaxrnn bench --grid` times "
+        "every cell on a grid of shapes, and the README's speed section has the heat map."
     )
     return 0 if all_agree else 1
 

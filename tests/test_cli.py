@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+import jaxrnn
 from jaxrnn import _bptt, _cli
 
 TINY = ["--batch", "2", "--input", "3", "--hidden", "4", "--steps", "5", "--rounds", "2"]
@@ -37,6 +38,8 @@ def test_the_check_is_the_default_command_and_reports_agreement(capsys):
     assert _cli.main([*TINY, "--cells", "simple_rnn"]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("simple_rnn"))
     assert row.split()[1] == "yes", row
+    steps = int(TINY[TINY.index("--steps") + 1])
+    assert row.split()[-1] == jaxrnn.backward_strategy(jaxrnn.simple_rnn, steps), row  # the strategy it ran
 
 
 def test_python_dash_m_jaxrnn_is_the_command():
