@@ -17,7 +17,7 @@ from jaxrnn.bench._problem import Problem
 QUICK_SHAPES = (_suite.TABLE_SHAPES[0],)
 QUICK_SWEEP = (10, 100, 1000)
 QUICK_CELLS = ("lstm", "gru")
-# Few rounds and a short budget: the whole grid, 7 cells × 5 implementations, must fit in about 40 minutes.
+# Few rounds, a short budget and no forward timing: the whole grid, 7 cells, took 75 minutes on 2 cores.
 GRID_ROUNDS = 7
 GRID_BUDGET = 0.75
 
@@ -86,7 +86,7 @@ def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
                       f"{', '.join(_suite.GRID_IMPLEMENTATIONS)}, --rounds {GRID_ROUNDS} --budget {GRID_BUDGET} "
                       "unless given; adds a Grid section to results.md and grid.png, a heat map of manual's time "
                       "over autodiff's and over the fastest peer's (any other implementation). "
-                      "About 40 minutes on 2 cores")
+                      "About 75 minutes on 2 cores")
     parser.add_argument("--cells", type=cell_list(manual=True), default=None,
                         help=f"comma-separated registered cells, or MODULE:NAME of a cell of your own, e.g. "
                         f"examples.custom_cells:peephole_lstm (default: {','.join(_suite.CELL_NAMES)}; "
