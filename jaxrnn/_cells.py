@@ -428,8 +428,8 @@ lstm = gated_cell(
 
     Params :class:`LSTMParams` ``(w_ih (X, 4H), w_hh (H, 4H), b_ih (4H,), b_hh (4H,))``,
     torch's gate order; carry :class:`LSTMCarry` ``(h, c)``, each (batch,
-    hidden). Manual BPTT saves 5·batch·hidden values a step (four gates and
-    ``c_prev``).
+    hidden). Manual BPTT saves 6·batch·hidden values a step (four gates,
+    ``c_prev`` and ``tanh c``).
 
     {_INIT_DOC}""",
 )

@@ -43,6 +43,8 @@ def unroll(
             ``"manual"``: the cell's hand-written BPTT (:mod:`jaxrnn._bptt`),
             which projects the inputs for all steps in one matmul and forms
             the weight gradients as single matmuls after the reverse scan.
+            Its layout is chosen per sequence length;
+            :func:`jaxrnn.backward_strategy` names it.
             ``"autodiff"``: JAX differentiates the scan of ``cell.step``.
             Both give the same values and (to rounding) the same gradients,
             with every option below.

@@ -186,7 +186,7 @@ def _gradient_temp_bytes(grad, steps, checkpoint, batch=8, hidden=256, input_siz
 def test_checkpoint_bounds_memory_at_t_100000(grad):
     """A T = 100,000, batch 8, hidden 256 LSTM gradient fits comfortably in 24 GB.
 
-    Stored per step, the residuals alone would be 5·8·256·4 bytes · 1e5 = 4.1 GB
+    Stored per step, the residuals alone would be 6·8·256·4 bytes · 1e5 = 4.9 GB
     for the manual path. With k = 316 ≈ √T the compiled gradient's scratch is
     dominated by the outputs' cotangent and a few (T, B, H) arrays.
     """
