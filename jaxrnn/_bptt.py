@@ -392,8 +392,7 @@ def _add(a, b):
 
 
 @functools.cache
-def manual_unroll(cell, reverse: bool = False, checkpoint: int | None = None, time_major: bool = True,
-                  strategy: Strategy | None = None) -> Callable:
+def manual_unroll(cell, reverse: bool = False, checkpoint: int | None = None, time_major: bool = True) -> Callable:
     """``(params, carry, xs, valid, resets) -> (carry, hs)`` with the hand-written VJP.
 
     One ``jax.custom_vjp`` per cell (and direction, checkpointing and
@@ -408,8 +407,8 @@ def manual_unroll(cell, reverse: bool = False, checkpoint: int | None = None, ti
     weight-gradient matmuls over k·B rows. Memory for residuals falls from
     O(T) to O(T/k + k) carries' worth, for one extra forward pass.
 
-    ``strategy`` forces a :class:`Strategy`; None chooses one per sequence
-    (or per checkpointed chunk) by :func:`strategy_for` at trace time.
+    The :class:`Strategy` is chosen per sequence (or per checkpointed chunk)
+    by :func:`strategy_for`, at trace time.
     """
 
     def chunks(a):  # (T, ...) -> (T/k, k, ...)
@@ -419,7 +418,7 @@ def manual_unroll(cell, reverse: bool = False, checkpoint: int | None = None, ti
         return a if time_major else jnp.swapaxes(a, 0, 1)
 
     def chosen(xs_time_major) -> Strategy:  # the same choice in both passes, from static shapes
-        return strategy if strategy is not None else strategy_for(xs_time_major.shape[0])
+        return strategy_for(xs_time_major.shape[0])
 
     @jax.custom_vjp
     def run(params, carry, xs, valid, resets):

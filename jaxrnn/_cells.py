@@ -110,8 +110,8 @@ class LSTMResidual(NamedTuple):
         tanh_c: ``tanh c'`` of the state leaving it, ``(batch, hidden)``,
             which the forward pass computes anyway. Saved rather than
             recomputed: the backward step's tanh loop, which read the gates
-            back from the shared buffer, cost more than the 17% more memory
-            (benchmarks/RESULTS.md, "Backward strategies").
+            back from the shared buffer, cost more than the 20% more residual
+            memory (benchmarks/RESULTS.md, "Backward strategies").
     """
 
     gates: Array
@@ -268,9 +268,8 @@ def _lstm_core(params, carry: LSTMCarry, gx: Array):
     z = gx + (params.b_ih + params.b_hh) + _heads.recurrent(h_prev, params.w_hh)
     i, f, g, o = jnp.split(z, 4, axis=-1)
     i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
-    c = f * c_prev + i * g
-    tanh_c = jnp.tanh(c)
-    m = o * tanh_c
+    m, c, tanh_c = lstm_state(i, f, g, o, c_prev)
+    # c_prev and tanh c' are kept in the state dtype.
     return m, c, LSTMResidual(jnp.concatenate([i, f, g, o], axis=-1).astype(params.w_hh.dtype), c_prev, tanh_c)
 
 

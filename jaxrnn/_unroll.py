@@ -137,13 +137,15 @@ def backward_strategy(
 
     Raises:
         ValueError: ``steps`` < 0, or options :func:`unroll` would refuse.
-        TypeError: ``cell`` is not a :class:`jaxrnn.Cell`.
+        TypeError: ``cell`` is not a :class:`jaxrnn.Cell`, or ``steps`` is not an int.
     """
     where = "jaxrnn.backward_strategy"
     check_cell(cell, where)
     grad, _, _, _, _, checkpoint, scan = SequenceOptions(grad, checkpoint=checkpoint, scan=scan).checked(where)
-    if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 0:
-        raise ValueError(f"{where}: steps must be a whole number ≥ 0, the sequence length T; got {steps!r}.")
+    if isinstance(steps, bool) or not isinstance(steps, int | np.integer):
+        raise TypeError(f"{where}: steps must be an int, the sequence length T; got {type(steps).__name__} {steps!r}.")
+    if steps < 0:
+        raise ValueError(f"{where}: steps must be ≥ 0, the sequence length T; got {steps}.")
     if _parallel(cell, grad, checkpoint, scan, where):
         return "parallel"
     if grad == "autodiff":
