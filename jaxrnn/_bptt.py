@@ -57,7 +57,8 @@ class Residuals(NamedTuple):
         hs: the outputs (T, B, H); ``h_prev`` is ``hs`` shifted by one step.
         buf: (N, P) rows holding each step's residual first field, which the
             backward pass overwrites with ``d_gx``; None when the residual does
-            not fit there (the backward pass then makes its own).
+            not fit there (the backward pass then makes its own) and with the
+            ``"unrolled"`` strategy (the first field is then stacked in ``rest``).
         rest: the cell's per-step residual, stacked over time, with its first
             field None when it lives in ``buf``.
     """
@@ -88,6 +89,8 @@ class Strategy(NamedTuple):
         """``"unrolled"`` or ``"in_place"``."""
         return "unrolled" if self.unrolled else "in_place"
 
+
+IN_PLACE = Strategy(unrolled=False)
 
 # The longest sequence whose scans are unrolled (see :func:`strategy_for`).
 UNROLL_MAX_STEPS = 8
@@ -211,7 +214,7 @@ def step_scan(cell, params, carry, xs: Array, init, valid, resets, reverse: bool
 
 
 def forward(cell, params, carry, xs: Array, init, valid, resets, reverse: bool, save: bool = True,
-            strategy: Strategy | None = None):
+            strategy: Strategy = IN_PLACE):
     """Runs ``cell`` over ``xs`` (T, B, X) from ``carry``, keeping :class:`Residuals` if ``save``.
 
     Returns:
@@ -224,7 +227,6 @@ def forward(cell, params, carry, xs: Array, init, valid, resets, reverse: bool, 
         return cell.recurrence(params, c, gx_t)
 
     body = masked_step(step, init)
-    strategy = strategy or Strategy()
     if not save or strategy.unrolled:
         gxs = buf.reshape(steps, batch, buf.shape[-1])  # not -1: B may be 0
         final, (hs, rest) = jax.lax.scan(
@@ -305,7 +307,7 @@ def _previous_hidden(h_start: Array, h_init: Array, hs: Array, valid, resets, re
 
 
 def backward(cell, params, res: Residuals, d_final, d_hs: Array, init, valid, resets, reverse: bool,
-             strategy: Strategy | None = None):
+             strategy: Strategy):
     """The VJP of :func:`forward` for cotangents ``d_final`` (carry) and ``d_hs`` (T, B, H).
 
     Returns:
@@ -316,7 +318,6 @@ def backward(cell, params, res: Residuals, d_final, d_hs: Array, init, valid, re
     xs, carry, hs, buf, rest = res
     steps, batch = xs.shape[:2]
     bptt = cell.bptt
-    strategy = strategy or Strategy()
     h_prev = _previous_hidden(cell.hidden(carry), cell.hidden(init), hs, valid, resets, reverse)
     prepared = params if bptt.prepare is None else bptt.prepare(params)
     in_buffer = buf is not None

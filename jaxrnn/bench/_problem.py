@@ -63,7 +63,12 @@ class Problem(NamedTuple):
 
     def label(self) -> str:
         heads = f" K{self.heads}" if self.heads > 1 else ""
-        return f"{self.cell} B{self.batch} X{self.input} H{self.hidden} T{self.steps}{heads}"
+        return f"{self.cell} {shape_label((self.batch, self.input, self.hidden, self.steps))}{heads}"
+
+
+def shape_label(shape: tuple[int, int, int, int]) -> str:
+    """``(64, 8, 128, 8)`` -> ``"B64 X8 H128 T8"``: a (B, X, H, T) shape as the reports write it."""
+    return "B{} X{} H{} T{}".format(*shape)
 
 
 class Data(NamedTuple):

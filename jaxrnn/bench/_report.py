@@ -24,7 +24,7 @@ import numpy as np
 
 from jaxrnn._io import atomic_write, extra_module
 from jaxrnn.bench._jaxrnn import AUTODIFF
-from jaxrnn.bench._problem import Problem
+from jaxrnn.bench._problem import Problem, shape_label
 from jaxrnn.bench._suite import CELL_NAMES, IMPLEMENTATIONS, REFERENCE
 
 # The suite's speed targets, by the shapes they name, (B, X, H, T).
@@ -314,11 +314,6 @@ def _grid_key(shape: tuple[int, int, int, int]) -> tuple[int, ...]:
     return t, b, x, h
 
 
-def _shape_label(shape: tuple[int, int, int, int]) -> str:
-    """``(64, 8, 128, 8)`` -> ``"B64 X8 H128 T8"``."""
-    return "B{} X{} H{} T{}".format(*shape)
-
-
 def _short(name: str) -> str:
     """``"jaxrnn autodiff"`` -> ``"autodiff"``: in the grid every comparison is with jaxrnn manual."""
     return name.removeprefix("jaxrnn ")
@@ -369,7 +364,7 @@ def _grid_summary(rows: list[tuple[Problem, dict[str, dict]]], impls: list[str])
         worst, ratio = max(measured, key=lambda item: item[1])
         kept = sum(r <= 1.0 for _, r in measured)
         parts.append(f"≤ {name} on {kept} of {len(measured)} shape{'s' * (len(measured) != 1)} "
-                     f"(worst {_ratio(ratio)} at {_shape_label(_shape(worst))})")
+                     f"(worst {_ratio(ratio)} at {shape_label(_shape(worst))})")
     return ("manual " + "; ".join(parts)) if parts else f"no peer measured beside {REFERENCE}"
 
 
@@ -678,7 +673,7 @@ def _heat_map(grid: dict[Problem, dict[str, dict]], figure):
                 ax.text(j, i, text, ha="center", va="center", fontsize=6.5 if named else 7,
                         color="white" if dark else "black")
         ax.set_xticks(range(len(cells)), cells, rotation=30, ha="right")
-        ax.set_yticks(range(len(shapes)), [_shape_label(shape) for shape in shapes], fontsize=7)
+        ax.set_yticks(range(len(shapes)), [shape_label(shape) for shape in shapes], fontsize=7)
         ax.tick_params(length=0)
         ax.set_title(f"{title}: < 1 is manual faster", fontsize="medium")
     above = [t for t in (1.25, 1.5, 2, 3, 5, 10, 20, 50) if t <= span]
