@@ -31,8 +31,8 @@ extensions = [
 
 source_suffix = {".md": "markdown"}
 root_doc = "index"
-# The data files next to the pages (figures, metrics, curves) are read by the README and the code;
-# they are not pages.
+# Only pages and the figures they show live here (run records are in benchmarks/results/); should a data
+# file land beside the pages, it is not a page.
 exclude_patterns = ["_build", "**/*.json", "**/*.jsonl", "Thumbs.db", ".DS_Store"]
 
 myst_enable_extensions = ["colon_fence", "deflist"]

@@ -90,7 +90,7 @@ def check(args) -> int:
         "names for this T.\n"
         "These timings are one shape. The manual gradient's lead depends on the shape, and autodiff wins on "
         "some (large hidden sizes with one head; some short or small problems): `jaxrnn bench --grid` times "
-        "every cell on a grid of shapes, and the README's speed section has the heat map."
+        "every cell on a grid of shapes, and the documentation's Benchmarks page (docs/benchmarks.md) has the heat map."
     )
     return 0 if all_agree else 1
 

@@ -1,5 +1,10 @@
 """The seed notebooks' API, computed with JAX.
 
+The seed notebooks are the five numpy notebooks of a deep-learning course that
+jaxrnn started from: they build an RNN and an LSTM step by step, the forward
+and backward pass of one cell and then of a sequence, by hand. This module
+keeps their API and fixes their bugs (below).
+
 The eight functions keep the notebooks' names, argument order, return tuples,
 parameter keys and column layout: inputs ``x`` are (n_x, m, T_x), states are
 (n_a, m), predictions (n_y, m); ``m`` is the batch. They are jit-able, and the

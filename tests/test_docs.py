@@ -12,6 +12,9 @@ package such as ``torch`` or ``flax``, never a jaxrnn module, so that a broken
 jaxrnn import fails rather than skips) is skipped when one of them cannot be
 imported, and the page's test then reports the skip with the
 reason after running its other blocks; once importable, the block runs.
+
+README.md's test is in the fast tier; every docs page's is marked ``slow``
+(``python -m pytest -m slow`` runs them, ``-m ""`` runs everything).
 """
 
 from __future__ import annotations
@@ -127,9 +130,16 @@ def run_page(path: Path, blocks: list[Block]) -> list[str]:
 
 
 PAGES_WITH_CODE = [page for page in PAGES if python_blocks(page.read_text(encoding="utf-8"))]
+# The fast tier runs the README (kept cheap: small shapes); every docs page runs in the slow tier (-m slow).
+FAST_PAGES = {ROOT / "README.md"}
 
 
-@pytest.mark.parametrize("page", PAGES_WITH_CODE, ids=[str(p.relative_to(ROOT)) for p in PAGES_WITH_CODE])
+def _page_param(page: Path):
+    marks = () if page in FAST_PAGES else (pytest.mark.slow,)
+    return pytest.param(page, marks=marks, id=str(page.relative_to(ROOT)))
+
+
+@pytest.mark.parametrize("page", [_page_param(page) for page in PAGES_WITH_CODE])
 def test_page_runs(page):
     skipped = run_page(page, python_blocks(page.read_text(encoding="utf-8")))
     if skipped:
@@ -138,7 +148,7 @@ def test_page_runs(page):
 
 def test_pages_are_collected():
     names = {str(page.relative_to(ROOT)) for page in PAGES_WITH_CODE}
-    assert {"README.md", "docs/getting_started.md", "docs/unroll.md"} <= names, names
+    assert {"README.md", "docs/getting_started.md", "docs/unroll.md", "docs/interop.md"} <= names, names
 
 
 def test_fences():

@@ -69,7 +69,7 @@ EVAL_BATCH = 1024
 
 INPUT_FEATURES = 2  # value, marker
 
-# Defaults, measured on 2 CPU cores (docs/memory_task.json): the three cells
+# Defaults, measured on 2 CPU cores (benchmarks/results/memory_task/memory_task.json): the three cells
 # take 4.5-6 minutes together (simple RNN 25 s, LSTM 130-150 s, GRU 120-170 s,
 # the spread from other work on the machine); LSTM and GRU solve the task
 # (eval MSE < 1e-3, accuracy > 0.95), the simple RNN stays at the baseline. The gated

@@ -53,9 +53,9 @@ EVAL_BATCH = 512
 
 INPUT_FEATURES = 2  # the bit, one-hot
 
-# Defaults, measured on 2 CPU cores (docs/state_tracking.json): the five cells in about 2 minutes together; LSTM,
-# GRU and sLSTM are at accuracy 1.000 on every held-out step from the eval at step 200 (sLSTM 100) on; minGRU
-# and minLSTM stay at chance (0.50) throughout.
+# Defaults, measured on 2 CPU cores (benchmarks/results/state_tracking/state_tracking.json): the five cells in
+# about 2 minutes together; LSTM, GRU and sLSTM are at accuracy 1.000 on every held-out step from the eval at
+# step 200 (sLSTM 100) on; minGRU and minLSTM stay at chance (0.50) throughout.
 DEFAULTS: dict[str, Any] = dict(
     length=64, test_length=256, hidden=64, batch=64, steps=1000, lr=1e-2, eval_every=100, seed=0
 )
