@@ -31,6 +31,7 @@ def run(tmp_path, *flags, plots=False):
     return code, json.loads((tmp_path / "results.json").read_text())
 
 
+@pytest.mark.slow
 def test_every_available_implementation_runs_agrees_and_is_reported(tmp_path):
     code, results = run(tmp_path, "--cells", "lstm", plots=True)
     assert code == 0
@@ -103,6 +104,7 @@ def test_bad_flags_exit_2_with_a_message(flags, message, capsys):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_heads_run_jaxrnn_alone_and_report_the_speed_up(tmp_path, monkeypatch):
     monkeypatch.setattr(_suite, "HEADS_SHAPE", (2, 3, 5))
     monkeypatch.setattr(_suite, "HEADS_HIDDEN", (8,))
@@ -143,6 +145,7 @@ def test_relative_error_sees_shape_value_and_nan_differences():
 GRID = ((2, 3, 4, 5), (1, 2, 4, 3))
 
 
+@pytest.mark.slow
 def test_grid_runs_its_shapes_alone_and_writes_the_heat_map(tmp_path, monkeypatch):
     monkeypatch.setattr(_suite, "GRID_SHAPES", GRID)
     code = _main.main(["--grid", "--cells", "gru", "--implementations", "jaxrnn autodiff", "--rounds", "3",
@@ -191,3 +194,107 @@ def test_grid_and_quick_are_alternatives(capsys):
         _main.main(["--grid", "--quick", "--no-plots"])
     assert info.value.code == 2
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bfloat16_runs_each_peer_that_can_and_says_why_the_others_did_not(tmp_path):
+    code, results = run(tmp_path, "--cells", "lstm", "--sweep", "", "--dtype", "bfloat16",
+                        "--implementations", "torch,numpy notebook")
+    assert code == 0
+    rows = results["results"]
+    assert {r["implementation"] for r in rows} == {"jaxrnn manual", "torch"}
+    assert all(r["dtype"] == "bfloat16" and r["agrees"] for r in rows)
+    # Held to float32 on the same numbers: bfloat16's rounding shows, well within the tolerance.
+    assert all(0 < r["max_rel_error"] < _suite.TOLERANCES["bfloat16"] for r in rows)
+    assert [(n["implementation"], n["dtype"]) for n in results["not_run"]] == [("numpy notebook", "bfloat16")]
+    report = (tmp_path / "results.md").read_text()
+    assert "| 2 | 3 | 4 | 5 | bfloat16 |" in report
+    assert "## Not run" in report and "**numpy notebook** on lstm B2 X3 H4 T5 bfloat16 (table): " in report
+    # jax cuDNN is not run in bfloat16 either, where a GPU has it.
+    from jaxrnn.bench._peers import CUDNN_JAX
+    from jaxrnn.bench._problem import Problem
+
+    for dtype, expected in (("bfloat16", {"jax cuDNN": "jax.experimental.rnn.lstm runs float32 only"}),
+                            ("float32", {})):
+        assert _suite.unsupported(Problem("lstm", 2, 3, 4, 5, dtype=dtype), [CUDNN_JAX], "table") == expected
+
+
+def test_a_peer_that_fails_on_a_problem_is_listed_as_not_run(tmp_path, monkeypatch):
+    def fail(problem, data):
+        raise RuntimeError("no kernel for this shape")
+
+    broken = Implementation("broken peer", ("gru",), lambda: None, fail)
+    monkeypatch.setattr(_suite, "IMPLEMENTATIONS", (*_suite.IMPLEMENTATIONS, broken))
+    code, results = run(tmp_path, "--cells", "gru", "--sweep", "", "--implementations", "broken peer")
+    assert code == 0
+    assert {r["implementation"] for r in results["results"]} == {"jaxrnn manual"}
+    [entry] = results["not_run"]
+    assert entry["implementation"] == "broken peer" and "RuntimeError: no kernel for this shape" in entry["reason"]
+
+
+@pytest.mark.slow
+def test_heads_shapes_set_the_heads_group_and_the_head_counts_must_divide_them(tmp_path):
+    code, results = run(tmp_path, "--cells", "lstm", "--shapes", "", "--sweep", "", "--heads", "1,12",
+                        "--heads-shapes", "2x3x24x5", "--implementations", "jaxrnn autodiff,flax")
+    assert code == 0
+    assert {(r["hidden"], r["heads"], r["implementation"]) for r in results["results"]} == {
+        (24, heads, impl) for heads in (1, 12) for impl in ("jaxrnn manual", "jaxrnn autodiff")}
+    with pytest.raises(SystemExit):
+        _main.main(["--heads", "12", "--heads-shapes", "2x3x16x5", "--no-plots"])
+
+
+@pytest.mark.slow
+def test_self_check_rows_and_a_disagreement_fails_the_run(tmp_path, monkeypatch, capsys):
+    from jaxrnn.bench import _self_check
+
+    checked = _self_check.self_check(["gru"], (2, 3, 4, 10), log=lambda line: None)
+    assert [(r["cell"], r["dtype"], r["agrees"]) for r in checked["rows"]] == [
+        ("gru", "float32", True), ("gru", "bfloat16", True)]
+    assert checked["rows"][0]["max_rel_error"] < 1e-4 < checked["rows"][1]["max_rel_error"]
+
+    def wrong_for_gru(cells, shape):  # gru's float32 gradient off; every other cell as gru's were
+        rows = [{**row, "cell": cells[0]} for row in checked["rows"]]
+        if cells == ["gru"]:
+            rows[0] = {**rows[0], "max_rel_error": 0.5, "agrees": False}
+        return {**checked, "rows": rows}
+
+    monkeypatch.setattr(_self_check, "self_check", wrong_for_gru)
+    code, results = run(tmp_path, "--self-check", "--shapes", "", "--sweep", "")
+    assert code == 1
+    assert "self-check failed: manual and autodiff gradients disagree for gru;" in capsys.readouterr().err
+    assert [row["cell"] for row in results["self_check"]["rows"]] == [
+        cell for cell in _registry.cells(manual=True) for _ in range(2)]
+    report = (tmp_path / "results.md").read_text()
+    [row] = [line for line in report.splitlines() if line.startswith("| gru |")]
+    assert row.startswith("| gru | 5.0e-01 ⚠ |") and row.endswith("| **DISAGREE** |")
+    assert report.count("**DISAGREE**") == 1 and report.count("| agree |") == len(_registry.cells(manual=True)) - 1
+
+
+@pytest.mark.slow
+def test_append_makes_one_report_of_runs_in_parts(tmp_path):
+    run(tmp_path, "--cells", "lstm", "--sweep", "", "--implementations", "torch")
+    code, results = run(tmp_path, "--cells", "gru", "--sweep", "", "--dtype", "bfloat16", "--append")
+    assert code == 0
+    assert {(r["cell"], r["dtype"]) for r in results["results"]} == {("lstm", "float32"), ("gru", "bfloat16")}
+    assert results["command"].count("python -m benchmarks") == 2
+    assert all(r["ceiling_fraction"] == r["gflops"] / results["ceiling"] for r in results["results"])
+    report = (tmp_path / "results.md").read_text()
+    assert "## LSTM" in report and "## GRU" in report
+    code, results = run(tmp_path, "--cells", "gru", "--sweep", "")  # without --append: this run alone
+    assert {r["cell"] for r in results["results"]} == {"gru"}
+
+
+def test_a_run_stopped_midway_keeps_the_problems_it_finished(tmp_path, monkeypatch):
+    real = _suite.measure
+
+    def measure(problem, impls, settings, *, group):
+        if problem.steps == 6:
+            raise KeyboardInterrupt  # as a time limit or Ctrl-C would stop it
+        return real(problem, impls, settings, group=group)
+
+    monkeypatch.setattr(_suite, "measure", measure)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, "--cells", "gru", "--shapes", "2x3x4x5,2x3x4x6", "--sweep", "", "--implementations", "flax")
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert {(r["steps"], r["implementation"]) for r in results["results"]} == {(5, "jaxrnn manual"), (5, "flax")}
+    assert "| 2 | 3 | 4 | 5 |" in (tmp_path / "results.md").read_text()

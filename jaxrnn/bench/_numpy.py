@@ -292,9 +292,14 @@ def _prepare(problem: Problem, data: Data) -> Prepared:
     )
 
 
+def _unsupported(problem: Problem) -> str | None:
+    return None if problem.dtype == "float32" else "the notebook loop is float32 (numpy has no bfloat16 matmul)"
+
+
 NUMPY = Implementation(
     name="numpy notebook",
     cells=("lstm", "simple_rnn"),
     missing=lambda: None,
     prepare=_prepare,
+    unsupported=_unsupported,
 )

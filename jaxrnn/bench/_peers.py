@@ -184,12 +184,12 @@ def _torch_implementation(name: str, device: str) -> Implementation:
 
         kind = getattr(torch.nn, _TORCH_MODULES[problem.cell])
         extra = {"nonlinearity": "tanh"} if problem.cell == "simple_rnn" else {}
-        xs = torch.tensor(data.xs, device=device, requires_grad=True)
-        dy = torch.tensor(data.dy, device=device)
+        xs = _tensor(data.xs, device).requires_grad_()
+        dy = _tensor(data.dy, device)
         module = kind(problem.input, problem.hidden, **extra).to(device=device, dtype=xs.dtype)
         cell = getattr(jaxrnn, problem.cell)
         state = interop.to_torch(cell, cell.params_type(*data[:4]))
-        module.load_state_dict({key: torch.from_numpy(value) for key, value in state.items()})
+        module.load_state_dict({key: _tensor(value, device) for key, value in state.items()})
         # CUDA calls return before the GPU is done: wait, so that timing the call times the work.
         sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
@@ -217,8 +217,21 @@ def _torch_implementation(name: str, device: str) -> Implementation:
     return Implementation(name=name, cells=("lstm", "gru", "simple_rnn"), missing=missing, prepare=prepare)
 
 
+def _tensor(array: np.ndarray, device: str):
+    """``array`` as a tensor of its own dtype on ``device``; numpy hands torch no bfloat16, so that goes by float32."""
+    import torch
+
+    if array.dtype.name == "bfloat16":
+        return torch.from_numpy(np.asarray(array, np.float32)).to(device=device, dtype=torch.bfloat16)
+    return torch.from_numpy(np.ascontiguousarray(array)).to(device=device)
+
+
 def _numpy(tensor) -> np.ndarray:
-    return tensor.detach().cpu().numpy()
+    """A tensor as numpy; bfloat16, which numpy lacks, widened to float32 (exactly)."""
+    import torch
+
+    tensor = tensor.detach().cpu()
+    return (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy()
 
 
 TORCH = _torch_implementation("torch", "cpu")
@@ -282,11 +295,16 @@ def _cudnn_missing() -> str | None:
     return None if jax.default_backend() == "gpu" else "needs a GPU (cuDNN)"
 
 
+def _cudnn_unsupported(problem: Problem) -> str | None:
+    return None if problem.dtype == "float32" else "jax.experimental.rnn.lstm runs float32 only"
+
+
 CUDNN_JAX = Implementation(
     name="jax cuDNN",
     cells=("lstm",),  # the only cell jax.experimental.rnn has
     missing=_cudnn_missing,
     prepare=_cudnn_prepare,
+    unsupported=_cudnn_unsupported,
 )
 
 

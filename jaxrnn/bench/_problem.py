@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn import _registry
@@ -37,6 +38,8 @@ class Problem(NamedTuple):
         hidden: H, state size.
         steps: T, time steps.
         heads: K, heads of a block-diagonal recurrence (``init(..., num_heads=K)``); 1 is dense.
+        dtype: the params' and inputs' dtype, ``"float32"`` or ``"bfloat16"`` (jaxrnn then keeps
+            its state and sums in float32).
     """
 
     cell: str
@@ -45,6 +48,7 @@ class Problem(NamedTuple):
     hidden: int
     steps: int
     heads: int = 1
+    dtype: str = "float32"
 
     @property
     def gates(self) -> int:
@@ -63,7 +67,8 @@ class Problem(NamedTuple):
 
     def label(self) -> str:
         heads = f" K{self.heads}" if self.heads > 1 else ""
-        return f"{self.cell} {shape_label((self.batch, self.input, self.hidden, self.steps))}{heads}"
+        dtype = f" {self.dtype}" if self.dtype != "float32" else ""
+        return f"{self.cell} {shape_label((self.batch, self.input, self.hidden, self.steps))}{heads}{dtype}"
 
 
 def shape_label(shape: tuple[int, int, int, int]) -> str:
@@ -142,6 +147,10 @@ class Prepared(NamedTuple):
     temp_bytes: int | None = None
 
 
+def _runs_everything(problem: Problem) -> str | None:
+    return None
+
+
 class Implementation(NamedTuple):
     """A value bundling what the suite needs to run one implementation.
 
@@ -152,25 +161,32 @@ class Implementation(NamedTuple):
         missing: zero-argument; why it cannot run here (e.g. ``"flax is not
             installed: pip install 'jaxrnn[bench]'"``), or None.
         prepare: ``(problem, data) -> Prepared``.
+        unsupported: ``(problem) -> str | None``; why it cannot run this
+            problem of one of its cells (e.g. ``"runs float32 only"``), or
+            None. The default runs every problem.
     """
 
     name: str
     cells: tuple[str, ...] | None
     missing: Callable[[], str | None]
     prepare: Callable[[Problem, Data], Prepared]
+    unsupported: Callable[[Problem], str | None] = _runs_everything
 
     def has(self, cell: str) -> bool:
         """Whether it runs ``cell``."""
         return cell in (self.cells if self.cells is not None else _registry.cells(manual=True))
 
 
-def make_data(problem: Problem, seed: int = 0, dtype=np.float32) -> Data:
+def make_data(problem: Problem, seed: int = 0, dtype=None) -> Data:
     """Weights at torch's default scale (uniform ±1/√H) and standard normal data.
 
-    ``dtype`` float32 is what the suite times; the tests pass float64 to check
-    every implementation's gradients tightly. Implementations compute in the
-    data's dtype.
+    ``dtype`` (default: the problem's) is what implementations compute in;
+    the tests pass float64 to check every implementation's gradients
+    tightly. The draw is the same in every dtype, rounded to it, so a
+    problem in bfloat16 starts from its float32 twin's numbers up to that
+    rounding.
     """
+    dtype = np.dtype(jnp.dtype(problem.dtype if dtype is None else dtype))  # numpy's own or ml_dtypes' bfloat16
     rng = np.random.default_rng(seed)
     if problem.cell not in GATES or problem.heads > 1:
         cell = _registry.get(problem.cell)

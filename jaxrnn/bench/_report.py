@@ -4,10 +4,14 @@ Everything here reads one *run* dict, the whole measurement::
 
     {"command", "date", "seconds"?, "machine": {cpu, cores, backend, devices, device_kind, versions, xla_flags},
      "ceiling_gflops": {"jax": float, "torch"?: float}, "ceiling": float,
-     "skipped": {implementation: reason}, "results": [result, ...]}
+     "skipped": {implementation: reason}, "results": [result, ...],
+     "not_run"?: [{problem fields, "group", "implementation", "reason"}, ...],
+     "self_check"?: {"shape", "tolerance", "seconds", "rows": [{"cell", "dtype", "max_rel_error", "agrees"}]}}
 
-with results as described in :mod:`jaxrnn.bench._suite`. Nothing is measured
-here, so a saved ``results.json`` can be re-rendered anywhere.
+with results as described in :mod:`jaxrnn.bench._suite` and the self-check
+as in :mod:`jaxrnn.bench._self_check`. Nothing is measured here, so a saved
+``results.json`` can be re-rendered anywhere, and runs made in parts merged
+(:func:`merge`).
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ _MISSING = "—"
 
 def _problem(result: dict) -> Problem:
     return Problem(result["cell"], result["batch"], result["input"], result["hidden"], result["steps"],
-                   result.get("heads", 1))
+                   result.get("heads", 1), result.get("dtype", "float32"))
 
 
 def _shape(problem: Problem) -> tuple[int, int, int, int]:
@@ -109,14 +113,15 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def markdown(run: dict) -> str:
     """The run as a GitHub markdown report.
 
-    Sections: the header (command, date, machine, sgemm ceiling), results
-    that disagree with jaxrnn autodiff (if any), the targets each marked met,
+    Sections: the header (command, date, machine, sgemm ceiling), the
+    self-check (if run), results that disagree with jaxrnn autodiff (if
+    any), the targets each marked met,
     not met or not measured, then per cell the training-gradient and
     forward-pass tables of the table shapes and the sweep over T, the heads
     group, the grid (per cell a table of gradient times and of manual's time
     over autodiff's and over the fastest peer's, and a line counting the
     shapes where manual is not slower), and last the implementations that
-    were skipped.
+    were skipped and the problems an implementation could not run.
 
     Args:
         run: the run dict (see the module docstring).
@@ -127,6 +132,7 @@ def markdown(run: dict) -> str:
     results = run.get("results", [])
     table, sweep = _index(results, "table"), _index(results, "sweep")
     lines = ["# jaxrnn benchmark", "", *_header(run), ""]
+    lines += _self_check_section(run.get("self_check"))
     lines += _disagreements(results)
     lines += ["## Targets", ""]
     lines += [target.line() for target in _targets(run)] + [""]
@@ -146,6 +152,7 @@ def markdown(run: dict) -> str:
         if rows:
             sizes = sorted({_shape(p)[:3] for p in rows})
             title = ", ".join(f"B{b} X{x} H{h}" for b, x, h in sizes)
+            title += "".join(sorted({f", {p.dtype}" for p in rows if p.dtype != "float32"}))
             lines += [f"### Training gradient against sequence length T ({title})", ""]
             lines += [*_sweep_table(rows, by_t=len(sizes) == 1), ""]
     heads = _index(results, "heads")
@@ -158,7 +165,46 @@ def markdown(run: dict) -> str:
     if skipped:
         lines += ["## Skipped", ""]
         lines += [f"- **{name}**: {reason}" for name, reason in skipped.items()] + [""]
+    not_run = run.get("not_run") or []
+    if not_run:
+        lines += ["## Not run", "", "Problems an implementation here could not run (— in the tables):", ""]
+        lines += [f"- **{entry['implementation']}** on {_problem(entry).label()} ({entry.get('group', '?')}): "
+                  f"{entry['reason']}" for entry in not_run] + [""]
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _self_check_section(checked: dict | None) -> list[str]:
+    """The self-check's table: per cell, manual's relative error against autodiff in each dtype."""
+    if not checked:
+        return []
+    rows = checked.get("rows") or []
+    dtypes = list(dict.fromkeys(row["dtype"] for row in rows))
+    by_cell: dict[str, dict[str, dict]] = defaultdict(dict)
+    for row in rows:
+        by_cell[row["cell"]][row["dtype"]] = row
+    tolerance = checked.get("tolerance") or {}
+    lines = [
+        "## Self-check: hand-written gradients against autodiff",
+        "",
+        "Each cell's manual BPTT against JAX's autodiff of the same scan, as `python -m jaxrnn` checks it: the "
+        "gradient of a loss on every output and the final state with respect to params, inputs and a nonzero "
+        f"initial state, at {shape_label(tuple(checked['shape']))}, both in the same dtype. Max relative "
+        "error; agree: within " + ", ".join(f"{_num(tolerance[d])} in {d}" for d in dtypes if d in tolerance)
+        + " (bfloat16 computes with float32 state and sums)."
+        + (f" {_num(checked['seconds'])} s." if checked.get("seconds") is not None else ""),
+        "",
+    ]
+    body = []
+    for cell, by_dtype in by_cell.items():
+        agree = all(row["agrees"] for row in by_dtype.values())
+        body.append([cell, *(_MISSING if d not in by_dtype else f"{by_dtype[d]['max_rel_error']:.1e}"
+                             + ("" if by_dtype[d]["agrees"] else " ⚠") for d in dtypes),
+                     "agree" if agree else "**DISAGREE**"])
+    lines += _table(["cell", *(f"{d} rel err" for d in dtypes), "manual = autodiff"], body)
+    failed = [cell for cell, by_dtype in by_cell.items() if not all(row["agrees"] for row in by_dtype.values())]
+    if failed:
+        lines += ["", f"> **WARNING: the hand-written gradient of {', '.join(failed)} disagrees with autodiff.**"]
+    return lines + [""]
 
 
 def _header(run: dict) -> list[str]:
@@ -227,13 +273,15 @@ def _memory_cell(by_impl: dict[str, dict]) -> str:
 def _shape_table(rows: dict[Problem, dict[str, dict]], pass_name: str) -> list[str]:
     """One row per shape, one column per implementation; the gradient table adds manual's details."""
     impls = _impl_order(name for by_impl in rows.values() for name in by_impl)
-    header = ["B", "X", "H", "T", *impls]
+    dtypes = _dtype_column(rows)
+    header = ["B", "X", "H", "T", *(["dtype"] if dtypes else []), *impls]
     gradient = pass_name == "gradient"
     if gradient:
         header += [f"{REFERENCE} GFLOP/s", "% of ceiling", "compile s", "memory MiB: manual / autodiff"]
     body = []
     for problem, by_impl in rows.items():
-        row = [str(n) for n in _shape(problem)] + [_time_cell(by_impl.get(name), pass_name) for name in impls]
+        row = ([str(n) for n in _shape(problem)] + ([problem.dtype] if dtypes else [])
+               + [_time_cell(by_impl.get(name), pass_name) for name in impls])
         if gradient:
             ref = by_impl.get(REFERENCE) or {}
             fraction = ref.get("ceiling_fraction")
@@ -249,17 +297,25 @@ def _shape_table(rows: dict[Problem, dict[str, dict]], pass_name: str) -> list[s
 
 def _heads_table(rows: dict[Problem, dict[str, dict]]) -> list[str]:
     """Gradient times per cell, H and K, with manual/autodiff and the speed-up over the same cell with one head."""
-    one_head = {(p.cell, _shape(p)): by_impl.get(REFERENCE) for p, by_impl in rows.items() if p.heads == 1}
-    header = ["cell", "B", "X", "H", "T", "heads", REFERENCE, AUTODIFF.name, f"{REFERENCE} vs 1 head"]
+    one_head = {p._replace(heads=1): by_impl.get(REFERENCE) for p, by_impl in rows.items() if p.heads == 1}
+    dtypes = _dtype_column(rows)
+    header = ["cell", "B", "X", "H", "T", *(["dtype"] if dtypes else []), "heads", REFERENCE, AUTODIFF.name,
+              f"{REFERENCE} vs 1 head"]
     body = []
     for problem, by_impl in sorted(rows.items(), key=lambda item: (_cell_rank(item[0].cell), _shape(item[0]),
-                                                                   item[0].heads)):
-        ref, dense = by_impl.get(REFERENCE), one_head.get((problem.cell, _shape(problem)))
+                                                                   item[0].dtype, item[0].heads)):
+        ref, dense = by_impl.get(REFERENCE), one_head.get(problem._replace(heads=1))
         speedup = dense["gradient_ms"] / ref["gradient_ms"] if ref and dense else None
-        body.append([problem.cell, *map(str, _shape(problem)), str(problem.heads),
+        body.append([problem.cell, *map(str, _shape(problem)), *([problem.dtype] if dtypes else []),
+                     str(problem.heads),
                      _time_cell(ref, "gradient"), _time_cell(by_impl.get(AUTODIFF.name), "gradient"),
                      _MISSING if speedup is None else f"{speedup:.2f}×"])
     return _table(header, body)
+
+
+def _dtype_column(rows: dict[Problem, dict[str, dict]]) -> bool:
+    """Whether a table needs a dtype column: some problem is not float32."""
+    return any(problem.dtype != "float32" for problem in rows)
 
 
 def _sweep_table(rows: dict[Problem, dict[str, dict]], *, by_t: bool) -> list[str]:
@@ -693,6 +749,39 @@ def _plain_if_narrow(axis, values: list[float], plain_log_ticks) -> None:
 
 # --------------------------------------------------------------------------
 # Files.
+
+
+def merge(earlier: dict, later: dict) -> dict:
+    """Two runs on one machine as one, for a run made in parts (``--append``).
+
+    Results, skipped and not-run entries of both; the commands joined, the
+    seconds summed, the earlier date; the later machine and self-check (the
+    earlier one's where the later has none); the higher sgemm ceiling, with
+    every result's share of it computed again.
+    """
+    ceilings = {name: max((run.get("ceiling_gflops") or {}).get(name, 0.0) for run in (earlier, later))
+                for name in {**(earlier.get("ceiling_gflops") or {}), **(later.get("ceiling_gflops") or {})}}
+    ceiling = max(ceilings.values(), default=0.0)
+    results = [dict(r) for r in (*earlier.get("results", []), *later.get("results", []))]
+    if ceiling:
+        for result in results:
+            result["ceiling_fraction"] = result["gflops"] / ceiling
+    run = {
+        **earlier,
+        **later,
+        "command": "; ".join(filter(None, (earlier.get("command"), later.get("command")))),
+        "date": earlier.get("date", later.get("date")),
+        "ceiling_gflops": ceilings,
+        "ceiling": ceiling,
+        "skipped": {**(earlier.get("skipped") or {}), **(later.get("skipped") or {})},
+        "not_run": [*(earlier.get("not_run") or []), *(later.get("not_run") or [])],
+        "results": results,
+    }
+    if "seconds" in earlier or "seconds" in later:
+        run["seconds"] = round(earlier.get("seconds", 0.0) + later.get("seconds", 0.0), 1)
+    if later.get("self_check") is None and earlier.get("self_check") is not None:
+        run["self_check"] = earlier["self_check"]
+    return run
 
 
 def write(run: dict, out_dir: str | os.PathLike, *, plots: bool = True) -> list[Path]:

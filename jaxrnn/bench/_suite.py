@@ -4,8 +4,9 @@ For one :class:`Problem` the suite
 
 1. draws the shared :class:`Data` and builds every implementation that has
    the cell and can run here (JAX ones compile now, timed);
-2. checks each one's outputs and gradients against jaxrnn's autodiff, so
-   that every timed call does the same work;
+2. checks each one's outputs and gradients against jaxrnn's autodiff (in
+   float32 for a bfloat16 problem), so that every timed call does the same
+   work;
 3. times the training gradient of all of them interleaved after warm-up
    (each round runs every implementation a few times in a row and times the
    last call, in an order that rotates from round to round), then the
@@ -16,6 +17,7 @@ A result is a plain dict (the JSON the CLI writes), one per implementation and
 problem::
 
     {"cell", "batch", "input", "hidden", "steps", "heads",   # heads: 1 unless the heads group
+     "dtype",                                # "float32" or "bfloat16"
      "group": "table" | "sweep" | "heads" | "grid",
      "implementation", "gradient_ms", "forward_ms",   # forward_ms: None when the forward pass is not timed
      "gradient_ratio", "forward_ratio",      # median of implementation / manual per round
@@ -24,12 +26,15 @@ problem::
      "compile_s", "temp_mib",                # None where not JAX
      "max_rel_error", "agrees", "rounds"}
 
-Implementations that cannot run are listed once each with the reason.
+Implementations that cannot run here are listed once each with the reason;
+one that cannot run a particular problem (jax cuDNN in bfloat16) says why
+through :func:`unsupported`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import statistics
 import time
@@ -80,6 +85,10 @@ HEADS_SHAPE = (32, 64, 100)  # B, X, T of the heads group, at each of HEADS_HIDD
 HEADS_HIDDEN = (512, 1024)
 # f32 gradients of long sequences differ by rounding; a wrong network differs by O(1).
 F32_TOLERANCE = 2e-3
+DTYPES = ("float32", "bfloat16")
+# bfloat16 keeps 8 bits (ε ≈ 4e-3): every implementation is held to the float32 computation on the same
+# (rounded) numbers, within many ε, and a wrong network still differs by O(1).
+TOLERANCES = {"float32": F32_TOLERANCE, "bfloat16": 0.2}
 
 
 class Settings(NamedTuple):
@@ -145,6 +154,40 @@ def available(implementations: Iterable[Implementation]) -> tuple[list[Implement
     return ready, skipped
 
 
+class Unrunnable(Exception):
+    """A peer failed to build or run a problem; the caller measures the problem again without it.
+
+    Attributes:
+        name: the implementation's name.
+        reason: what failed, for the report.
+    """
+
+    def __init__(self, name: str, reason: str):
+        super().__init__(f"{name}: {reason}")
+        self.name, self.reason = name, reason
+
+
+def _peer(impl: Implementation, problem: Problem, step: Callable[[], Any]) -> Any:
+    """``step()``, where a peer's failure becomes :class:`Unrunnable`; jaxrnn's own failures stay errors."""
+    if impl in (MANUAL, AUTODIFF):
+        return step()
+    try:
+        return step()
+    except Exception as error:  # e.g. a cuDNN build without this dtype
+        raise Unrunnable(impl.name, f"failed on {problem.label()}: {type(error).__name__}: {error}") from error
+
+
+def takes(impl: Implementation, problem: Problem, group: str) -> bool:
+    """Whether ``impl`` belongs on ``problem``: it has the cell, and the heads group runs jaxrnn's two alone."""
+    return impl.has(problem.cell) and (group != "heads" and problem.heads == 1 or impl in (MANUAL, AUTODIFF))
+
+
+def unsupported(problem: Problem, implementations: Iterable[Implementation], group: str) -> dict[str, str]:
+    """Why each implementation that belongs on ``problem`` cannot run it (e.g. its dtype), by name."""
+    return {impl.name: why for impl in implementations
+            if takes(impl, problem, group) and (why := impl.unsupported(problem)) is not None}
+
+
 def _rounds(prepared: dict[str, Prepared], pass_name: str, settings: Settings) -> int:
     """Rounds that fit the budget, from one untimed call of each (which also warms up)."""
     slowest = 0.0
@@ -174,22 +217,33 @@ def measure(
 
     ``jaxrnn manual`` must be among ``implementations``: the ratios are to it.
     The heads group runs jaxrnn's two gradients only: no peer has heads.
+    Those that cannot run the problem (see :func:`unsupported`) are left out.
+    A bfloat16 problem is checked against jaxrnn's autodiff in float32 on
+    the same numbers, to :data:`TOLERANCES`.
+
+    Raises:
+        Unrunnable: a peer failed to build or to run the problem once.
     """
     data = make_data(problem)
-    impls = [impl for impl in implementations
-             if impl.has(problem.cell) and (group != "heads" and problem.heads == 1 or impl in (MANUAL, AUTODIFF))]
-    prepared = {impl.name: impl.prepare(problem, data) for impl in impls}
+    impls = [impl for impl in implementations if takes(impl, problem, group) and impl.unsupported(problem) is None]
+    prepared = {impl.name: _peer(impl, problem, functools.partial(impl.prepare, problem, data)) for impl in impls}
     if REFERENCE not in prepared:
         raise ValueError(
             f"the suite times every implementation against {REFERENCE!r}; it was not among {list(prepared)}")
 
-    reference = AUTODIFF.prepare(problem, data) if AUTODIFF.name not in prepared else prepared[AUTODIFF.name]
+    if problem.dtype != "float32":
+        wide = jax.tree.map(lambda a: np.asarray(a, np.float32), data)  # the same numbers, computed in float32
+        reference = AUTODIFF.prepare(problem._replace(dtype="float32"), wide)
+    else:
+        reference = AUTODIFF.prepare(problem, data) if AUTODIFF.name not in prepared else prepared[AUTODIFF.name]
     want_hs, want_grads = reference.outputs()
+    tolerance = TOLERANCES[problem.dtype]
     errors = {}
+    by_name = {impl.name: impl for impl in impls}
     for name, p in prepared.items():
-        hs, grads = p.outputs()
+        hs, grads = _peer(by_name[name], problem, p.outputs)
         errors[name] = relative_error((hs, tuple(grads)), (want_hs, tuple(want_grads)))
-        if errors[name] > F32_TOLERANCE:
+        if errors[name] > tolerance:
             log(f"  ! {name} disagrees with jaxrnn autodiff on {problem.label()}: "
                 f"max relative error {errors[name]:.2e}")
 
@@ -213,7 +267,7 @@ def measure(
                 "compile_s": p.compile_s,
                 "temp_mib": None if p.temp_bytes is None else p.temp_bytes / 2**20,
                 "max_rel_error": errors[name],
-                "agrees": errors[name] <= F32_TOLERANCE,
+                "agrees": errors[name] <= tolerance,
                 "rounds": gradient_rounds,
             }
         )
