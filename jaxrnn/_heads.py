@@ -18,10 +18,15 @@ dense cell. A step costs ``G·H²/K`` multiply-adds instead of ``G·H²``.
 
 Every product takes the weights' dtype for its operands (the cotangents'
 for ``dW_hh``) and sums in at least float32 (:mod:`jaxrnn._precision`).
+On the CPU the 16-bit operands of the batched (headed) products are made
+float32 first: XLA's CPU runtime in some JAX releases (0.11.2, 0.12.0) has no
+batched bfloat16 × bfloat16 → float32 product, and a product of two 16-bit
+numbers is exact in float32, so the result is the same.
 """
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from jax import Array
 
@@ -42,7 +47,23 @@ def checked_num_heads(num_heads: int, hidden_size: int, where: str) -> int:
 
 
 def _einsum(spec: str, a: Array, w: Array) -> Array:
-    return jnp.einsum(spec, a.astype(w.dtype), w, preferred_element_type=accumulation_dtype(w.dtype))
+    """``einsum(spec, a, w)`` with ``w``'s dtype for both operands, summed in at least float32."""
+    a = a.astype(w.dtype)
+    total = accumulation_dtype(w.dtype)
+    if total == w.dtype:  # float32, float64: one product, as written
+        return jnp.einsum(spec, a, w, preferred_element_type=total)
+
+    def native(a: Array, w: Array) -> Array:  # 16-bit operands, float32 sums: the GPU's (and TPU's) own product
+        return jnp.einsum(spec, a, w, preferred_element_type=total)
+
+    def widened(a: Array, w: Array) -> Array:  # float32 operands: exact for 16-bit values, and every CPU runtime has it
+        return jnp.einsum(spec, a.astype(total), w.astype(total), preferred_element_type=total)
+
+    def product(a: Array, w: Array) -> Array:  # the branch is chosen when lowered for a platform
+        return jax.lax.platform_dependent(a, w, cpu=widened, default=native)
+
+    # jax.checkpoint: under autodiff the saved values are a and w as given (the float32 copies would be saved too).
+    return jax.checkpoint(product, prevent_cse=False)(a, w)
 
 
 def _head_major(z: Array, heads: int, size: int) -> Array:
@@ -76,12 +97,10 @@ def recurrent_vjp(dz: Array, w_hh_t: Array) -> Array:
 
 def weight_grad(h_prev: Array, dz: Array, w_hh: Array) -> Array:
     """``dW_hh`` over N rows, shaped as ``w_hh``: ``h_prevᵀ dz`` (H, G·H), or each head's ``h_kᵀ dz_k`` (K, d, G·d)."""
-    dtype = dz.dtype
     if w_hh.ndim == 2:
         return matmul(h_prev.T, dz)
     k, d = w_hh.shape[0], w_hh.shape[1]
-    return jnp.einsum("nkd,nke->kde", h_prev.reshape(-1, k, d).astype(dtype), _head_major(dz, k, d),
-                      preferred_element_type=accumulation_dtype(dtype))
+    return _einsum("nkd,nke->kde", h_prev.reshape(-1, k, d), _head_major(dz, k, d))  # dz's dtype for both
 
 
 def block_diagonal(w_hh: Array) -> Array:

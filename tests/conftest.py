@@ -1,12 +1,73 @@
-"""Gradients are compared in float64; x64 is enabled here and only here. Fixtures shared by the training tests."""
+"""Gradients are compared in float64; x64 is enabled here and only here. Fixtures shared by the training tests.
+
+Two tiers: a plain ``pytest`` runs the fast one (``-m 'not slow'`` in pyproject.toml's addopts); ``-m slow`` runs
+the sweeps, every docs page and example, the multi-process runs and packaging; ``-m ""`` runs both.
+
+Also set up here, for the whole run:
+
+* The interpreters that tests start (docs pages, examples, the CLI, training launches) share JAX's persistent
+  compilation cache, so a program that several of them compile is compiled once. The cache folder is
+  ``JAXRNN_TEST_CACHE_DIR`` when set (``.ci/run`` shares one between the two tiers), else a temporary folder
+  for this run. This process's own JAX, imported above the variable, does not use it.
+* Hypothesis profiles: ``dev`` (few examples, the default) and ``ci`` (more; chosen when ``CI`` is set, as
+  ``.ci/run`` runs), or the one that ``HYPOTHESIS_PROFILE`` names.
+* ``@pytest.mark.sweep`` on a parametrised test keeps its first case in the fast tier and puts the others in
+  the slow one; ``@pytest.mark.sweep(fast=("lstm-reverse", ...))`` keeps instead the cases with those ids.
+* Under ``-n N``, scheduling is xdist's ``loadgroup``: tests spread one by one over the workers, except that
+  those marked ``xdist_group`` (the ones sharing an expensive module fixture) go to one worker together.
+"""
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import jax
 import pytest
+from hypothesis import HealthCheck, settings
 
 jax.config.update("jax_enable_x64", True)
+
+settings.register_profile("dev", max_examples=3, deadline=None, derandomize=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("ci", max_examples=8, deadline=None, derandomize=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
+
+_CACHE = "JAXRNN_TEST_CACHE_DIR"
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by the marks added here
+def pytest_collection_modifyitems(items):
+    seen: set[tuple[str, str]] = set()
+    for item in items:
+        sweep = item.get_closest_marker("sweep")
+        if sweep is None:
+            continue
+        fast = sweep.kwargs.get("fast")
+        case = item.callspec.id if hasattr(item, "callspec") else ""
+        if fast is None:
+            function = (item.nodeid.split("::")[0], item.originalname)
+            kept = function not in seen
+            seen.add(function)
+        else:
+            kept = case in fast
+        if not kept:
+            item.add_marker(pytest.mark.slow)
+
+
+def pytest_configure(config):
+    if not hasattr(config, "workerinput"):  # the controller (or a run without xdist): one folder for every worker
+        if not os.environ.get(_CACHE):
+            folder = tempfile.mkdtemp(prefix="jaxrnn-test-jax-cache-")
+            os.environ[_CACHE] = folder
+            config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
+        if getattr(config.option, "dist", None) == "load":  # -n N's default: groups are kept together, the rest spread
+            config.option.dist = "loadgroup"
+    # Read by the interpreters that tests start, not by this one, whose JAX was configured at import.
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ[_CACHE]
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
 
 
 @pytest.fixture(scope="session")
@@ -30,18 +91,3 @@ def read_metrics():
         return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
 
     return read
-
-
-@pytest.hookimpl(optionalhook=True)  # known only when xdist is loaded (not under -p no:xdist)
-def pytest_xdist_make_scheduler(config, log):
-    """Under ``-n N``, xdist's default ``load`` scheduling becomes ``loadscope``: a module's tests go to one worker.
-
-    With ``load`` a module's tests are spread over the workers, and each worker that gets one builds the
-    module-scoped fixtures again: the shared training runs here (a trained model, the demos' tiny runs) would
-    run once per worker. An explicit ``--dist`` other than ``load`` is kept.
-    """
-    if config.getvalue("dist") != "load":
-        return None  # xdist's own hook picks the scheduler asked for
-    from xdist.scheduler import LoadScopeScheduling
-
-    return LoadScopeScheduling(config, log)

@@ -59,6 +59,7 @@ CPU_PEERS = [
 ]
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("peer, cell, module", CPU_PEERS)
 def test_peer_matches_jaxrnn(peer, cell, module):
     pytest.importorskip(module)

@@ -11,6 +11,7 @@ from jaxrnn import _bptt, _cli
 TINY = ["--batch", "2", "--input", "3", "--hidden", "4", "--steps", "5", "--rounds", "2"]
 
 
+@pytest.mark.slow
 def test_check_fails_when_the_manual_gradient_is_wrong(monkeypatch, capsys):
     real_backward = _bptt.backward
 

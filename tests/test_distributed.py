@@ -88,8 +88,10 @@ def _assert_same(records, reference):
             np.testing.assert_allclose(mine["val_bpc"], theirs["val_bpc"], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_device_and_resume_exactly(corpus, tmp_path, monkeypatch, read_metrics):
-    # The resumed pair runs the programs the first pair compiled: JAX's persistent cache saves compiling them twice.
+    # JAX's persistent cache is set, as a user may: on the CPU jaxrnn turns it off for a multi-process run, since
+    # in JAX 0.12.1 the resumed pair's process 0 (alone finding its programs in the cache) hung in the first all-reduce.
     monkeypatch.setitem(CACHE, "JAX_COMPILATION_CACHE_DIR", str(tmp_path / "jax_cache"))
     monkeypatch.setitem(CACHE, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     # The reference: one device, in this process (float32, as the launches train), which spares a JAX start-up.
@@ -106,8 +108,9 @@ def test_two_processes_match_one_device_and_resume_exactly(corpus, tmp_path, mon
     assert [p.returncode for p in cut] == [130, 130], cut[0].stderr[-3000:] + cut[1].stderr[-3000:]
     assert "Traceback" not in cut[0].stderr + cut[1].stderr
     assert "2 processes" in cut[0].stdout
-    # gloo's own lines ("[Gloo] Rank 3 is connected to 3 peer ranks. ...") may reach the pipe split in two
-    assert not [line for line in cut[1].stdout.splitlines() if not _GLOO.search(line)]
+    # gloo's own lines ("[Gloo] Rank 3 is connected to 3 peer ranks. ...") may reach the pipe split in two, or
+    # leave an empty line (seen with JAX 0.12.1)
+    assert not [line for line in cut[1].stdout.splitlines() if line.strip() and not _GLOO.search(line)]
     stopped = training.load_run(tmp_path / "pair")[3]["step"]
     assert (f"interrupted: saved a checkpoint at step {stopped} in {tmp_path / 'pair' / 'checkpoint.npz'}; continue "
             f"with:\n  jaxrnn train --out {tmp_path / 'pair'} --resume --distributed") in cut[0].stdout
@@ -120,6 +123,7 @@ def test_two_processes_match_one_device_and_resume_exactly(corpus, tmp_path, mon
     resumed = _pair(corpus, tmp_path / "pair", "--resume")
     assert [p.returncode for p in resumed] == [0, 0], resumed[0].stderr[-3000:] + resumed[1].stderr[-3000:]
     assert f"resuming {tmp_path / 'pair'} from step {stopped}" in resumed[0].stdout
+    assert all("persistent compilation cache is off for this multi-process CPU run" in p.stderr for p in resumed)
     records = read_metrics(tmp_path / "pair")
     assert [r["step"] for r in records] == list(range(1, STEPS + 1))
     _assert_same(records, reference)
@@ -227,3 +231,77 @@ def test_cli_reports_a_missing_coordinator(monkeypatch, capsys):
     assert _cli.main(["train", "--distributed", "--distributed-timeout", "0.5"]) == 2
     error = capsys.readouterr().err
     assert "error: --distributed: process 1 could not reach the coordinator" in error and "Traceback" not in error
+
+
+@pytest.fixture
+def jax_settings():
+    """The JAX settings that initialize changes, restored after the test."""
+    names = ("jax_compilation_cache_dir", "jax_enable_compilation_cache", "jax_cpu_collectives_implementation")
+    saved = {name: getattr(jax.config, name) for name in names}
+    yield
+    for name, value in saved.items():
+        jax.config.update(name, value)
+
+
+@pytest.mark.parametrize("processes", [2, 1])
+def test_a_multi_process_cpu_start_turns_the_compilation_cache_off(processes, tmp_path, monkeypatch, capsys,
+                                                                  jax_settings):
+    """With several CPU processes the persistent cache is off (in JAX 0.12.1 it hangs a resumed run); one process keeps it."""
+    for name, value in (("JAX_COORDINATOR_ADDRESS", "127.0.0.1:1234"), ("JAX_NUM_PROCESSES", str(processes)),
+                        ("JAX_PROCESS_ID", "0")):
+        monkeypatch.setenv(name, value)
+    started = []
+    monkeypatch.setattr(_distributed, "rendezvous", lambda cluster, timeout: None)
+    monkeypatch.setattr(jax.distributed, "initialize", lambda *args, **kwargs: started.append(args))
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path / "jax_cache"))
+    jax.config.update("jax_enable_compilation_cache", True)
+    assert jax.default_backend() == "cpu"
+
+    _distributed.initialize(timeout=5)
+    assert started == [("127.0.0.1:1234", processes, 0)]
+    assert jax.config.jax_enable_compilation_cache is (processes == 1)
+    note = "jaxrnn: note: JAX's persistent compilation cache is off for this multi-process CPU run"
+    assert (note in capsys.readouterr().err) is (processes > 1)
+
+
+def _scheduler_environment(monkeypatch, **variables):
+    for name in list(os.environ):
+        if name.startswith(("JAX_", "SLURM_", "OMPI_", "PMI_", "KUBERNETES_", "TPU_", "MEGASCALE_")):
+            monkeypatch.delenv(name)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+
+
+def test_jax_cluster_detection_is_where_jaxrnn_finds_it():
+    """jaxrnn detects SLURM and Open MPI with JAX's private jax._src.clusters (there is no public API):
+    this fails first if a JAX release moves it, and then _distributed._scheduler needs updating."""
+    from jax._src import clusters
+
+    kinds = {env.__name__: env for env in clusters.ClusterEnv._cluster_types}  # `env.name` only from jax 0.9.1
+    assert {"SlurmCluster", "OmpiCluster"} <= set(kinds), sorted(kinds)
+    for env in kinds.values():
+        for method in ("is_env_present", "get_coordinator_address", "get_process_count", "get_process_id",
+                       "get_local_process_id"):
+            assert callable(getattr(env, method)), (env, method)
+        assert isinstance(env.opt_in_only_method, bool)
+
+
+def test_a_slurm_job_is_detected(monkeypatch):
+    _scheduler_environment(monkeypatch, SLURM_JOB_ID="4097", SLURM_STEP_NODELIST="node[007-010],login",
+                           SLURM_NTASKS="4", SLURM_PROCID="2", SLURM_LOCALID="1", SLURM_STEP_NUM_NODES="2")
+    assert _distributed._scheduler().name == "slurm"
+    cluster = _distributed.resolve()
+    assert cluster.coordinator.startswith("node007:")
+    assert cluster[1:3] == (4, 2) and cluster.source == "slurm"
+    assert cluster.local_device_ids == (None if jax.config.jax_platforms == "cpu" else [1])
+    # The JAX_* variables win over the scheduler's; JAX_COORDINATOR_PORT sets the port.
+    monkeypatch.setenv("JAX_COORDINATOR_PORT", "2345")
+    monkeypatch.setenv("JAX_PROCESS_ID", "3")
+    assert _distributed.resolve()[:3] == ("node007:2345", 4, 3)
+
+
+def test_without_a_scheduler_the_variables_are_asked_for(monkeypatch):
+    _scheduler_environment(monkeypatch)
+    assert _distributed._scheduler() is None
+    with pytest.raises(_distributed.DistributedError, match="no SLURM or Open MPI job was detected"):
+        _distributed.resolve()

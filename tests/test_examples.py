@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # each example runs whole, with fewer steps
+
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 300
 

@@ -16,6 +16,8 @@ import pytest
 
 import jaxrnn
 
+pytestmark = pytest.mark.xdist_group("import")  # the module's probe, run once
+
 REPO = Path(jaxrnn.__file__).resolve().parent.parent
 
 PROBE = textwrap.dedent(

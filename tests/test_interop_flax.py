@@ -105,6 +105,7 @@ def flat(tree):
 # Linen.
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("cls, cell", LINEN, ids=ids(LINEN))
 def test_from_flax_reproduces_linen(cls, cell):
     xs, variables = inputs(), linen_variables(cls)
@@ -114,6 +115,7 @@ def test_from_flax_reproduces_linen(cls, cell):
     assert_same_run(cell, params, flax_carry, flax_hs, xs)
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("cls, cell", LINEN, ids=ids(LINEN))
 def test_to_flax_runs_in_linen_as_in_jaxrnn(cls, cell):
     xs, params = inputs(), random_params(cell)
@@ -121,6 +123,7 @@ def test_to_flax_runs_in_linen_as_in_jaxrnn(cls, cell):
     assert_same_run(cell, params, flax_carry, flax_hs, xs)
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("cell", [jaxrnn.lstm, jaxrnn.gru, jaxrnn.simple_rnn], ids=lambda c: c.name)
 def test_round_trips(cell):
     xs, params = inputs(), random_params(cell)
@@ -164,6 +167,7 @@ def test_headed_params_export_their_block_diagonal_weights():
     assert got["['hi']['kernel']"].shape == (H, H)
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("cell", [jaxrnn.lstm, jaxrnn.gru, jaxrnn.simple_rnn], ids=lambda c: c.name)
 def test_flax_gradient_maps_back_as_the_transpose_of_to_flax(cell):
     params = random_params(cell)
@@ -183,6 +187,7 @@ def test_flax_gradient_maps_back_as_the_transpose_of_to_flax(cell):
 # NNX.
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("cls, cell, layout", NNX, ids=ids(NNX))
 def test_from_flax_reproduces_nnx_from_instance_state_and_dict(cls, cell, layout):
     xs, module = inputs(), nnx_cell(cls)
@@ -191,6 +196,7 @@ def test_from_flax_reproduces_nnx_from_instance_state_and_dict(cls, cell, layout
         assert_same_run(cell, from_flax(cell, source), flax_carry, flax_hs, xs)
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("cls, cell, layout", NNX, ids=ids(NNX))
 def test_to_flax_loads_into_nnx(cls, cell, layout):
     xs, params = inputs(), random_params(cell)
@@ -213,6 +219,7 @@ def test_nnx_gru_cannot_hold_b_hn():
     np.testing.assert_array_equal(flax_params["hn"]["bias"], params.b_hh[2 * H :])
 
 
+@pytest.mark.slow
 def test_nnx_cells_with_other_functions_are_refused():
     with pytest.raises(ValueError, match=r"flax\.nnx\.LSTMCell has gate_fn=.*jaxrnn's cells compute sigmoid"):
         from_flax(jaxrnn.lstm, nnx.LSTMCell(X, H, gate_fn=jax.nn.hard_sigmoid, rngs=nnx.Rngs(0)))

@@ -12,9 +12,12 @@ import pytest
 from jaxrnn import _cli
 from jaxrnn.training import _memory_task as mt
 
+pytestmark = pytest.mark.xdist_group("memory_task")  # the module's tiny run, built once
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("length", [2, 7, 20])
 def test_adding_problem_marks_one_step_in_each_half_and_sums_them(length):
     xs, targets = mt.adding_problem(jax.random.key(3), 64, length)
@@ -58,6 +61,7 @@ def tiny_run(tmp_path_factory):
     return status, printed.getvalue(), out
 
 
+@pytest.mark.slow
 def test_tiny_run_writes_json_and_png(tiny_run):
     status, _, out = tiny_run
     assert status == 0
@@ -75,6 +79,7 @@ def test_tiny_run_writes_json_and_png(tiny_run):
         assert result["seconds"] > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["simple_rnn", "gru"])
 def test_tiny_run_training_loss_falls(tiny_run, name):
     curve = json.loads((tiny_run[2] / "memory_task.json").read_text())["cells"][name]["curve"]
@@ -84,11 +89,13 @@ def test_tiny_run_training_loss_falls(tiny_run, name):
     assert curve["eval_mse"][-1] < curve["eval_mse"][0], curve["eval_mse"]
 
 
+@pytest.mark.slow
 def test_tiny_run_gru_solves_the_short_task(tiny_run):
     report = json.loads((tiny_run[2] / "memory_task.json").read_text())
     assert report["cells"]["gru"]["final_eval_mse"] < 0.3 * mt.BASELINE_MSE  # seeds 0-2: 0.009-0.022
 
 
+@pytest.mark.slow
 def test_command_prints_a_table_and_the_paths(tiny_run):
     _, printed, out = tiny_run
     rows = {row[0]: row for row in map(str.split, printed.splitlines()) if row[:1] in (["simple_rnn"], ["gru"])}

@@ -179,6 +179,7 @@ def check_parity(net, cell, build=None, **kwargs):
 # Parity with the functional API.
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("name", list(jaxrnn.cells()))
 def test_every_registered_cell_matches_the_functional_api(name):
     cell = jaxrnn.get_cell(name)
@@ -382,6 +383,7 @@ def test_eqx_takes_one_sequence_and_vmaps():
 # Stack.apply(reverse=True).
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("grad", ["manual", "autodiff"])
 def test_reversed_stack_is_reversed_unrolls_layer_by_layer(grad):
     net = jaxrnn.stack(jaxrnn.lstm, 2)
@@ -505,6 +507,7 @@ def test_call_errors_name_the_module_and_phrase_its_fixes(framework):
         adapter.run(params, batch_major, lengths=lengths)
 
 
+@pytest.mark.slow
 def test_initial_carry_has_the_dtype_a_16_bit_call_returns():
     for name, adapter in available("lstm", num_layers=2).items():
         if name == "linen":
@@ -596,6 +599,7 @@ def test_linen_with_cell_options_is_hashable():
     assert model.config.cell_options == {"num_heads": 2}
 
 
+@pytest.mark.slow
 def test_functional_params_round_trip_through_every_module():
     net = jaxrnn.stack(jaxrnn.lstm, 2, bidirectional=True)
     params = random_params(net)

@@ -164,6 +164,7 @@ def test_rnn_cell_backward_equals_vjp():
     _assert_dicts_close(ours, {"dxt": dxt, "da_prev": da_prev, "dWax": dp["Wax"], "dWaa": dp["Waa"], "dba": dp["ba"]})
 
 
+@pytest.mark.slow
 def test_lstm_backward_equals_vjp_and_finite_differences():
     x, a0, p, rng = _lstm_problem()
     a, _, _, caches = nb.lstm_forward(x, a0, p)
@@ -193,6 +194,7 @@ def test_lstm_backward_equals_vjp_and_finite_differences():
     np.testing.assert_allclose(analytic, numeric, rtol=1e-7)
 
 
+@pytest.mark.slow
 def test_rnn_backward_equals_vjp_and_finite_differences():
     rng = np.random.default_rng(4)
     x, a0 = rng.normal(size=(3, 4, 5)), rng.normal(size=(5, 4))

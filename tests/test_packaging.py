@@ -1,14 +1,18 @@
 """The package as a user gets it: an sdist, a wheel built from that sdist, and the wheel installed in a new venv.
 
 The build runs without isolation (setuptools from this environment, nothing
-downloaded); the venv sees this environment's site-packages for jax, and the
-installed wheel comes first on its path. The import probe runs from a neutral
-folder with optax hidden, as if the ``[train]`` extra were not installed.
+downloaded). The new venv is made without the base interpreter's site-packages:
+a ``.pth`` file puts this environment's site-packages (jax, numpy, pip) after the
+venv's own, so the installed wheel comes first and nothing is borrowed from the
+system Python, whatever it has installed. The import probe runs from a neutral
+folder with optax hidden, as if the ``[train]`` extra were not installed, and
+reports its ``sys.path`` so that the tests can check where imports came from.
 """
 
 import json
 import os
 import shutil
+import site
 import subprocess
 import sys
 import tarfile
@@ -21,13 +25,16 @@ import pytest
 
 import jaxrnn
 
+# Slow: builds an sdist and a wheel and installs it in a new venv; one worker builds them once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("packaging")]
+
 REPO = Path(jaxrnn.__file__).resolve().parent.parent
 SOURCES = ("pyproject.toml", "README.md", "LICENSE", "MANIFEST.in", "CHANGELOG.md", "jaxrnn", "tests", "examples")
 TINY_CHECK = ["--batch", "2", "--input", "3", "--hidden", "4", "--steps", "5", "--rounds", "2", "--cells", "simple_rnn"]
 
 PROBE = textwrap.dedent(
     f"""
-    import contextlib, io, json, sys
+    import contextlib, io, json, sys, sysconfig
     import importlib.metadata
     from pathlib import Path
 
@@ -37,7 +44,10 @@ PROBE = textwrap.dedent(
 
     out = {{"file": jaxrnn.__file__, "version": jaxrnn.__version__,
            "metadata_version": importlib.metadata.version("jaxrnn"),
-           "py_typed": (Path(jaxrnn.__file__).parent / "py.typed").is_file()}}
+           "py_typed": (Path(jaxrnn.__file__).parent / "py.typed").is_file(),
+           "sys_path": sys.path, "prefix": sys.prefix, "base_prefix": sys.base_prefix,
+           "base_site": sorted({{sysconfig.get_path(kind, vars={{"base": sys.base_prefix, "platbase": sys.base_prefix}})
+                                for kind in ("purelib", "platlib")}})}}
     try:
         import jaxrnn.training
     except ModuleNotFoundError as error:
@@ -87,9 +97,13 @@ def dist(tmp_path_factory) -> dict[str, Path]:
 def installed(dist) -> dict:
     """The probe's findings, run by a new venv's Python with the wheel installed, from a neutral folder."""
     venv = dist["root"] / "venv"
-    _run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)])
+    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
     python = venv / "bin" / "python"
-    # pip comes from the system site-packages; it installs into the venv, leaving any other jaxrnn alone.
+    (own_site,) = json.loads(_run([str(python), "-c", "import json, site; print(json.dumps(site.getsitepackages()))"]
+                                  ).stdout)
+    # This environment's packages (jax, numpy, pip) come after the venv's own, never the base interpreter's.
+    (Path(own_site) / "test-environment.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    # pip, from this environment, installs into the venv, leaving any other jaxrnn alone.
     _run([str(python), "-m", "pip", "install", "--no-deps", "--no-index", "--force-reinstall", "--quiet",
           str(dist["wheel"])])
     neutral = dist["root"] / "elsewhere"
@@ -139,6 +153,14 @@ def test_sdist_has_what_the_tests_need(dist):
 def test_installed_wheel_is_what_imports(installed):
     assert Path(installed["file"]).resolve().is_relative_to(installed["venv"]), installed["file"]
     assert installed["py_typed"]
+
+
+def test_nothing_is_borrowed_from_the_base_interpreter(installed):
+    """Only this environment's packages are seen: a base interpreter's that this environment lacks are not."""
+    assert installed["prefix"] != installed["base_prefix"], "the probe did not run in a venv"
+    ours = set(site.getsitepackages())
+    borrowed = [entry for entry in installed["sys_path"] if entry in installed["base_site"] and entry not in ours]
+    assert not borrowed, f"the venv sees the base interpreter's site-packages: {borrowed}"
 
 
 def test_version_is_the_metadata_version(installed):

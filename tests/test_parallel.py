@@ -603,6 +603,7 @@ def saturated_problem(cell, dtype, steps, batch):
     return params, xs, h0
 
 
+@pytest.mark.sweep
 @by_cell
 def test_long_saturated_sequence_is_stable(cell):
     """T = 2000 with pre-activations of several hundred: gates at 0 or 1 to the last bit,
@@ -637,6 +638,7 @@ def test_long_saturated_sequence_is_stable(cell):
         np.testing.assert_allclose(final, ref_final, rtol=rtol, atol=atol)
 
 
+@pytest.mark.sweep
 @by_cell
 @pytest.mark.parametrize("checkpoint", [None, 4], ids=["plain", "checkpoint4"])
 def test_sequential_manual_path_matches_the_parallel_scan(cell, checkpoint):

@@ -43,6 +43,7 @@ def grads_and_outputs(cell, params, xs, carry, weights, mode):
 
 
 # bfloat16 for every cell; float16 takes the same code path with other roundings, so one cell suffices.
+@pytest.mark.sweep
 @pytest.mark.parametrize("cell, name", [(cell, "bfloat16") for cell in CELLS] + [(jaxrnn.lstm, "float16")],
                          ids=lambda v: getattr(v, "name", v))
 def test_sixteen_bit_compute_with_float32_state(cell, name):
@@ -67,6 +68,7 @@ def test_sixteen_bit_compute_with_float32_state(cell, name):
         assert relative_error(manual, autodiff) < grad_bound
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", [jaxrnn.lstm, jaxrnn.slstm], ids=lambda c: c.name)
 def test_sixteen_bit_heads(cell):
     """Headed cells in bfloat16: manual and autodiff agree, and both stay near float32."""

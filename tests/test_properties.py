@@ -14,7 +14,8 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from hypothesis import HealthCheck, given, settings, strategies as st
+import pytest
+from hypothesis import given, strategies as st
 
 import jaxrnn
 
@@ -61,7 +62,7 @@ def problems(draw):
     )
 
 
-@settings(max_examples=5, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.slow  # examples per run: tests/conftest.py's hypothesis profiles
 @given(problems())
 def test_both_grad_modes_match_a_plain_loop(problem):
     p = problem

@@ -37,6 +37,7 @@ def normal(seed, shape, dtype=jnp.float64):
 COMBINED = ("lengths+reverse+resets", "checkpoint+lengths+batch_major")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "cell, init_options, names",
     [(custom_cells.peephole_lstm, {}, COMBINED), (custom_cells.layer_norm_lstm, {}, COMBINED),
@@ -51,6 +52,7 @@ def test_cells_pass_check_cell_on_every_option(cell, init_options, names):
     assert max(report.values()) < 1e-6, report
 
 
+@pytest.mark.slow
 def test_check_cell_catches_a_wrong_reverse_step():
     """A peephole cotangent left out of the reverse step: a plausible slip that check_cell must name."""
     cell = custom_cells.peephole_lstm
@@ -64,6 +66,7 @@ def test_check_cell_catches_a_wrong_reverse_step():
         testing.check_cell(broken, options={"plain": {}})
 
 
+@pytest.mark.slow
 def test_check_cell_compares_with_finite_differences_too():
     """A cell whose tanh has a wrong derivative, used by both its forward (through a custom JVP, which
     autodiff trusts) and its hand-written reverse step: manual equals autodiff, and only finite
@@ -90,6 +93,7 @@ def test_check_cell_compares_with_finite_differences_too():
         testing.check_cell(cell, options={"reverse": {"reverse": True}})
 
 
+@pytest.mark.slow
 def test_check_cell_checks_both_paths_of_a_parallel_cell():
     report = testing.check_cell(jaxrnn.mingru, options={name: testing.OPTIONS[name] for name in ("plain", "checkpoint")})
     assert list(report) == ["plain", "plain (parallel)", "checkpoint"]
@@ -105,6 +109,7 @@ def test_check_cell_refuses_a_cell_without_bptt():
 # The projected LSTM against torch.nn.LSTM(proj_size=P).
 
 
+@pytest.mark.slow
 def test_projected_lstm_matches_torch_stack():
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
@@ -156,6 +161,7 @@ def test_projected_lstm_round_trips_and_refuses_the_wrong_cell():
         jaxrnn.interop.from_torch(jaxrnn.projected_lstm, plain)
 
 
+@pytest.mark.slow
 def test_projected_lstm_sizes():
     params = jaxrnn.projected_lstm.init(KEY, 3, 6, proj_size=2)
     assert params.w_hh.shape == (2, 24) and params.w_hr.shape == (6, 2)
@@ -173,6 +179,7 @@ def test_projected_lstm_sizes():
 # Cells and stacks are values that pass through jit and sit in Equinox modules.
 
 
+@pytest.mark.slow
 def test_cell_and_stack_pass_through_jit_as_arguments():
     params = jaxrnn.lstm.init(KEY, 3, 4)
     xs = jnp.ones((5, 2, 3))
@@ -185,6 +192,7 @@ def test_cell_and_stack_pass_through_jit_as_arguments():
     assert jax.tree.leaves(jaxrnn.lstm) == [] and jax.tree.leaves(net) == []
 
 
+@pytest.mark.slow
 def test_equinox_module_holds_a_cell_under_plain_jit():
     eqx = pytest.importorskip("equinox")
 
@@ -207,6 +215,7 @@ def test_equinox_module_holds_a_cell_under_plain_jit():
 # Any carry dtype autodiff takes works in the manual path too.
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["simple_rnn", "lstm", "gru", "projected_lstm", "mingru"])
 def test_float32_params_with_a_float64_carry(name):
     cell = jaxrnn.get_cell(name)
@@ -226,6 +235,7 @@ def test_float32_params_with_a_float64_carry(name):
     assert all(c.dtype == jnp.float64 for c in jax.tree.leaves(manual[2]))
 
 
+@pytest.mark.slow
 def test_built_in_cells_init_in_16_bits(dtype=jnp.bfloat16):
     """The orthogonal recurrent blocks are drawn in float32 (no 16-bit QR), then cast."""
     drawn = {}

@@ -87,6 +87,7 @@ FEATURES = {
 }
 
 
+@pytest.mark.sweep
 @by_cell
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("features", list(FEATURES))
@@ -104,6 +105,7 @@ def test_matches_reference_and_grads_agree(cell, reverse, features):
     assert_grads_agree(results["manual"][1], results["autodiff"][1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", [jaxrnn.lstm, jaxrnn.gru], ids=lambda c: c.name)
 def test_manual_grads_match_finite_differences_with_every_option(cell):
     params, xs, carry, resets, _ = problem(cell, seed=3)
@@ -126,6 +128,7 @@ def test_lengths_zero_and_full():
     assert_trees_close(full, jaxrnn.unroll(cell, params, xs, carry), rtol=1e-13, atol=1e-15)
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("mode", ["manual", "autodiff"])
 def test_padding_never_reaches_outputs_or_gradients(mode):
     cell = jaxrnn.gru
@@ -158,6 +161,7 @@ def test_time_major_false_is_the_transpose(cell):
 # Checkpointing: the same values and gradients as storing every step.
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("cell", [jaxrnn.lstm, jaxrnn.gru], ids=lambda c: c.name)
 @pytest.mark.parametrize("checkpoint", [1, 3, 7, 10], ids=lambda k: f"k{k}")
 def test_checkpoint_equals_plain(cell, checkpoint):
@@ -182,6 +186,7 @@ def _gradient_temp_bytes(grad, steps, checkpoint, batch=8, hidden=256, input_siz
     return jax.jit(jax.grad(loss)).lower(params, xs).compile().memory_analysis().temp_size_in_bytes
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("grad", ["manual", "autodiff"])
 def test_checkpoint_bounds_memory_at_t_100000(grad):
     """A T = 100,000, batch 8, hidden 256 LSTM gradient fits comfortably in 24 GB.

@@ -8,6 +8,7 @@ cell, K heads equal to the dense cell with the block-diagonal matrix.
 """
 
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -42,6 +43,7 @@ def noisy_params(cell, hidden, num_heads, seed=0, input_size=3):
 
 
 # The two combined entries hold every option between them; each cell runs one (sLSTM both, over its two runs).
+@pytest.mark.sweep(fast=("slstm-2heads",))
 @pytest.mark.parametrize("cell, num_heads, names", [
     (jaxrnn.slstm, 1, COMBINED[:1]),
     (jaxrnn.slstm, 2, COMBINED[1:]),
@@ -56,6 +58,7 @@ def test_check_cell(cell, num_heads, names):
     assert max(report.values()) < 1e-6, report
 
 
+@pytest.mark.slow
 def test_slstm_from_zero_state_matches_autodiff(num_heads=2):
     """From zeros the first step takes ``m' = ĩ`` and ties ``n' = max(1, 1)``; resets return rows there."""
     hidden, steps, batch = 4, 9, 3
@@ -89,6 +92,7 @@ def test_slstm_from_zero_state_matches_autodiff(num_heads=2):
     assert abs(numeric - analytic) <= 1e-7 * abs(analytic)
 
 
+@pytest.mark.slow
 def test_slstm_step_vjp_splits_ties_like_jnp_maximum():
     """Both ``max``: at ĩ = log σ(f̃) + m exactly and at f'n + i' = 1 exactly, each side gets half."""
     batch, hidden = 2, 5
@@ -113,6 +117,7 @@ def test_slstm_step_vjp_splits_ties_like_jnp_maximum():
     assert not np.allclose(d_raw_off_tie[0, :3], got[0][0, :3], rtol=1e-3)
 
 
+@pytest.mark.slow
 def test_slstm_matches_flashrnn_reference():
     """FlashRNN's vanilla sLSTM (pure PyTorch): outputs, final state and every gradient, 1 and 2 heads."""
     torch = pytest.importorskip("torch")
@@ -163,6 +168,7 @@ def test_slstm_matches_flashrnn_reference():
 # Heads.
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("cell", HEADED, ids=lambda c: c.name)
 def test_heads_are_block_diagonal(cell):
     """Moving head j of ``h`` moves head j of the next output and no other."""
@@ -182,6 +188,7 @@ def test_heads_are_block_diagonal(cell):
 
 
 # simple_rnn, lstm and gru share their init (init_gated) and the heads' products; the sLSTM has its own init.
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", [jaxrnn.lstm, jaxrnn.slstm], ids=lambda c: c.name)
 def test_one_head_is_the_dense_cell_bit_for_bit(cell):
     key = jax.random.key(3)
@@ -205,6 +212,7 @@ def test_one_head_is_the_dense_cell_bit_for_bit(cell):
 
 
 # The GRU's hidden-side gradient has its own code (n scaled by r); the others share theirs with the sLSTM's.
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", [jaxrnn.gru, jaxrnn.slstm], ids=lambda c: c.name)
 def test_heads_equal_the_dense_cell_with_the_block_diagonal_matrix(cell):
     """Outputs equal; the dense cell's gradient on the heads' blocks is the headed cell's gradient."""
@@ -230,6 +238,7 @@ def test_heads_equal_the_dense_cell_with_the_block_diagonal_matrix(cell):
             np.testing.assert_allclose(getattr(d_headed, name), getattr(d_dense, name), rtol=1e-11, atol=1e-13)
 
 
+@pytest.mark.slow
 def test_headed_init_shapes_and_orthogonal_blocks():
     params = jaxrnn.lstm.init(jax.random.key(0), 3, 12, num_heads=4)
     assert params.w_hh.shape == (4, 3, 12) and params.w_ih.shape == (3, 48) and params.b_ih.shape == (48,)
@@ -261,6 +270,7 @@ def test_bad_headed_weights_are_named():
         jaxrnn.projected_lstm.init(jax.random.key(0), 3, 8, num_heads=2)  # not a headed cell
 
 
+@pytest.mark.slow
 def test_headed_lstm_exports_to_torch_as_block_diagonal():
     torch = pytest.importorskip("torch")
     params = jaxrnn.lstm.init(jax.random.key(1), 3, 8, num_heads=4, dtype=jnp.float64)
@@ -272,6 +282,7 @@ def test_headed_lstm_exports_to_torch_as_block_diagonal():
     np.testing.assert_allclose(jaxrnn.unroll(jaxrnn.lstm, params, xs)[1], out.detach().numpy(), rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_headed_slstm_in_a_bidirectional_stack_matches_autodiff():
     net = jaxrnn.stack(jaxrnn.slstm, num_layers=2, bidirectional=True)
     params = jax.jit(lambda k: net.init(k, 3, 4, dtype=jnp.float64, num_heads=2))(jax.random.key(0))
@@ -287,3 +298,25 @@ def test_headed_slstm_in_a_bidirectional_stack_matches_autodiff():
 
     manual, auto = grads(params, xs)
     assert testing.relative_error(manual, auto) < 1e-12
+
+
+_DOT = re.compile(r"stablehlo\.dot_general .*batching_dims.*: \(tensor<([^>]*)>, tensor<([^>]*)>\) -> tensor<([^>]*)>")
+
+
+@pytest.mark.parametrize("platform", ["cpu", "cuda"])
+def test_sixteen_bit_headed_products_per_platform(platform):
+    """The headed (batched) products of bfloat16 values sum in float32 on every platform. For the CPU their
+    operands are float32 (XLA's CPU runtime in JAX 0.11.2 and 0.12.0 has no batched bfloat16 × bfloat16 → float32
+    product: "Unsupported element type for DotThunk"); elsewhere they stay bfloat16, the GPU's own product."""
+    params = jax.tree.map(lambda a: a.astype(jnp.bfloat16), jaxrnn.lstm.init(jax.random.key(0), 3, 8, num_heads=2))
+    xs = jnp.ones((3, 2, 3), jnp.bfloat16)
+
+    def loss(params):  # the forward and backward products, hand-written and by autodiff
+        return sum(jnp.sum(jaxrnn.unroll(jaxrnn.lstm, params, xs, grad=mode)[1].astype(jnp.float32))
+                   for mode in ("manual", "autodiff"))
+
+    text = jax.jit(jax.grad(loss)).trace(params).lower(lowering_platforms=(platform,)).as_text()
+    products = [types for types in _DOT.findall(text) if types[2].endswith("f32")]
+    assert len(products) >= 6, text  # per mode: h W_hh, its cotangent, dW_hh
+    operands = {a.rsplit("x", 1)[1] for a, b, _ in products} | {b.rsplit("x", 1)[1] for a, b, _ in products}
+    assert operands == ({"f32"} if platform == "cpu" else {"bf16", "f32"}), products

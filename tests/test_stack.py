@@ -81,6 +81,7 @@ def run_torch_packed(module, xs, state0):
 # Parity with torch: stacked bidirectional networks on packed sequences.
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize(
     "name, bidirectional", [(name, True) for name in CELL_NAMES] + [("lstm", False)]
 )
@@ -147,6 +148,7 @@ def test_stacked_network_matches_torch_on_packed_sequences(name, bidirectional):
             np.testing.assert_allclose(ours[key], expected, **TOL, err_msg=f"{grad} {key}")
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("name", CELL_NAMES)
 def test_bidirectional_matches_a_one_layer_torch_module(name):
     torch.manual_seed(1)
@@ -362,6 +364,7 @@ def test_dropout_zeroes_or_rescales_each_interlayer_activation():
     np.testing.assert_array_equal(carry[0], carry_1)
 
 
+@pytest.mark.slow
 def test_dropout_gradients_agree_between_grad_modes():
     net, params, xs = dropout_setup()
     key = jax.random.key(7)
@@ -404,6 +407,7 @@ def test_dropout_errors_and_warning():
 # Conversion: reverse weights and whole modules.
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("name", CELL_NAMES)
 def test_reverse_weights_round_trip_exactly(name):
     torch.manual_seed(2)
@@ -419,6 +423,7 @@ def test_reverse_weights_round_trip_exactly(name):
         np.testing.assert_array_equal(value, numpy(sd[key.removeprefix("rnn.")]), err_msg=key)
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("bidirectional", [True, False])
 @pytest.mark.parametrize("name", CELL_NAMES)
 def test_whole_module_converts_exactly_both_ways(name, bidirectional):

@@ -12,6 +12,8 @@ import pytest
 from jaxrnn import _cli
 from jaxrnn.training import _state_tracking as st
 
+pytestmark = pytest.mark.xdist_group("state_tracking")  # the module's tiny run, built once
+
 
 def test_parity_problem_labels_the_running_parity():
     xs, labels = st.parity_problem(jax.random.key(0), 16, 12)
@@ -35,6 +37,7 @@ def tiny_run(tmp_path_factory):
     return status, printed.getvalue(), out
 
 
+@pytest.mark.slow
 def test_tiny_run_writes_json_png_and_a_table(tiny_run):
     status, printed, out = tiny_run
     assert status == 0
@@ -53,6 +56,7 @@ def test_tiny_run_writes_json_png_and_a_table(tiny_run):
     assert str(out / "state_tracking.json") in printed
 
 
+@pytest.mark.slow
 def test_tiny_run_the_lstm_learns_parity_and_the_mingru_does_not(tiny_run):
     cells = json.loads((tiny_run[2] / "state_tracking.json").read_text())["cells"]
     # Seeds 0-2 at these settings: the LSTM at 1.000 on both halves; the minGRU 0.59-0.65 on steps 1-6 (the

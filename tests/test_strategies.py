@@ -90,6 +90,7 @@ def expected(name):
     return reference(cell, params, xs, carry, LENGTHS, True, resets), grads
 
 
+@pytest.mark.sweep(fast=("lstm-unrolled",))
 @by_strategy
 @pytest.mark.parametrize("name", MANUAL_CELLS)
 def test_every_strategy_matches_the_reference_and_autodiff(forced, strategy, name):
@@ -102,6 +103,7 @@ def test_every_strategy_matches_the_reference_and_autodiff(forced, strategy, nam
     assert_close(grads, expected_grads, 1e-10)
 
 
+@pytest.mark.sweep
 @by_strategy
 @pytest.mark.parametrize("options", [dict(checkpoint=4), dict(time_major=False)], ids=["checkpoint", "batch_major"])
 def test_every_strategy_with_checkpointing_and_batch_major(forced, strategy, options):
@@ -127,8 +129,12 @@ def _scan_unrolls(cell, steps, **options):
         for eqn in jaxpr.eqns:
             if eqn.primitive.name == "scan":
                 found.append(eqn.params["unroll"])
-            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-                walk(sub)
+            for value in eqn.params.values():  # the sub-jaxprs (jax.extend.core.jaxprs_in_params from jax 0.10)
+                for sub in value if isinstance(value, tuple | list) else (value,):
+                    if isinstance(sub, jax.extend.core.ClosedJaxpr):
+                        walk(sub.jaxpr)
+                    elif isinstance(sub, jax.extend.core.Jaxpr):
+                        walk(sub)
 
     walk(jaxpr.jaxpr)
     return found

@@ -12,6 +12,8 @@ import pytest
 from jaxrnn import _cli, training
 from jaxrnn.training._corpus import Streams, Vocabulary, split
 
+pytestmark = pytest.mark.xdist_group("training")  # the module's trained run, built once
+
 # Small enough to compile and run in about a second per run on 2 cores.
 TINY = dict(hidden=24, embed=8, batch=4, seq_len=16, eval_every=5, checkpoint_every=5, val_chars=256)
 
@@ -78,6 +80,7 @@ def test_resume_after_an_interruption_is_exact(corpus, tmp_path, monkeypatch, re
     assert mine == [{**r, "elapsed_s": m["elapsed_s"]} for r, m in zip(reference, mine)]
 
 
+@pytest.mark.slow
 def test_extending_a_finished_run(corpus, trained, tmp_path, read_metrics):
     shutil.copytree(trained[0], tmp_path, dirs_exist_ok=True)
     config = training.TrainConfig(**{**training.load_run_config(tmp_path), "steps": 44})
@@ -87,6 +90,7 @@ def test_extending_a_finished_run(corpus, trained, tmp_path, read_metrics):
     assert any("the cosine schedule is recomputed" in line for line in said)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("checkpoint_every", [1, 20])
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path, checkpoint_every, read_metrics):
     """The loss is read a few steps late; the step named, the records and the checkpoint are still the right ones.
@@ -106,6 +110,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path, che
         assert not (tmp_path / "checkpoint.npz").exists()
 
 
+@pytest.mark.slow
 def test_progress_without_a_terminal_is_a_plain_line_per_eval_in_bits(corpus, tmp_path, monkeypatch):
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False)  # as with `jaxrnn train 2> log`
     said = []
@@ -214,6 +219,7 @@ def test_streams_continue_across_steps_and_vocabulary_round_trips():
     assert streams.batch(chunks)[2]  # a new epoch starts fresh
 
 
+@pytest.mark.slow
 def test_bfloat16_mixed_precision_keeps_float32_master_params(corpus, tmp_path):
     result = run(corpus, tmp_path, steps=4, dtype="bfloat16")
     assert all(np.isfinite(r["train_loss"]) for r in result.records)
@@ -229,6 +235,7 @@ def test_heads_are_checked_against_the_cell_and_the_hidden_size():
         training.TrainConfig(cell="lstm", heads=3, hidden=8)
 
 
+@pytest.mark.slow
 def test_a_headed_slstm_trains_and_keeps_its_heads_on_resume(corpus, tmp_path, read_metrics):
     run(corpus, tmp_path, cell="slstm", heads=2, steps=20, lr=1e-2)
     losses = [r["train_loss"] for r in read_metrics(tmp_path)]

@@ -275,6 +275,7 @@ def test_manual_grads_finite_differences(cell, wrt):
     check_grads(f, (args[wrt],), order=1, modes=["rev"])
 
 
+@pytest.mark.sweep
 @by_cell
 def test_manual_grads_second_order_finite_differences(cell):
     """Grad of grad through the custom_vjp: its backward pass is itself differentiable."""
@@ -386,6 +387,7 @@ def test_lstm_plain_tuple_carry(mode):
     np.testing.assert_allclose(d_plain[1], d_named.c, rtol=1e-12)
 
 
+@pytest.mark.sweep
 @by_cell
 @by_mode
 def test_mixed_dtypes_promote(cell, mode):
@@ -401,6 +403,7 @@ def test_mixed_dtypes_promote(cell, mode):
     assert all(leaf.dtype == jnp.float32 for leaf in g)
 
 
+@pytest.mark.sweep
 @by_cell
 def test_float32_end_to_end(cell):
     params = cell.init(jax.random.PRNGKey(0), X, H)

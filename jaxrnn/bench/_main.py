@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> i
             result["ceiling_fraction"] = result["gflops"] / max(ceiling.values())
         run = {
             "command": " ".join([prog, *map(shlex.quote, argv)]),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "seconds": round(time.perf_counter() - started, 1),
             "machine": _suite.machine(),
             "ceiling_gflops": ceiling,

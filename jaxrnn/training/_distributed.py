@@ -16,6 +16,7 @@ import contextlib
 import os
 import select
 import socket
+import sys
 import time
 from collections.abc import Mapping
 from typing import NamedTuple
@@ -56,7 +57,12 @@ def initialize(timeout: float = 120.0) -> Cluster:
     ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``;
     whatever they leave out comes from SLURM or Open MPI when JAX detects one.
     On the CPU the cross-process collectives are gloo's (unless MPI's were
-    chosen), since with none set a multi-process CPU computation fails.
+    chosen), since with none set a multi-process CPU computation fails; and
+    with more than one process on the CPU JAX's persistent compilation cache
+    is turned off for the run (a note on stderr says so when one was set):
+    there only process 0 finds its programs in the cache, and in JAX 0.12.1 a
+    program loaded from the cache and a freshly compiled copy of it wait
+    forever in their first cross-process sum. The cost is compiling again.
 
     Args:
         timeout: seconds to wait for the coordinator and for every process to join.
@@ -78,7 +84,23 @@ def initialize(timeout: float = 120.0) -> Cluster:
         cluster.coordinator, cluster.num_processes, cluster.process_id, local_device_ids=cluster.local_device_ids,
         initialization_timeout=max(1, round(timeout)),
     )
+    if cluster.num_processes > 1 and jax.default_backend() == "cpu":
+        _without_compilation_cache()
     return cluster
+
+
+def _without_compilation_cache() -> None:
+    """Turns JAX's persistent compilation cache off for this process, with a note when one was set.
+
+    Call it before the first compilation: JAX decides whether to use the cache at the first one.
+    """
+    if jax.config.jax_compilation_cache_dir and jax.config.jax_enable_compilation_cache:  # type: ignore[attr-defined]
+        print(
+            "jaxrnn: note: JAX's persistent compilation cache is off for this multi-process CPU run (a program "
+            "loaded from it can hang the processes' first all-reduce in JAX 0.12.1); every program is compiled anew.",
+            file=sys.stderr, flush=True,
+        )
+    jax.config.update("jax_enable_compilation_cache", False)
 
 
 def resolve(environ: Mapping[str, str] | None = None) -> Cluster:
@@ -125,19 +147,37 @@ def _whole(value: str | None, name: str, minimum: int) -> int | None:
     return number
 
 
+def _scheduler():
+    """The scheduler JAX detects (its SLURM, Open MPI, ... environment class), or None.
+
+    The one use of JAX's private API here: JAX has no public way to detect a scheduler without also
+    starting ``jax.distributed`` (jax.distributed exposes initialize, shutdown and is_initialized, from
+    0.5 to 0.12). Should ``jax._src.clusters`` move, nothing is detected and the JAX_* variables must be
+    set; tests/test_distributed.py fails first.
+    """
+    try:
+        from jax._src import clusters
+
+        types = clusters.ClusterEnv._cluster_types
+    except (ImportError, AttributeError):
+        return None
+    return next((env for env in types if not env.opt_in_only_method and env.is_env_present()), None)
+
+
 def _detect(
     address: str | None, count: int | None, index: int | None
 ) -> tuple[str, int, int, list[int] | None, str] | None:
     """JAX's own detection of SLURM / Open MPI: ``(address, count, id, local devices, name)``, or None."""
     try:
-        from jax._src import clusters  # private, so a future JAX may move it: then nothing is detected
-        env = next(e for e in clusters.ClusterEnv._cluster_types if not e.opt_in_only_method and e.is_env_present())
+        env = _scheduler()
+        if env is None:
+            return None
         port = os.environ.get("JAX_COORDINATOR_PORT")
         address = address or env.get_coordinator_address(timeout_secs=None, override_coordinator_port=port)
         count = env.get_process_count() if count is None else count
         index = env.get_process_id() if index is None else index
         local = env.get_local_process_id()
-    except Exception:  # noqa: BLE001 (no scheduler, or an API that moved: the caller says what to set)
+    except Exception:  # noqa: BLE001 (variables JAX cannot read, or an API that moved: the caller says what to set)
         return None
     devices = None if local is None or jax.config.jax_platforms == "cpu" else [local]  # type: ignore[attr-defined]
     return address, count, index, devices, getattr(env, "name", type(env).__name__)
