@@ -1,5 +1,6 @@
 """`bash benchmarks/gpu.sh --cpu`: the GPU check's smoke run end to end, on tiny shapes, and its one report."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -42,12 +43,13 @@ def test_gpu_check_smoke_run_writes_one_report(tmp_path):
         assert f"| lstm | 2 | 24 | 24 | 16 | bfloat16 | {k} |" in heads
     flash = {r["implementation"] for r in run["results"] if (r["hidden"], r["dtype"], r["group"]) == (24, "bfloat16",
                                                                                                        "table")}
-    assert flash == {"jaxrnn manual", "jaxrnn autodiff", "flax", "torch"}
+    torch = importlib.util.find_spec("torch") is not None  # .ci/newest-jax runs without torch
+    assert flash == {"jaxrnn manual", "jaxrnn autodiff", "flax", *(["torch"] if torch else [])}
     assert all(r["agrees"] for r in run["results"])
     assert {r["cell"] for r in run["results"] if r["group"] == "table"} == {"lstm", "gru", "simple_rnn"}
 
     # The peers that need a GPU are said to, not left out silently.
-    assert "- **torch cuDNN**: needs a CUDA GPU" in report
+    assert ("- **torch cuDNN**: needs a CUDA GPU" if torch else "- **torch cuDNN**: torch is not installed") in report
     assert "- **jax cuDNN**: needs a GPU (cuDNN)" in report
 
     # How each part ended, and their logs.

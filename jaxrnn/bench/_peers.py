@@ -72,8 +72,10 @@ def _flax_prepare(problem: Problem, data: Data) -> Prepared:
 
     dtype = data.xs.dtype
     cells = {"lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell, "simple_rnn": nn.SimpleCell}
-    # param_dtype also sets the zero carry's dtype, which must match the data's.
-    cell = cells[problem.cell](features=problem.hidden, param_dtype=dtype)
+    # param_dtype also sets the zero carry's dtype, which must match the data's. The weights come from the data;
+    # Linen still traces the recurrent kernel's default orthogonal init, whose QR has no bfloat16 from JAX 0.12.
+    cell = cells[problem.cell](features=problem.hidden, param_dtype=dtype,
+                               recurrent_kernel_init=nn.initializers.zeros_init())
     # time_major=True: nn.RNN scans over axis 0 as it is; the batch-major
     # default would move the time axis to the front and back around the scan,
     # and our data is time-major already.
