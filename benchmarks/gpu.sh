@@ -2,7 +2,7 @@
 # jaxrnn's GPU check in one command: the self-check and the benchmark against cuDNN, into one report.
 #
 # Usage:
-#   bash benchmarks/gpu.sh [--out DIR]          # on one GPU (H100/H200): about 5 minutes, 8 at most
+#   bash benchmarks/gpu.sh [--out DIR]          # on one GPU (H100/H200): about 5 minutes estimated (not yet run on one), 8 at most
 #   bash benchmarks/gpu.sh --cpu [--out DIR]    # smoke run on the CPU: tiny shapes, a minute or two
 #   PYTHON=/path/to/python bash benchmarks/gpu.sh ...   # the interpreter to use (default python3)
 #
@@ -54,7 +54,7 @@ rm -f "$out/results.json" "$out/results.md"  # --append must not add to an earli
 python=${PYTHON:-python3}
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
-unset JAX_ENABLE_X64  # the bench runs float32 and bfloat16; the self-check turns float64 on where it needs it
+unset JAX_ENABLE_X64  # the bench runs float32 and bfloat16, the self-check float32 and bfloat16 too
 
 peers="jaxrnn manual,jaxrnn autodiff,flax,torch cuDNN,jax cuDNN"
 if [[ $mode == cpu ]]; then
@@ -74,7 +74,7 @@ else
   table=32x64x128x100,64x128x256x200,8x32x64x1000,256x256x512x50
   timing=(--rounds 5 --budget 1.5)
   tables=(lstm gru simple_rnn)    # a part each: a hang costs one cell's table
-  caps=(90 150 120 90 80)        # hard limits per part, seconds (about 55, 65, 80, 60 and 55 expected)
+  caps=(90 150 120 90 80)        # hard limits per part, seconds (estimated, not yet measured on a GPU: about 55, 65, 80, 60 and 55)
   total=450                       # and all of them together, the preflight included: under 8 minutes
 fi
 

@@ -8,13 +8,14 @@ Also set up here, for the whole run:
 * The interpreters that tests start (docs pages, examples, the CLI, training launches) share JAX's persistent
   compilation cache, so a program that several of them compile is compiled once. The cache folder is
   ``JAXRNN_TEST_CACHE_DIR`` when set (``.ci/run`` shares one between the two tiers), else a temporary folder
-  for this run. This process's own JAX, imported above the variable, does not use it.
+  for this run. The test processes' own JAX does not use it.
 * Hypothesis profiles: ``dev`` (few examples, the default) and ``ci`` (more; chosen when ``CI`` is set, as
   ``.ci/run`` runs), or the one that ``HYPOTHESIS_PROFILE`` names.
 * ``@pytest.mark.sweep`` on a parametrised test keeps its first case in the fast tier and puts the others in
   the slow one; ``@pytest.mark.sweep(fast=("lstm-reverse", ...))`` keeps instead the cases with those ids.
-* Under ``-n N``, scheduling is xdist's ``loadgroup``: tests spread one by one over the workers, except that
-  those marked ``xdist_group`` (the ones sharing an expensive module fixture) go to one worker together.
+* Under ``-n N`` (or an explicit ``--dist load``), scheduling is xdist's ``loadgroup``: tests spread one by one
+  over the workers, except that those marked ``xdist_group`` (the ones sharing an expensive module fixture) go
+  to one worker together.
 """
 
 import json
@@ -40,21 +41,28 @@ _CACHE = "JAXRNN_TEST_CACHE_DIR"
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by the marks added here
 def pytest_collection_modifyitems(items):
-    seen: set[tuple[str, str]] = set()
+    seen: set[str] = set()
+    named: dict[str, set[str]] = {}  # a sweep's fast= ids not yet found among its cases
     for item in items:
         sweep = item.get_closest_marker("sweep")
         if sweep is None:
             continue
+        if not hasattr(item, "callspec"):
+            raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.sweep needs a parametrised test")
+        function = item.nodeid.split("[")[0]
         fast = sweep.kwargs.get("fast")
-        case = item.callspec.id if hasattr(item, "callspec") else ""
         if fast is None:
-            function = (item.nodeid.split("::")[0], item.originalname)
             kept = function not in seen
-            seen.add(function)
         else:
-            kept = case in fast
+            fast = (fast,) if isinstance(fast, str) else tuple(fast)
+            named.setdefault(function, set(fast)).discard(item.callspec.id)
+            kept = item.callspec.id in fast
+        seen.add(function)
         if not kept:
             item.add_marker(pytest.mark.slow)
+    missing = {function: sorted(ids) for function, ids in named.items() if ids}
+    if missing:
+        raise pytest.UsageError(f"@pytest.mark.sweep(fast=...) names cases that do not exist: {missing}")
 
 
 def pytest_configure(config):
@@ -65,9 +73,11 @@ def pytest_configure(config):
             config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
         if getattr(config.option, "dist", None) == "load":  # -n N's default: groups are kept together, the rest spread
             config.option.dist = "loadgroup"
-    # Read by the interpreters that tests start, not by this one, whose JAX was configured at import.
+    # Read by the interpreters that tests start. Not by this one: with or without xdist, its own JAX compiles
+    # afresh (a worker started after the controller set these variables would otherwise read them at import).
     os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ[_CACHE]
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
+    jax.config.update("jax_enable_compilation_cache", False)
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,8 @@ a ``.pth`` file puts this environment's site-packages (jax, numpy, pip) after th
 venv's own, so the installed wheel comes first and nothing is borrowed from the
 system Python, whatever it has installed. The import probe runs from a neutral
 folder with optax hidden, as if the ``[train]`` extra were not installed, and
-reports its ``sys.path`` so that the tests can check where imports came from.
+reports its ``sys.path`` so that the tests can check where imports came from. (The ``.pth`` lists folders, so
+``.pth`` files inside this environment's site-packages, such as an editable jaxrnn's, do not act there.)
 """
 
 import json
@@ -34,7 +35,7 @@ TINY_CHECK = ["--batch", "2", "--input", "3", "--hidden", "4", "--steps", "5", "
 
 PROBE = textwrap.dedent(
     f"""
-    import contextlib, io, json, sys, sysconfig
+    import contextlib, io, json, sys
     import importlib.metadata
     from pathlib import Path
 
@@ -45,9 +46,7 @@ PROBE = textwrap.dedent(
     out = {{"file": jaxrnn.__file__, "version": jaxrnn.__version__,
            "metadata_version": importlib.metadata.version("jaxrnn"),
            "py_typed": (Path(jaxrnn.__file__).parent / "py.typed").is_file(),
-           "sys_path": sys.path, "prefix": sys.prefix, "base_prefix": sys.base_prefix,
-           "base_site": sorted({{sysconfig.get_path(kind, vars={{"base": sys.base_prefix, "platbase": sys.base_prefix}})
-                                for kind in ("purelib", "platlib")}})}}
+           "sys_path": sys.path, "prefix": sys.prefix, "base_prefix": sys.base_prefix}}
     try:
         import jaxrnn.training
     except ModuleNotFoundError as error:
@@ -99,8 +98,7 @@ def installed(dist) -> dict:
     venv = dist["root"] / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
     python = venv / "bin" / "python"
-    (own_site,) = json.loads(_run([str(python), "-c", "import json, site; print(json.dumps(site.getsitepackages()))"]
-                                  ).stdout)
+    own_site = _run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"]).stdout.strip()
     # This environment's packages (jax, numpy, pip) come after the venv's own, never the base interpreter's.
     (Path(own_site) / "test-environment.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     # pip, from this environment, installs into the venv, leaving any other jaxrnn alone.
@@ -158,8 +156,12 @@ def test_installed_wheel_is_what_imports(installed):
 def test_nothing_is_borrowed_from_the_base_interpreter(installed):
     """Only this environment's packages are seen: a base interpreter's that this environment lacks are not."""
     assert installed["prefix"] != installed["base_prefix"], "the probe did not run in a venv"
+    # The base interpreter's own word for its package folders (Debian's, pyenv's and others' differ).
+    base = json.loads(_run([sys._base_executable, "-c",  # type: ignore[attr-defined]
+                            "import json, site; print(json.dumps([*site.getsitepackages(), site.getusersitepackages()]))"]
+                           ).stdout)
     ours = set(site.getsitepackages())
-    borrowed = [entry for entry in installed["sys_path"] if entry in installed["base_site"] and entry not in ours]
+    borrowed = [entry for entry in installed["sys_path"] if entry in base and entry not in ours]
     assert not borrowed, f"the venv sees the base interpreter's site-packages: {borrowed}"
 
 

@@ -41,7 +41,7 @@ def self_check(
     for name in cells:
         cell = _registry.get(name)
         errors = {dtype: _cli._agreement(cell, shape, jnp.dtype(dtype)) for dtype in DTYPES}
-        rows += [{"cell": name, "dtype": dtype, "max_rel_error": error, "agrees": error <= TOLERANCE[dtype]}
+        rows += [{"cell": name, "dtype": dtype, "max_rel_error": error, "agrees": error < TOLERANCE[dtype]}
                  for dtype, error in errors.items()]
         log(f"  {name:<16}" + "  ".join(f"{dtype} {error:.1e}" for dtype, error in errors.items())
             + ("" if all(r["agrees"] for r in rows[-len(DTYPES):]) else "  DISAGREE"))

@@ -180,7 +180,7 @@ def _detect(
     except Exception:  # noqa: BLE001 (variables JAX cannot read, or an API that moved: the caller says what to set)
         return None
     devices = None if local is None or jax.config.jax_platforms == "cpu" else [local]  # type: ignore[attr-defined]
-    return address, count, index, devices, getattr(env, "name", type(env).__name__)
+    return address, count, index, devices, getattr(env, "name", env.__name__)
 
 
 def rendezvous(cluster: Cluster, timeout: float) -> None:
