@@ -5,10 +5,10 @@ the sweeps, every docs page and example, the multi-process runs and packaging; `
 
 Also set up here, for the whole run:
 
-* The interpreters that tests start (docs pages, examples, the CLI, training launches) share JAX's persistent
-  compilation cache, so a program that several of them compile is compiled once. The cache folder is
-  ``JAXRNN_TEST_CACHE_DIR`` when set (``.ci/run`` shares one between the two tiers), else a temporary folder
-  for this run. The test processes' own JAX does not use it.
+* The test processes (xdist's workers) and the interpreters that tests start (docs pages, examples, the CLI,
+  training launches) share JAX's persistent compilation cache, so a program that several of them compile is
+  compiled once. The cache folder is ``JAXRNN_TEST_CACHE_DIR`` when set (``.ci/run`` shares one between the two
+  tiers), else a temporary folder for this run.
 * Hypothesis profiles: ``dev`` (few examples, the default) and ``ci`` (more; chosen when ``CI`` is set, as
   ``.ci/run`` runs), or the one that ``HYPOTHESIS_PROFILE`` names.
 * ``@pytest.mark.sweep`` on a parametrised test keeps its first case in the fast tier and puts the others in
@@ -73,11 +73,13 @@ def pytest_configure(config):
             config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
         if getattr(config.option, "dist", None) == "load":  # -n N's default: groups are kept together, the rest spread
             config.option.dist = "loadgroup"
-    # Read by the interpreters that tests start. Not by this one: with or without xdist, its own JAX compiles
-    # afresh (a worker started after the controller set these variables would otherwise read them at import).
+    # Read by the interpreters that tests start (and by xdist's workers, started after the controller sets them);
+    # set here for this process too, whose JAX was imported before, so that every way of running is the same.
     os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ[_CACHE]
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
-    jax.config.update("jax_enable_compilation_cache", False)
+    jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                      float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
 
 
 @pytest.fixture(scope="session")
