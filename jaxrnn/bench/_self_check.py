@@ -14,10 +14,9 @@ from collections.abc import Callable, Iterable
 import jax.numpy as jnp
 
 from jaxrnn import _cli, _registry
-from jaxrnn.bench._suite import TOLERANCES
+from jaxrnn.bench._suite import DTYPES, TOLERANCES
 
 SHAPE = (32, 64, 128, 100)  # B, X, H, T: the defaults of `python -m jaxrnn check`
-DTYPES = ("float32", "bfloat16")
 # float32 as `python -m jaxrnn check` holds it; bfloat16 as the suite holds each implementation (see _suite).
 TOLERANCE = {"float32": _cli.F32_TOLERANCE, "bfloat16": TOLERANCES["bfloat16"]}
 

@@ -85,10 +85,10 @@ HEADS_SHAPE = (32, 64, 100)  # B, X, T of the heads group, at each of HEADS_HIDD
 HEADS_HIDDEN = (512, 1024)
 # f32 gradients of long sequences differ by rounding; a wrong network differs by O(1).
 F32_TOLERANCE = 2e-3
-DTYPES = ("float32", "bfloat16")
 # bfloat16 keeps 8 bits (ε ≈ 4e-3): every implementation is held to the float32 computation on the same
 # (rounded) numbers, within many ε, and a wrong network still differs by O(1).
 TOLERANCES = {"float32": F32_TOLERANCE, "bfloat16": 0.2}
+DTYPES = tuple(TOLERANCES)  # the problems' dtypes: those with a tolerance
 
 
 class Settings(NamedTuple):
@@ -225,7 +225,8 @@ def measure(
         Unrunnable: a peer failed to build or to run the problem once.
     """
     data = make_data(problem)
-    impls = [impl for impl in implementations if takes(impl, problem, group) and impl.unsupported(problem) is None]
+    cannot = unsupported(problem, implementations, group)
+    impls = [impl for impl in implementations if takes(impl, problem, group) and impl.name not in cannot]
     prepared = {impl.name: _peer(impl, problem, functools.partial(impl.prepare, problem, data)) for impl in impls}
     if REFERENCE not in prepared:
         raise ValueError(
