@@ -18,20 +18,22 @@ import jax
 import numpy as np
 
 from jaxrnn import _timing
-from jaxrnn.training._loop import make_optimizer, make_step
+from jaxrnn.training._config import make_optimizer
+from jaxrnn.training._loop import make_step
 from jaxrnn.training._model import CharLM
 
 
 def jaxrnn_step(args, grad: str, inputs, targets):
     model = CharLM(args.vocab, "lstm", 1, args.hidden, args.embed)
-    optimizer = make_optimizer("adam", 2e-3, clip=1.0)
+    optimizer = make_optimizer("adam", clip=1.0)
     params = model.init(jax.random.key(0))
     state = [params, optimizer.init(params), model.initial_carry(args.batch)]
     step = jax.jit(make_step(model, optimizer, grad=grad, dtype=None))
     inputs, targets, key = jax.numpy.asarray(inputs), jax.numpy.asarray(targets), jax.random.key(1)
+    lr = np.float32(2e-3)
 
     def call():
-        out = step(*state, inputs, targets, key)
+        out = step(*state, inputs, targets, key, lr)
         state[:] = [out.params, out.opt_state, out.carry]
         return out.loss
 

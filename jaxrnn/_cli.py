@@ -143,7 +143,7 @@ def _training_missing() -> str | None:
 def _add_train_parser(commands) -> None:
     # Imported here, not at the top: `import jaxrnn` stays free of the training modules.
     from jaxrnn.training import TrainConfig
-    from jaxrnn.training._loop import DTYPES, OPTIMIZERS, SCHEDULES
+    from jaxrnn.training._config import DTYPES, OPTIMIZERS, SCHEDULES, format_duration
 
     defaults = TrainConfig()
     parser = commands.add_parser(
@@ -165,10 +165,13 @@ def _add_train_parser(commands) -> None:
         ("--dropout", number(float, 0, inclusive=True), "dropout between layers (needs --layers ≥ 2)"),
         ("--batch", positive, "streams per step"),
         ("--seq-len", positive, "characters per truncated-BPTT chunk"),
-        ("--steps", positive, "total optimiser steps"),
+        ("--steps", positive, "total optimiser steps, instead of --time"),
+        ("--time", str, "a wall-time budget instead of --steps, such as 90s, 5m or 2h: the first steps are timed "
+         "after compiling and --steps is set to what fits, evals and checkpoints included"),
         ("--optimizer", str, "the optax optimiser"),
         ("--lr", rate, "peak learning rate"),
-        ("--schedule", str, "learning-rate schedule: cosine decays to lr/10 by --steps"),
+        ("--schedule", str, "learning rate after the warm-up: cosine decays to lr/10 by --steps, linear to 0"),
+        ("--warmup", number(int, 0, inclusive=True), "steps of linear warm-up to --lr, whatever the run's length"),
         ("--weight-decay", number(float, 0, inclusive=True), "AdamW's weight decay"),
         ("--clip", rate, "global gradient-norm clip"),
         ("--seed", number(int, 0, inclusive=True), "seed of params, dropout and data offsets"),
@@ -183,8 +186,10 @@ def _add_train_parser(commands) -> None:
                "--grad": GRAD_MODES, "--dtype": DTYPES}
     for flag, kind, help_text in options:
         default = getattr(defaults, flag[2:].replace("-", "_"))
+        shown = {"--steps": "what --time fits", "--time": format_duration(float(defaults.time or 0)),
+                 "--corpus": "none"}.get(flag, default)
         parser.add_argument(flag, type=kind, default=None, choices=choices.get(flag) and list(choices[flag]),
-                            help=f"{help_text} (default {default})")
+                            help=f"{help_text} (default {shown})")
     parser.add_argument("--resume", action="store_true", help="continue exactly from OUT's checkpoint")
     parser.add_argument(
         "--distributed", action="store_true",
@@ -214,6 +219,8 @@ def train_command(args) -> int:
         if args.resume:  # flags left out take the checkpoint's values
             out = given.get("out", training.TrainConfig.out)
             base = training.load_run_config(out)
+            if "time" in given:  # the run was sized once; train() says how to go on
+                base.pop("steps", None)
         config = training.TrainConfig(**{**base, **given})
         result = training.train(config, resume=args.resume, progress=not args.no_progress)
     except (training.TrainingError, training.CorpusError, training.CheckpointError, ModuleNotFoundError) as error:
@@ -225,8 +232,11 @@ def train_command(args) -> int:
     if result.interrupted:
         return 130
     last_val = next((r["val_bpc"] for r in reversed(result.records) if "val_bpc" in r), None)
+    wall = result.records[-1]["elapsed_s"] if result.records else None
     if jax.process_index() == 0:  # one message for the run, not one per process
         print(f"done: step {result.step}" + (f", validation {last_val:.3f} bits per character" if last_val else "")
+              + (f", {wall:.0f} s" if wall is not None else "")
+              + (f" of the --time {config.time:.0f} s budget" if config.time is not None else "")
               + f"; sample it with: jaxrnn sample --out {config.out}")
     return 0
 

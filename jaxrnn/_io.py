@@ -70,8 +70,8 @@ def extra_module(module: str, purpose: str, extra: str = "train") -> ModuleType:
         ) from error
 
 
-def progress_bar(total: int, *, initial: int = 0, enabled: bool = True, desc: str | None = None):
-    """A tqdm bar over ``total`` steps, starting at ``initial``.
+def progress_bar(total: int | None, *, initial: int = 0, enabled: bool = True, desc: str | None = None):
+    """A tqdm bar over ``total`` steps (None: not known yet), starting at ``initial``.
 
     It is hidden (``bar.disable`` is True) when not ``enabled``, and when
     standard error is neither a terminal nor a notebook: redirected to a

@@ -1,8 +1,10 @@
 """`jaxrnn train` / `jaxrnn sample`: learning, exact resume, the NaN guard, checkpoints, data parallel."""
 
+import itertools
 import re
 import shutil
 import sys
+import types
 from pathlib import Path
 
 import jax
@@ -10,12 +12,13 @@ import numpy as np
 import pytest
 
 from jaxrnn import _cli, training
+from jaxrnn.training import _budget
 from jaxrnn.training._corpus import Streams, Vocabulary, split
 
 pytestmark = pytest.mark.xdist_group("training")  # the module's trained run, built once
 
 # Small enough to compile and run in about a second per run on 2 cores.
-TINY = dict(hidden=24, embed=8, batch=4, seq_len=16, eval_every=5, checkpoint_every=5, val_chars=256)
+TINY = dict(hidden=24, embed=8, batch=4, seq_len=16, eval_every=5, checkpoint_every=5, val_chars=256, warmup=4)
 
 
 @pytest.fixture(autouse=True)
@@ -158,6 +161,7 @@ def test_checkpoint_mismatch_and_corruption_are_clear_errors(corpus, trained, tm
         (["--dropout", "0.5"], "needs --layers 2 or more"),
         (["--seq-len", "5000"], "--seq-len 5000 needs at least"),
         (["--corpus", "/nonexistent.txt"], "no such file"),
+        (["--time", "5m"], "--time 5m and --steps 2 both set the run's length"),
     ],
 )
 def test_bad_flags_are_clear_errors(corpus, tmp_path, capsys, flags, message):
@@ -225,6 +229,112 @@ def test_bfloat16_mixed_precision_keeps_float32_master_params(corpus, tmp_path):
     assert all(np.isfinite(r["train_loss"]) for r in result.records)
     assert {leaf.dtype for leaf in jax.tree.leaves(result.params)} == {np.dtype(np.float32)}
     assert {leaf.dtype for leaf in jax.tree.leaves(training.load_run(tmp_path)[1])} == {np.dtype(np.float32)}
+
+
+def test_durations_and_the_budget_arithmetic(monkeypatch):
+    parse = training._config.parse_duration
+    assert [parse(text) for text in ("5m", "90s", "2h", "1h30m", " 1.5h ", "300", "2m 30s")] == [
+        300, 90, 7200, 5400, 5400, 300, 150]
+    assert parse(42) == 42.0 and training._config.format_duration(5400) == "1h30m"
+    for bad in ("5 minutes", "m5", "", "-5m", "0s", "1e400", True):
+        with pytest.raises(training.TrainingError, match="--time must be a duration"):
+            parse(bad)
+    assert training.TrainConfig(time="5m").time == 300.0 and training.TrainConfig(time="5m").steps is None
+    assert training.TrainConfig().time == training._config.DEFAULT_TIME == 300 and training.TrainConfig().steps is None
+    assert training.TrainConfig(steps=10).time is None
+    with pytest.raises(training.TrainingError, match="--time 5m and --steps 100 both set the run's length"):
+        training.TrainConfig(time="5m", steps=100)
+    with pytest.raises(training.TrainingError, match="--time times the warm-up's steps .* needs --warmup 5 or more"):
+        training.TrainConfig(time="5m", warmup=2)
+
+    # 10 ms a step, 1 s an eval every 200 steps, 0.5 s a checkpoint every 500: 10 + 5 + 1 s for 1000 steps
+    timing = _budget.Timing(step_s=0.01, eval_s=1.0, save_s=0.5, steps_timed=50)
+    assert _budget.run_seconds(0, 1000, timing, 200, 500) == pytest.approx(10 + 5 + 1)
+    assert _budget.run_seconds(0, 1001, timing, 200, 500) == pytest.approx(10.01 + 6 + 1.5)  # one more eval and save
+    assert _budget.run_seconds(100, 1000, timing, 200, 500) == pytest.approx(9 + 5 + 1)  # the warm-up ran already
+    assert _budget.steps_within(16.0, 0, timing, 200, 500) == 1000
+    assert _budget.steps_within(17.0, 0, timing, 200, 500) == 1000  # step 1001 would bring an eval and a checkpoint
+    assert _budget.steps_within(1.0, 0, timing, 200, 500) == 0
+    monkeypatch.setattr(_budget, "MARGIN", 0.03)
+    plan = _budget.plan(100.0, 20.0, 100, timing, 200, 500)  # 97 s usable (3% held back), 77 s after the 20 spent
+    assert plan.steps == _budget.steps_within(77.0, 100, timing, 200, 500) == 4800  # 47 + 24 evals + 10 saves = 76 s
+    assert plan.expected_s == pytest.approx(20 + 76)
+    assert _budget.plan(10.0, 20.0, 100, timing, 200, 500).steps == 101  # spent already: one step more, which saves
+    assert _budget.step_seconds([50.0, 50.1, 50.2, 59.2, 59.3, 59.4]) == (pytest.approx(0.1), 5)  # a stall, ignored
+
+    rates = training._config.learning_rates(1.0, "linear", 4, 10)
+    np.testing.assert_allclose(rates, [0.25, 0.4375, 0.625, 0.8125, 1, 5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6], rtol=1e-6)
+    for schedule in training._config.SCHEDULES:  # the warm-up's rates do not depend on the run's length
+        short, long = (training._config.learning_rates(1.0, schedule, 4, n) for n in (4, 1000))
+        np.testing.assert_array_equal(short, long[:4])
+
+
+def test_time_sizes_the_run_and_its_count_is_exact_on_resume_and_as_steps(corpus, tmp_path, monkeypatch,
+                                                                          read_metrics):
+    """--time stores the count it chose; resumed after a Ctrl-C, or rerun with that --steps, it is the same run.
+
+    The loop's clock ticks 1 s at each reading, so both --time runs see the
+    same times and choose the same count.
+    """
+    ticks = itertools.count()
+    monkeypatch.setattr(training._loop, "time", types.SimpleNamespace(perf_counter=lambda: float(next(ticks))))
+    said = []
+    options = dict(TINY, warmup=5, time="60s")
+    config = training.TrainConfig(out=str(tmp_path / "timed"), corpus=str(corpus), **options)
+    steps = training.train(config, progress=False, log=said.append).step
+    (line,) = [line for line in said if line.startswith("--time 1m: ")]
+    assert "the warm-up's first 5 steps took 1000.0 ms each (median)" in line
+    assert f"{steps} steps (--steps {steps}), expected to end at about " in line and 10 < steps < 60
+    stored = training.load_run_config(tmp_path / "timed")
+    assert stored["steps"] == steps and stored["time"] is None
+    assert training.load_run(tmp_path / "timed")[3]["time_s"] == 60.0
+    assert not list((tmp_path / "timed").glob(".timing*"))  # the scratch checkpoint and curve are gone
+
+    read = Streams.batch
+
+    def interrupted(self, step):
+        if step == 8:
+            raise KeyboardInterrupt
+        return read(self, step)
+
+    ticks = itertools.count()
+    monkeypatch.setattr(Streams, "batch", interrupted)
+    assert run(corpus, tmp_path / "parts", **options).interrupted
+    monkeypatch.setattr(Streams, "batch", read)
+    with pytest.raises(training.TrainingError, match=rf"--time sizes a fresh run; .* is at step 8 of --steps {steps}"):
+        run(corpus, tmp_path / "parts", resume=True, **options)
+    resumed = training.TrainConfig(**training.load_run_config(tmp_path / "parts"))  # as --resume reads it
+    assert training.train(resumed, resume=True, progress=False, log=said.append).step == steps
+    assert run(corpus, tmp_path / "fixed", **{**options, "time": None, "steps": steps}).step == steps
+    timed = read_metrics(tmp_path / "timed")
+    for other in ("parts", "fixed"):
+        assert [{**r, "elapsed_s": 0} for r in read_metrics(tmp_path / other)] == [
+            {**r, "elapsed_s": 0} for r in timed]
+
+
+def test_a_ctrl_c_while_timing_the_warm_up_saves_nothing(corpus, tmp_path, monkeypatch):
+    read = Streams.batch
+    monkeypatch.setattr(Streams, "batch", lambda self, step: (_ for _ in ()).throw(KeyboardInterrupt) if step == 3
+                        else read(self, step))
+    said = []
+    config = training.TrainConfig(out=str(tmp_path), corpus=str(corpus), **{**TINY, "warmup": 50, "time": "1m"})
+    assert training.train(config, progress=False, log=said.append).interrupted
+    assert any("while timing the warm-up to size the run: no checkpoint" in line for line in said)
+    assert not (tmp_path / "checkpoint.npz").exists()
+
+
+def test_time_from_the_command_line(corpus, tmp_path, capsys):
+    """Timed for real: the count printed is the count run and stored; --time does not resume."""
+    tiny = [f"--{name.replace('_', '-')}={value}" for name, value in {**TINY, "warmup": 20, "eval_every": 100}.items()]
+    argv = ["train", "--out", str(tmp_path), "--corpus", str(corpus), "--no-progress", "--time", "8s", *tiny]
+    assert _cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"--time 8s: the warm-up's first 20 steps took [\d.]+ ms each \(median\)", out), out
+    steps = int(re.search(r"\(--steps (\d+)\), expected to end at about \d+ s of 8 s", out)[1])
+    assert f"done: step {steps}, validation " in out and " s of the --time 8 s budget" in out
+    assert training.load_run_config(tmp_path)["steps"] == steps
+    assert _cli.main([*argv, "--resume"]) == 2
+    assert "--time sizes a fresh run" in capsys.readouterr().err
 
 
 def test_heads_are_checked_against_the_cell_and_the_hidden_size():

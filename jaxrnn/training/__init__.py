@@ -8,7 +8,9 @@ The modules behind this one, one concern each:
 
 * ``_corpus``: the text, its vocabulary and the batch streams for truncated BPTT;
 * ``_model``: :class:`CharLM`, embedding → stacked cell → linear readout;
+* ``_config``: :class:`TrainConfig`, its checks, ``--time`` durations, the optimiser and its learning rates;
 * ``_loop``: :func:`train`, with metrics, curve, checkpoints, resume and data parallelism;
+* ``_budget``: ``--time``: the first steps timed, the step count that fits;
 * ``_checkpoint``: atomic ``.npz`` checkpoints with a JSON header;
 * ``_distributed``: :func:`initialize_distributed`, many processes from the environment;
 * ``_sample``: :func:`sample`, one character at a time through ``cell.step``;
@@ -25,17 +27,10 @@ from jaxrnn._io import extra_module
 extra_module("optax", "training modules")  # before the modules that import it: one clear error, not optax's
 
 from jaxrnn.training._checkpoint import CheckpointError
+from jaxrnn.training._config import TrainConfig, TrainingError
 from jaxrnn.training._corpus import CorpusError, Vocabulary, read_corpus, stdlib_files
 from jaxrnn.training._distributed import DistributedError, initialize as initialize_distributed
-from jaxrnn.training._loop import (
-    NonFiniteLoss,
-    TrainConfig,
-    TrainingError,
-    TrainResult,
-    load_run,
-    load_run_config,
-    train,
-)
+from jaxrnn.training._loop import NonFiniteLoss, TrainResult, load_run, load_run_config, train
 from jaxrnn.training._memory_task import adding_problem, run_memory_task
 from jaxrnn.training._model import CharLM, CharLMParams
 from jaxrnn.training._sample import sample

@@ -172,8 +172,7 @@ def validation_slice(ids: np.ndarray, rows: int, max_chars: int) -> np.ndarray:
     if length < 1:
         raise CorpusError(
             f"the validation split (the last 5% of the text) has {len(ids):,} characters, too few for {rows} "
-            f"rows (--batch) of at least 2 and --val-chars {max_chars}. Use a longer --corpus, a smaller --batch "
-            "or a larger --val-chars."
+            f"rows of at least 2 and --val-chars {max_chars}. Use a longer --corpus or a larger --val-chars."
         )
     starts = np.linspace(0, len(ids) - (length + 1), rows).astype(np.int64)
     return np.ascontiguousarray(np.stack([ids[start : start + length + 1] for start in starts], axis=1))

@@ -22,137 +22,30 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
-from jaxrnn import _plot, _registry
+from jaxrnn import _plot
 from jaxrnn._io import atomic_write, progress_bar
-from jaxrnn._options import GRAD_MODES
-from jaxrnn.training import _checkpoint
+from jaxrnn.training import _budget, _checkpoint, _config
+from jaxrnn.training._config import (
+    DTYPES,
+    RESUME_FIXED,
+    TrainConfig,
+    TrainingError,
+    _flag,
+    format_duration,
+    learning_rates,
+    make_optimizer,
+)
 from jaxrnn.training._corpus import Streams, Vocabulary, read_corpus, split, validation_slice
 from jaxrnn.training._model import CharLM
 
-OPTIMIZERS = ("adam", "adamw")
-SCHEDULES = ("cosine", "constant")
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 METRICS_NAME = "metrics.jsonl"
 CURVE_NAME = "curve.png"
+VALIDATION_ROWS = 32
 LAG = 3  # steps dispatched ahead of the one whose loss the host reads: the device never waits for the host
-# What a checkpoint's arrays or data stream depend on: these cannot change on --resume.
-# (The corpus is checked by content, not by path: see _check_corpus.)
-RESUME_FIXED = ("cell", "heads", "layers", "hidden", "embed", "dropout", "batch", "seq_len", "seed", "optimizer")
-
-
-class TrainingError(ValueError):
-    """Bad options, or a state training cannot continue from; the message says what to change."""
-
-
-def _check_heads(cell: str, heads: int, hidden: int) -> None:
-    """``--heads`` needs a cell whose init takes ``num_heads``, and must divide ``--hidden``."""
-    headed = _registry.taking("num_heads")
-    if cell not in headed:
-        raise TrainingError(f"--heads {heads}: the {cell} cell has no heads; use one of {', '.join(headed)}, "
-                            "or --heads 1.")
-    if hidden % heads:
-        divisors = [k for k in range(1, hidden + 1) if hidden % k == 0]
-        raise TrainingError(f"--heads {heads} must divide --hidden {hidden}, so every head has the same size; "
-                            f"choose one of {divisors}.")
 
 
 class NonFiniteLoss(RuntimeError):
     """The loss or the updated params became NaN or inf; the last good checkpoint is kept."""
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Everything that defines a ``jaxrnn train`` run; the CLI flags map one to one onto these fields.
-
-    Attributes:
-        out: the run's folder: ``checkpoint.npz``, ``metrics.jsonl``, ``curve.png``.
-        corpus: a UTF-8 text file; None is the Python standard library's source.
-        cell, heads, layers, hidden, embed, dropout: the :class:`CharLM`
-            (``heads``: block-diagonal recurrence, for the cells that take ``num_heads``).
-        batch: B contiguous streams per step. seq_len: T characters per chunk.
-        steps: total optimiser steps (a resumed run continues up to this).
-        optimizer: ``"adam"`` or ``"adamw"``; lr, weight_decay (AdamW only) and
-            clip (global gradient norm) configure it.
-        schedule: ``"cosine"``: lr decays to lr/10 by ``steps`` (after a
-            warm-up of min(100, steps/10) steps); ``"constant"``: lr throughout.
-        seed: params, dropout and the per-epoch chunk offsets; same seed, same run.
-        eval_every: steps between validation evals (and curve refreshes).
-        checkpoint_every: steps between checkpoints (one is also written at the end).
-        val_chars: at most this many validation characters are scored at each eval.
-        grad: ``"manual"`` (hand-written BPTT) or ``"autodiff"``.
-        dtype: ``"float32"``, or ``"bfloat16"`` for mixed precision (float32 master params).
-        devices: shard the batch over this many devices (data parallel).
-    """
-
-    out: str = "jaxrnn_run"
-    corpus: str | None = None
-    cell: str = "gru"
-    heads: int = 1
-    layers: int = 1
-    hidden: int = 256
-    embed: int = 64
-    dropout: float = 0.0
-    batch: int = 32
-    seq_len: int = 128
-    steps: int = 3600
-    optimizer: str = "adam"
-    lr: float = 3e-3
-    schedule: str = "cosine"
-    weight_decay: float = 1e-4
-    clip: float = 1.0
-    seed: int = 0
-    eval_every: int = 200
-    checkpoint_every: int = 500
-    val_chars: int = 131072
-    grad: str = "manual"
-    dtype: str = "float32"
-    devices: int = 1
-
-    def __post_init__(self):
-        for name in ("heads", "layers", "hidden", "embed", "batch", "seq_len", "steps", "eval_every",
-                     "checkpoint_every", "val_chars", "devices"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise TrainingError(f"--{_flag(name)} must be a whole number ≥ 1; got {value!r}.")
-        choices = {"cell": tuple(_registry.cells()), "optimizer": OPTIMIZERS, "schedule": SCHEDULES, "grad": GRAD_MODES,
-                   "dtype": tuple(DTYPES)}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise TrainingError(
-                    f"--{_flag(name)} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}.")
-        if self.heads > 1:
-            _check_heads(self.cell, self.heads, self.hidden)
-        if not 0 <= self.dropout < 1:
-            raise TrainingError(f"--dropout must be in [0, 1); got {self.dropout}.")
-        if self.dropout > 0 and self.layers == 1:
-            raise TrainingError(f"--dropout {self.dropout} applies between layers, so it needs --layers 2 or more.")
-        for name in ("lr", "clip"):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
-                raise TrainingError(f"--{name} must be a finite number > 0; got {getattr(self, name)}.")
-        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise TrainingError(f"--weight-decay must be a finite number ≥ 0; got {self.weight_decay}.")
-        if self.batch % self.devices:
-            raise TrainingError(
-                f"--batch {self.batch} must be a multiple of --devices {self.devices}: each device takes an equal "
-                f"share of the streams. Use --batch {self.devices * max(1, round(self.batch / self.devices))}."
-            )
-
-    @property
-    def model_fields(self) -> dict:
-        return {name: getattr(self, name) for name in ("cell", "heads", "layers", "hidden", "embed", "dropout")}
-
-    @property
-    def model_name(self) -> str:
-        """The cell's name, with its heads if more than one: ``"slstm (4 heads)"``."""
-        return self.cell + (f" ({self.heads} heads)" if self.heads > 1 else "")
-
-    @property
-    def checkpoint_path(self) -> Path:
-        return Path(self.out) / _checkpoint.CHECKPOINT_NAME
-
-
-def _flag(name: str) -> str:
-    return name.replace("_", "-")
 
 
 class TrainState(NamedTuple):
@@ -194,29 +87,19 @@ class TrainResult:
     interrupted: bool = False
 
 
-def make_optimizer(optimizer: str = "adam", lr: float = 3e-3, weight_decay: float = 0.0, clip: float = 1.0,
-                   schedule: str = "constant", steps: int = 1) -> optax.GradientTransformation:
-    """Global-norm clipping, then Adam or AdamW (``weight_decay`` applies to AdamW only).
-
-    ``schedule="cosine"`` warms up linearly over min(100, steps/10) steps,
-    then decays the learning rate along a cosine to lr/10 at ``steps``.
-    """
-    if schedule == "cosine":
-        warmup = max(1, min(100, steps // 10))
-        lr = optax.warmup_cosine_decay_schedule(lr / warmup, lr, warmup, max(steps, warmup + 1), lr / 10)
-    inner = optax.adamw(lr, weight_decay=weight_decay) if optimizer == "adamw" else optax.adam(lr)
-    return optax.chain(optax.clip_by_global_norm(clip), inner)
-
-
 def make_step(model: CharLM, optimizer, *, grad: str, dtype) -> Callable[..., StepOutput]:
-    """The un-jitted training step ``(params, opt_state, carry, inputs, targets, key) -> StepOutput``."""
+    """The un-jitted training step ``(params, opt_state, carry, inputs, targets, key, lr) -> StepOutput``.
 
-    def train_step(params, opt_state, carry, inputs, targets, key):
+    ``optimizer`` gives the update at learning rate 1 (:func:`make_optimizer`);
+    the step scales it by ``lr``, the step's rate, a traced scalar.
+    """
+
+    def train_step(params, opt_state, carry, inputs, targets, key, lr):
         (loss, carry), grads = jax.value_and_grad(model.loss, has_aux=True)(
             params, carry, inputs, targets, key=key if model.dropout else None, grad=grad, dtype=dtype
         )
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
+        params = optax.apply_updates(params, jax.tree.map(lambda update: lr * update, updates))
         finite = jnp.isfinite(loss) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
         return StepOutput(params, opt_state, carry, loss, finite)
 
@@ -224,7 +107,7 @@ def make_step(model: CharLM, optimizer, *, grad: str, dtype) -> Callable[..., St
 
 
 def make_loop_step(model: CharLM, optimizer, *, grad: str, dtype) -> Callable[..., LoopOutput]:
-    """:func:`make_step` as the loop runs it: ``(params, opt_state, carry, inputs, targets, rng, step, stop)``.
+    """:func:`make_step` as the loop runs it: ``(params, opt_state, carry, inputs, targets, rng, step, lr, stop)``.
 
     The dropout key is ``fold_in(rng, step)``, derived on the device. ``stop``
     (one flag per device, each process setting its own) is reduced with
@@ -232,9 +115,9 @@ def make_loop_step(model: CharLM, optimizer, *, grad: str, dtype) -> Callable[..
     """
     train_step = make_step(model, optimizer, grad=grad, dtype=dtype)
 
-    def loop_step(params, opt_state, carry, inputs, targets, rng, step, stop):
+    def loop_step(params, opt_state, carry, inputs, targets, rng, step, lr, stop):
         key = jax.random.fold_in(jax.random.wrap_key_data(rng), step)
-        return LoopOutput(train_step(params, opt_state, carry, inputs, targets, key), jnp.any(stop))
+        return LoopOutput(train_step(params, opt_state, carry, inputs, targets, key, lr), jnp.any(stop))
 
     return loop_step
 
@@ -347,6 +230,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, l
         CheckpointError: a corrupt checkpoint.
         NonFiniteLoss: the loss became NaN or inf (the last good checkpoint is kept).
     """
+    began = time.perf_counter()  # a --time budget counts from here
     out = Path(config.out)
     place = _placement(config.devices)
     header = _check_out(config, resume)
@@ -357,7 +241,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, l
     ids = vocab.encode(text)
     train_ids, val_ids = split(ids)
     streams = Streams.build(train_ids, config.batch, config.seq_len, config.seed)
-    val_window = validation_slice(val_ids, config.batch, config.val_chars)
+    val_window = validation_slice(val_ids, _validation_rows(config.devices), config.val_chars)
 
     model = CharLM(len(vocab), **config.model_fields)
     step_fn, eval_fn = _compiled(model, _optimizer_options(config), config.grad, config.dtype, place)
@@ -368,9 +252,9 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, l
         stored, header = _checkpoint.load(config.checkpoint_path, template)
         start, elapsed = header["step"], header["elapsed_s"]
         say(f"resuming {out} from step {start} (epoch {header['epoch']}, column {header['column']})")
-        if config.schedule == "cosine" and header["config"].get("steps") != config.steps:
-            say(f"note: --steps is now {config.steps} (was {header['config'].get('steps')}): the cosine schedule "
-                "is recomputed for the new length, so the learning rate jumps at this step")
+        if config.schedule != "constant" and header["config"].get("steps") != config.steps:
+            say(f"note: --steps is now {config.steps} (was {header['config'].get('steps')}): the {config.schedule} "
+                "schedule is recomputed for the new length, so the learning rate jumps at this step")
     else:
         out.mkdir(parents=True, exist_ok=True)
         stored, start, elapsed = template, 0, 0.0
@@ -378,15 +262,23 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, l
                        np.asarray(stored.rng))
     val_window = place.ids(val_window)
     fingerprint = _fingerprint(text)
-    clock = time.perf_counter() - elapsed  # elapsed_s is wall time: steps, evals, plots and checkpoints
+    # elapsed_s is wall time from the start of the run: reading, compiling, steps, evals, plots and checkpoints
+    clock = time.perf_counter() - elapsed if header else began
+    budget = (header or {}).get("time_s")
 
-    def save(state: TrainState, step: int) -> None:
+    def save(state: TrainState, step: int, path: Path = config.checkpoint_path) -> Path:
         epoch, column = streams.position(step)
-        _checkpoint.save(config.checkpoint_path, state, {
+        return _checkpoint.save(path, state, {
             "step": step, "epoch": epoch, "column": column, "elapsed_s": time.perf_counter() - clock,
-            "config": dataclasses.asdict(config), "vocab": vocab.chars, "corpus_chars": len(text),
+            "config": dataclasses.asdict(config), "time_s": budget, "vocab": vocab.chars, "corpus_chars": len(text),
             "corpus_sha256": fingerprint,
         })
+
+    def dispatch(state: TrainState, step: int, lr, stop: bool) -> LoopOutput:
+        inputs, targets, fresh = streams.batch(step)
+        carry = place.carry(model.initial_carry(config.batch)) if fresh else state.carry
+        return step_fn(state.params, state.opt_state, carry, place.ids(inputs), place.ids(targets), state.rng, step,
+                       lr, place.flags(stop))
 
     say(
         f"jaxrnn train: {config.model_name} × {config.layers}, hidden {config.hidden}, vocabulary {len(vocab)}, "
@@ -395,23 +287,37 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, l
         f"({jax.devices()[0].platform}"
         + (f", {jax.process_count()} processes" if jax.process_count() > 1 else "") + f"); writing {out}"
     )
+    budget = config.time if config.time is not None else budget
+    total = config.steps  # None while a --time run times its warm-up; then the count that fits
+    # Before the count is known, only the warm-up's rates are used, and they do not depend on it.
+    rates = learning_rates(config.lr, config.schedule, config.warmup, total or config.warmup)
     monitor = _Monitor(config, out, start, clock, lead, progress, say)
     pending: collections.deque = collections.deque()  # (step number, LoopOutput, eval or None) not read yet
     at = (start, state)  # the last dispatched step and the state after it, moved on by one assignment
     interrupted, unsaved, saved = False, False, start
     stop = _SigintFlag()
     try:
-        while at[0] < config.steps and not monitor.stop_agreed:
+        while not monitor.stop_agreed:
+            if total is None and _timed_enough(config, at[0], monitor.records, began):
+                monitor.settle(pending, keep=0)
+                config, total = _size_to_budget(
+                    config, began, at[0], monitor.records, say,
+                    evaluate=functools.partial(eval_fn, at[1].params, val_window),
+                    redraw=functools.partial(_plot_curve, monitor.records, out / ".timing.png", config) if lead
+                    else None,
+                    save=functools.partial(save, at[1], at[0], out / ".timing.npz"))
+                rates = learning_rates(config.lr, config.schedule, config.warmup, total)
+                monitor.sized(config)
+            if total is not None and at[0] >= total:
+                break
             step, state = at
-            inputs, targets, fresh = streams.batch(step)
-            carry = place.carry(model.initial_carry(config.batch)) if fresh else state.carry
-            result = step_fn(state.params, state.opt_state, carry, place.ids(inputs), place.ids(targets), state.rng,
-                             step, place.flags(stop.requested))
-            following = TrainState(result.step.params, result.step.opt_state, result.step.carry, state.rng)
-            evaluate = step + 1 == config.steps or (step + 1) % config.eval_every == 0
+            result = dispatch(state, step, rates[step], stop.requested)
+            following = _following(state, result)
+            evaluate = step + 1 == total or (step + 1) % config.eval_every == 0
             pending.append((step + 1, result, eval_fn(following.params, val_window) if evaluate else None))
             at = (step + 1, following)  # a Ctrl-C before this line leaves a record ahead of the state: resume drops it
-            if at[0] % config.checkpoint_every == 0 or at[0] == config.steps:
+            # No checkpoint before a --time run is sized: its header could not say the run's length.
+            if total is not None and (at[0] % config.checkpoint_every == 0 or at[0] == total):
                 monitor.settle(pending, keep=0)  # every step up to the checkpoint is read and finite
                 save(*at[::-1])
                 saved = at[0]
@@ -419,7 +325,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, l
             else:
                 monitor.settle(pending, keep=LAG)
         monitor.settle(pending, keep=0)
-        interrupted = monitor.stop_agreed and at[0] < config.steps  # a stop read after the last step changes nothing
+        interrupted = monitor.stop_agreed and (total is None or at[0] < total)  # a stop after the last step: done
     except KeyboardInterrupt:  # raised where no SIGINT handler could be set (a thread), or a second Ctrl-C
         interrupted = True
         # With several processes the others may be at another step, and saving is collective: it could hang.
@@ -437,12 +343,79 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, l
             f"checkpoint can be written mid-step; the last one is kept in {config.checkpoint_path}. Continue from "
             f"it with:\n  {resume_command}")
         return TrainResult(step, model, vocab, None, monitor.records, interrupted)  # in-flight steps may never end
-    if interrupted:
+    if interrupted and total is None:
+        say(f"\ninterrupted at step {step}, while timing the warm-up to size the run: no checkpoint was written "
+            "(its length is not known yet). Start the run again.")
+    elif interrupted:
         if saved != step:
             save(state, step)
         say(f"\ninterrupted: saved a checkpoint at step {step} in {config.checkpoint_path}; continue with:\n"
             f"  {resume_command}")
     return TrainResult(step, model, vocab, jax.device_get(state.params), monitor.records, interrupted)
+
+
+def _following(state: TrainState, result: LoopOutput) -> TrainState:
+    return TrainState(result.step.params, result.step.opt_state, result.step.carry, state.rng)
+
+
+def _timed_enough(config: TrainConfig, dispatched: int, records: list[dict], began: float) -> bool:
+    """Whether a --time run has timed enough of its warm-up: all of it, or :data:`_budget.TIMING_SHARE` of the budget.
+
+    With several processes only the warm-up's end counts: every process must
+    decide at the same step, and their clocks differ.
+    """
+    if dispatched >= config.warmup:
+        return True
+    if jax.process_count() > 1 or len(records) < _config.MIN_TIMED_STEPS:
+        return False
+    return records[-1]["elapsed_s"] - records[0]["elapsed_s"] >= _budget.TIMING_SHARE * float(config.time or 0)
+
+
+def _size_to_budget(config: TrainConfig, began: float, done: int, records: list[dict], say: Callable, *,
+                    evaluate: Callable, redraw: Callable | None, save: Callable[[], Path]) -> tuple[TrainConfig, int]:
+    """``(config with steps set to what fits in its time budget and time cleared, that count)``; says why.
+
+    ``records`` are the timed steps' (``done`` of them, all read). An eval
+    (run twice: the first call may compile) with the curve's ``redraw``
+    (the first process's), and a checkpoint ``save`` to a scratch file, are
+    timed here. With several processes the first one's count is the count of all.
+    """
+    budget = float(config.time or 0)  # normalised to seconds by TrainConfig
+    step_s, intervals = _budget.step_seconds([r["elapsed_s"] for r in records])
+    jax.block_until_ready(evaluate())
+    started = time.perf_counter()
+    jax.block_until_ready(evaluate())
+    if redraw is not None:
+        redraw()
+    eval_s = time.perf_counter() - started
+    started = time.perf_counter()
+    scratch = save()
+    save_s = time.perf_counter() - started
+    for path in (scratch, scratch.with_suffix(".png")):
+        path.unlink(missing_ok=True)
+    timing = _budget.Timing(step_s, eval_s, save_s, intervals)
+    sized = _budget.plan(budget, time.perf_counter() - began, done, timing, config.eval_every, config.checkpoint_every)
+    steps = sized.steps
+    if jax.process_count() > 1:  # the processes' clocks differ a little; they must run the same steps
+        from jax.experimental import multihost_utils
+
+        steps = int(multihost_utils.broadcast_one_to_all(np.int32(steps)))
+    over = sized.expected_s > budget
+    say(f"--time {format_duration(budget)}: the warm-up's first {done} steps took {1e3 * step_s:.1f} ms each "
+        f"(median), an eval {eval_s:.2f} s every {config.eval_every} steps, a checkpoint {save_s:.2f} s every "
+        f"{config.checkpoint_every}; {sized.spent_s:.0f} s spent, {_budget.MARGIN:.0%} of the budget held back: "
+        f"{steps:,} steps (--steps {steps}), expected to end at about {sized.expected_s:.0f} s of "
+        f"{budget:.0f} s" + (" (over: compiling and timing took the budget; give a longer --time)" if over
+                                  else ""))
+    return dataclasses.replace(config, steps=steps, time=None), steps
+
+
+def _validation_rows(devices: int) -> int:
+    """Rows of the validation window: 32 whatever the batch, so runs of any batch score the same characters.
+
+    Rounded up to a multiple of ``devices``, which shard them.
+    """
+    return -(-VALIDATION_ROWS // devices) * devices
 
 
 class _Monitor:
@@ -498,10 +471,17 @@ class _Monitor:
         if "val_bpc" in record:
             shown["val_bpc"] = f"{record['val_bpc']:.3f}"
             if self.lines:
-                self.say(f"step {record['step']}/{self.config.steps}  train {train_bpc:.3f} bpc  val "
+                self.say(f"step {record['step']}/{self.config.steps or '?'}  train {train_bpc:.3f} bpc  val "
                          f"{record['val_bpc']:.3f} bpc  {shown['chars_s']} chars/s  {record['elapsed_s']:.0f} s")
         self.bar.update(1)
         self.bar.set_postfix(shown, refresh=False)
+
+    def sized(self, config: TrainConfig) -> None:
+        """A --time run chose its length: the bar's total and the lines' "of N" follow; the speed is measured afresh."""
+        self.config = config
+        self.bar.total = config.steps
+        self.bar.refresh()
+        self.paused()
 
     def paused(self) -> None:
         """The host did something else (a checkpoint): measure the speed afresh from the next step."""
@@ -524,7 +504,8 @@ class _Monitor:
 
 
 def _optimizer_options(config: TrainConfig) -> tuple:
-    return config.optimizer, config.lr, config.weight_decay, config.clip, config.schedule, config.steps
+    """What the compiled step depends on: the rates are an argument, so neither --lr, --schedule nor the length."""
+    return config.optimizer, config.weight_decay, config.clip
 
 
 @functools.lru_cache(maxsize=8)
@@ -629,6 +610,11 @@ def _check_out(config: TrainConfig, resume: bool) -> dict | None:
             )
         return None
     header = _checkpoint.read_header(path)
+    if config.time is not None:
+        raise TrainingError(
+            f"--time sizes a fresh run; {path} is at step {header['step']} of --steps "
+            f"{header.get('config', {}).get('steps')}, the count its own run chose. Resume without --time to finish "
+            "it, or pass a larger --steps to go further.")
     stored = header.get("config", {})
     # Older runs lack newer fields: they read as the defaults.
     stored = {name: stored.get(name, getattr(TrainConfig, name)) for name in RESUME_FIXED}
