@@ -269,6 +269,7 @@ def test_durations_and_the_budget_arithmetic(monkeypatch):
         np.testing.assert_array_equal(short, long[:4])
 
 
+@pytest.mark.slow
 def test_time_sizes_the_run_and_its_count_is_exact_on_resume_and_as_steps(corpus, tmp_path, monkeypatch,
                                                                           read_metrics):
     """--time stores the count it chose; resumed after a Ctrl-C, or rerun with that --steps, it is the same run.
@@ -312,6 +313,7 @@ def test_time_sizes_the_run_and_its_count_is_exact_on_resume_and_as_steps(corpus
             {**r, "elapsed_s": 0} for r in timed]
 
 
+@pytest.mark.slow
 def test_a_ctrl_c_while_timing_the_warm_up_saves_nothing(corpus, tmp_path, monkeypatch):
     read = Streams.batch
     monkeypatch.setattr(Streams, "batch", lambda self, step: (_ for _ in ()).throw(KeyboardInterrupt) if step == 3
@@ -326,12 +328,12 @@ def test_a_ctrl_c_while_timing_the_warm_up_saves_nothing(corpus, tmp_path, monke
 def test_time_from_the_command_line(corpus, tmp_path, capsys):
     """Timed for real: the count printed is the count run and stored; --time does not resume."""
     tiny = [f"--{name.replace('_', '-')}={value}" for name, value in {**TINY, "warmup": 20, "eval_every": 100}.items()]
-    argv = ["train", "--out", str(tmp_path), "--corpus", str(corpus), "--no-progress", "--time", "8s", *tiny]
+    argv = ["train", "--out", str(tmp_path), "--corpus", str(corpus), "--no-progress", "--time", "5s", *tiny]
     assert _cli.main(argv) == 0
     out = capsys.readouterr().out
-    assert re.search(r"--time 8s: the warm-up's first 20 steps took [\d.]+ ms each \(median\)", out), out
-    steps = int(re.search(r"\(--steps (\d+)\), expected to end at about \d+ s of 8 s", out)[1])
-    assert f"done: step {steps}, validation " in out and " s of the --time 8 s budget" in out
+    assert re.search(r"--time 5s: the warm-up's first 20 steps took [\d.]+ ms each \(median\)", out), out
+    steps = int(re.search(r"\(--steps (\d+)\), expected to end at about \d+ s of 5 s", out)[1])
+    assert f"done: step {steps}, validation " in out and " s of the --time 5 s budget" in out
     assert training.load_run_config(tmp_path)["steps"] == steps
     assert _cli.main([*argv, "--resume"]) == 2
     assert "--time sizes a fresh run" in capsys.readouterr().err

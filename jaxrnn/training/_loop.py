@@ -298,7 +298,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, l
     stop = _SigintFlag()
     try:
         while not monitor.stop_agreed:
-            if total is None and _timed_enough(config, at[0], monitor.records, began):
+            if total is None and _timed_enough(config, at[0], monitor.records):
                 monitor.settle(pending, keep=0)
                 config, total = _size_to_budget(
                     config, began, at[0], monitor.records, say,
@@ -358,7 +358,7 @@ def _following(state: TrainState, result: LoopOutput) -> TrainState:
     return TrainState(result.step.params, result.step.opt_state, result.step.carry, state.rng)
 
 
-def _timed_enough(config: TrainConfig, dispatched: int, records: list[dict], began: float) -> bool:
+def _timed_enough(config: TrainConfig, dispatched: int, records: list[dict]) -> bool:
     """Whether a --time run has timed enough of its warm-up: all of it, or :data:`_budget.TIMING_SHARE` of the budget.
 
     With several processes only the warm-up's end counts: every process must
