@@ -96,8 +96,8 @@ class TrainConfig:
         steps: total optimiser steps (a resumed run continues up to this).
         time: a wall-time budget instead of ``steps``: seconds, or a duration
             such as ``"5m"`` (stored as seconds); :data:`DEFAULT_TIME` when
-            neither is given. :func:`train` times the first steps after
-            compiling and sets ``steps`` to what fits; the checkpoint stores
+            neither is given. :func:`train` times the warm-up's steps (they
+            train) and sets ``steps`` to what fits; the checkpoint stores
             that count, so ``--resume`` and a re-run with ``steps`` set to it
             are exact. Not with ``steps``.
         optimizer: ``"adam"`` or ``"adamw"``; lr, weight_decay (AdamW only) and
