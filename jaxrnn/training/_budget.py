@@ -23,41 +23,33 @@ class Timing(NamedTuple):
             the median interval between the timed steps' results.
         eval_s: one validation eval with the curve's redraw.
         save_s: one checkpoint.
-        steps_timed: how many step intervals ``step_s`` is the median of.
     """
 
     step_s: float
     eval_s: float
     save_s: float
-    steps_timed: int
 
 
 class Plan(NamedTuple):
-    """The step count chosen for a budget, and why.
+    """The step count chosen for a budget, and when the run should end.
 
     Attributes:
         steps: the run's length, the steps already run included.
-        budget_s: the budget, from the start of the run (reading the corpus, compiling and timing included).
-        spent_s: the wall time when the count was chosen.
         expected_s: when the run should end, from its start.
-        timing: what the count is computed from.
     """
 
     steps: int
-    budget_s: float
-    spent_s: float
     expected_s: float
-    timing: Timing
 
 
-def step_seconds(elapsed: Sequence[float]) -> tuple[float, int]:
-    """``(median interval, intervals)`` between consecutive steps' result times (the first includes compiling).
+def step_seconds(elapsed: Sequence[float]) -> float:
+    """The median interval between consecutive steps' result times (the first time includes compiling).
 
     A median, so that a moment when the machine stalls, or an eval between
     two steps, does not size the whole run.
     """
     intervals = [b - a for a, b in zip(elapsed, elapsed[1:])]
-    return statistics.median(intervals), len(intervals)
+    return statistics.median(intervals)
 
 
 def _events(start: int, steps: int, every: int) -> int:
@@ -95,5 +87,4 @@ def plan(budget_s: float, spent_s: float, done: int, timing: Timing, eval_every:
     evaluates and saves, even when the budget is spent already.
     """
     steps = max(done + 1, steps_within(budget_s * (1 - MARGIN) - spent_s, done, timing, eval_every, checkpoint_every))
-    expected = spent_s + run_seconds(done, steps, timing, eval_every, checkpoint_every)
-    return Plan(steps, budget_s, spent_s, expected, timing)
+    return Plan(steps, spent_s + run_seconds(done, steps, timing, eval_every, checkpoint_every))

@@ -264,7 +264,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, l
     fingerprint = _fingerprint(text)
     # elapsed_s is wall time from the start of the run: reading, compiling, steps, evals, plots and checkpoints
     clock = time.perf_counter() - elapsed if header else began
-    budget = (header or {}).get("time_s")
+    budget = config.time if config.time is not None else (header or {}).get("time_s")  # into every checkpoint
 
     def save(state: TrainState, step: int, path: Path = config.checkpoint_path) -> Path:
         epoch, column = streams.position(step)
@@ -287,7 +287,6 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, l
         f"({jax.devices()[0].platform}"
         + (f", {jax.process_count()} processes" if jax.process_count() > 1 else "") + f"); writing {out}"
     )
-    budget = config.time if config.time is not None else budget
     total = config.steps  # None while a --time run times its warm-up; then the count that fits
     # Before the count is known, only the warm-up's rates are used, and they do not depend on it.
     rates = learning_rates(config.lr, config.schedule, config.warmup, total or config.warmup)
@@ -381,7 +380,7 @@ def _size_to_budget(config: TrainConfig, began: float, done: int, records: list[
     timed here. With several processes the first one's count is the count of all.
     """
     budget = float(config.time or 0)  # normalised to seconds by TrainConfig
-    step_s, intervals = _budget.step_seconds([r["elapsed_s"] for r in records])
+    step_s = _budget.step_seconds([r["elapsed_s"] for r in records])
     jax.block_until_ready(evaluate())
     started = time.perf_counter()
     jax.block_until_ready(evaluate())
@@ -393,8 +392,9 @@ def _size_to_budget(config: TrainConfig, began: float, done: int, records: list[
     save_s = time.perf_counter() - started
     for path in (scratch, scratch.with_suffix(".png")):
         path.unlink(missing_ok=True)
-    timing = _budget.Timing(step_s, eval_s, save_s, intervals)
-    sized = _budget.plan(budget, time.perf_counter() - began, done, timing, config.eval_every, config.checkpoint_every)
+    spent = time.perf_counter() - began
+    sized = _budget.plan(budget, spent, done, _budget.Timing(step_s, eval_s, save_s), config.eval_every,
+                         config.checkpoint_every)
     steps = sized.steps
     if jax.process_count() > 1:  # the processes' clocks differ a little; they must run the same steps
         from jax.experimental import multihost_utils
@@ -403,7 +403,7 @@ def _size_to_budget(config: TrainConfig, began: float, done: int, records: list[
     over = sized.expected_s > budget
     say(f"--time {format_duration(budget)}: the warm-up's first {done} steps took {1e3 * step_s:.1f} ms each "
         f"(median), an eval {eval_s:.2f} s every {config.eval_every} steps, a checkpoint {save_s:.2f} s every "
-        f"{config.checkpoint_every}; {sized.spent_s:.0f} s spent, {_budget.MARGIN:.0%} of the budget held back: "
+        f"{config.checkpoint_every}; {spent:.0f} s spent, {_budget.MARGIN:.0%} of the budget held back: "
         f"{steps:,} steps (--steps {steps}), expected to end at about {sized.expected_s:.0f} s of "
         f"{budget:.0f} s" + (" (over: compiling and timing took the budget; give a longer --time)" if over
                                   else ""))
