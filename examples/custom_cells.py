@@ -54,7 +54,7 @@ class PeepholeParams(NamedTuple):
 
 
 class PeepholeResidual(NamedTuple):
-    gates: jax.Array  # activated i, f, g, o (B, 4H): the projection's shape, so the engine keeps it in place
+    gates: jax.Array  # activated i, f, g, o (B, 4H): the projection's shape, so it may share its buffer
     c_prev: jax.Array  # (B, H)
 
 
@@ -90,8 +90,8 @@ def _peephole_recurrence(params, carry, gx):
     return jaxrnn.LSTMCarry(h, c), h, PeepholeResidual(jnp.concatenate([i, f, g, o], axis=-1), c_prev)
 
 
-def _peephole_step_vjp(params, w_hh_t, d_carry, dh_out, h, h_prev, res):
-    dh, dc = d_carry.h + dh_out, d_carry.c
+def _peephole_step_vjp(params, w_hh_t, d_carry, h, h_prev, res):
+    dh, dc = d_carry
     i, f, g, o = jnp.split(res.gates, 4, axis=-1)
     c = f * res.c_prev + i * g
     tanh_c = jnp.tanh(c)
@@ -121,6 +121,7 @@ peephole_lstm = jaxrnn.register(jaxrnn.Cell(
     recurrence=_peephole_recurrence,
     project=_peephole_project,
     bptt=jaxrnn.BPTT(_peephole_step_vjp, _peephole_param_grads, prepare=lambda params: params.w_hh.T),
+    residual_in_buffer=True,
     gates=("i", "f", "g", "o"),
     doc=_peephole_recurrence.__doc__,
 ))
@@ -200,8 +201,8 @@ def _layer_norm_recurrence(params, carry, gx):
     return jaxrnn.LSTMCarry(h, c), h, LayerNormResidual(gates, c_prev, rh_hat, rh_inv_std, c_hat, c_inv_std)
 
 
-def _layer_norm_step_vjp(params, w_hh_t, d_carry, dh_out, h, h_prev, res):
-    dh, dc = d_carry.h + dh_out, d_carry.c
+def _layer_norm_step_vjp(params, w_hh_t, d_carry, h, h_prev, res):
+    dh, dc = d_carry
     i, f, g, o = jnp.split(res.gates, 4, axis=-1)
     tanh_cn = jnp.tanh(res.c_hat * params.gamma_c + params.beta_c)
     d_o = dh * tanh_cn * o * (1 - o)
@@ -231,6 +232,7 @@ layer_norm_lstm = jaxrnn.register(jaxrnn.Cell(
     recurrence=_layer_norm_recurrence,
     project=_layer_norm_project,  # its cotangents come from JAX's autodiff over all rows (no project_vjp)
     bptt=jaxrnn.BPTT(_layer_norm_step_vjp, _layer_norm_param_grads, prepare=lambda params: params.w_hh.T),
+    residual_in_buffer=True,
     gates=("i", "f", "g", "o"),
     doc=_layer_norm_recurrence.__doc__,
 ))

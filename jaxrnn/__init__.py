@@ -17,6 +17,7 @@ from jaxrnn._cells import (
     simple_rnn,
 )
 from jaxrnn._checks import CellMismatchError
+from jaxrnn._gated import GatedCell, GatedParams
 from jaxrnn._heads import block_diagonal
 from jaxrnn._options import GRAD_MODES
 from jaxrnn._parallel import MinGRUParams, MinLSTMParams, mingru, minlstm
@@ -36,6 +37,8 @@ __all__ = [
     "Cell",
     "CellMismatchError",
     "GRAD_MODES",
+    "GatedCell",
+    "GatedParams",
     "GRUParams",
     "LSTMCarry",
     "LSTMParams",

@@ -45,7 +45,8 @@ import jax.numpy as jnp
 from jax import Array
 
 from jaxrnn._precision import accumulation_dtype
-from jaxrnn._protocol import like
+from jaxrnn import _contract
+from jaxrnn._protocol import like, with_first
 
 
 class Residuals(NamedTuple):
@@ -128,17 +129,30 @@ def _project_vjp(cell, params, x_rows: Array, d_gx: Array):
     """``(d_params, d_x)`` of the projection: the cell's own, or autodiff's."""
     if cell.project is None:
         return None, d_gx
-    if cell.bptt.project_vjp is not None:
-        return cell.bptt.project_vjp(params, x_rows, d_gx)
-    gx, vjp = jax.vjp(cell.project, params, x_rows)
-    return vjp(d_gx.astype(gx.dtype))
+    if cell.bptt.project_vjp is None:
+        gx, vjp = jax.vjp(cell.project, params, x_rows)
+        return vjp(d_gx.astype(gx.dtype))
+    d_params, d_x = _contract.tuple_of(cell, "bptt.project_vjp", cell.bptt.project_vjp(params, x_rows, d_gx),
+                                       ("d_params", "d_x"))
+    _contract.array_of(cell, "bptt.project_vjp", "d_x", d_x, x_rows.shape, "the inputs' rows, (N, X)")
+    return _contract.params_like(cell, "bptt.project_vjp", d_params, params), d_x
 
 
-def _stores_in_buffer(residual, gx) -> bool:
-    """Whether the residual's first field can live in the projection's buffer (same shape and dtype)."""
-    if not (hasattr(residual, "_fields") and residual and hasattr(residual[0], "shape")):
-        return False  # only a NamedTuple's first field, which can be rebuilt as None in its place
-    return residual[0].shape == gx.shape and residual[0].dtype == gx.dtype
+def _checked_recurrence(cell, params):
+    """``recurrence`` as the engine calls it: checked, the output in the compute dtype (``gx``'s).
+
+    A residual declared to live in the projection's buffer is made the
+    buffer's dtype here, so every strategy saves the same values.
+    """
+
+    def step(carry, gx):
+        new, h, residual = _contract.recurrence(cell, cell.recurrence(params, carry, gx), carry, gx)
+        if cell.residual_in_buffer:
+            residual = with_first(residual, residual[0].astype(gx.dtype))
+        return new, h.astype(gx.dtype), residual
+
+    return step
+
 
 
 # --------------------------------------------------------------------------
@@ -223,9 +237,7 @@ def forward(cell, params, carry, xs: Array, init, valid, resets, reverse: bool, 
     steps, batch = xs.shape[:2]
     buf = cell.project_or_identity(params, _rows(xs))  # (N, P): every step's projection at once
 
-    def step(c, gx_t):
-        return cell.recurrence(params, c, gx_t)
-
+    step = _checked_recurrence(cell, params)
     body = masked_step(step, init)
     if not save or strategy.unrolled:
         gxs = buf.reshape(steps, batch, buf.shape[-1])  # not -1: B may be 0
@@ -234,15 +246,14 @@ def forward(cell, params, carry, xs: Array, init, valid, resets, reverse: bool, 
         )
         return final, hs, (Residuals(xs, carry, hs, None, rest) if save else None)
 
-    gx_shape = jax.ShapeDtypeStruct((batch, buf.shape[-1]), buf.dtype)
-    in_buffer = _stores_in_buffer(jax.eval_shape(step, carry, gx_shape)[2], gx_shape)
+    in_buffer = cell.residual_in_buffer
 
     def in_place(state, masks):  # step t's residual first field overwrites its projection in ``buf``
         c, buf, t = state
         c, (h, residual) = body(c, (_read(buf, t, batch), *masks))
         if in_buffer:
             buf = _write(buf, residual[0], t)
-            residual = type(residual)(None, *residual[1:])
+            residual = with_first(residual, None)
         return (c, buf, t + (-1 if reverse else 1)), (h, residual)
 
     (final, buf, _), (hs, rest) = jax.lax.scan(
@@ -320,15 +331,20 @@ def backward(cell, params, res: Residuals, d_final, d_hs: Array, init, valid, re
     bptt = cell.bptt
     h_prev = _previous_hidden(cell.hidden(carry), cell.hidden(init), hs, valid, resets, reverse)
     prepared = params if bptt.prepare is None else bptt.prepare(params)
-    in_buffer = buf is not None
+    in_buffer = cell.residual_in_buffer
     summed = bptt.param_grads is None  # per-step params cotangents, added up in the loop
 
+    gx_shape = (batch, jax.eval_shape(cell.project_or_identity, params, xs[0]).shape[-1])
+
     def step_back(d_carry, d_init, d_sum, dh_out, h, h_prev_t, residual, valid_t, reset_t):
-        d_new = d_carry
+        # The output is the carry's first field, so its cotangent joins that field's.
+        d_new = with_first(d_carry, cell.hidden(d_carry) + dh_out)
         if valid_t is not None:  # an invalid step passes its carry's cotangent straight through
-            d_new = jax.tree.map(lambda d: jnp.where(valid_t[:, None], d, 0), d_carry)
-            dh_out = jnp.where(valid_t[:, None], dh_out, 0)
-        d_in, d_gx, stash = bptt.step_vjp(params, prepared, d_new, dh_out, h, h_prev_t, residual)
+            d_new = jax.tree.map(lambda d: jnp.where(valid_t[:, None], d, 0), d_new)
+        if in_buffer:  # stored in the compute dtype; the cell gets it back in the state dtype
+            residual = with_first(residual, residual[0].astype(cell.hidden(d_carry).dtype))
+        out = bptt.step_vjp(params, prepared, d_new, h, h_prev_t, residual)
+        d_in, d_gx, stash = _contract.step_vjp(cell, out, d_carry, gx_shape)
         d_in = like(d_in, d_carry)
         if reset_t is not None:
             d_init = jax.tree.map(lambda a, d: a + jnp.where(reset_t[:, None], d, 0), d_init, d_in)
@@ -347,7 +363,7 @@ def backward(cell, params, res: Residuals, d_final, d_hs: Array, init, valid, re
         # ``buf`` on every step.
         buf = _write(buf, *pending)
         dh_out, h, h_prev_t, rest_t, valid_t, reset_t = inputs
-        residual = type(rest_t)(_read(buf, t, batch), *rest_t[1:]) if in_buffer else rest_t
+        residual = with_first(rest_t, _read(buf, t, batch)) if in_buffer else rest_t
         d_in, d_init, d_sum, d_gx, stash = step_back(
             d_carry, d_init, d_sum, dh_out, h, h_prev_t, residual, valid_t, reset_t)
         return (d_in, d_init, d_sum, buf, (d_gx.astype(buf.dtype), t), t + (1 if reverse else -1)), stash
@@ -361,7 +377,7 @@ def backward(cell, params, res: Residuals, d_final, d_hs: Array, init, valid, re
     # Summed in at least float32, whatever the params' dtype.
     d_sum0 = jax.tree.map(lambda p: jnp.zeros(p.shape, accumulation_dtype(p.dtype)), params) if summed else None
     if not strategy.unrolled:
-        if buf is None:  # the cotangents d_gx still go to one (N, P) buffer, written in place
+        if not in_buffer:  # the cotangents d_gx still go to one (N, P) buffer, written in place
             gx = jax.eval_shape(cell.project_or_identity, params, _rows(xs))
             buf = jnp.zeros(gx.shape, gx.dtype)
         first = _first_step(steps, not reverse)  # the backward pass's first step
@@ -383,7 +399,8 @@ def backward(cell, params, res: Residuals, d_final, d_hs: Array, init, valid, re
         d_recurrence = d_sum
     else:
         stash = jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), stash)
-        d_recurrence = bptt.param_grads(params, _rows(h_prev), d_gx, stash)
+        d_recurrence = _contract.params_like(
+            cell, "bptt.param_grads", bptt.param_grads(params, _rows(h_prev), d_gx, stash), params)
     d_params = add_cotangents(params, d_project, d_recurrence)
     return d_params, d_carry, d_x.astype(xs.dtype).reshape(xs.shape), d_init
 

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from jaxrnn import _contract
 from jaxrnn._precision import accumulation_dtype
 
 
@@ -157,58 +158,15 @@ def params(cell, params: Any, where: str) -> tuple[Any, int, tuple[int, ...]]:
             f"{where}: {cell!r} needs {params_type.__name__}; got {kind}{hint}. "
             f"Make them with {cell!r}.init(key, input_size, hidden_size), or use the cell they belong to."
         )
+    for name, value in zip(fields, params):
+        if value is None:
+            raise TypeError(
+                f"{where}: params.{name} is None; {cell!r} needs an array in every field of {params_type.__name__} "
+                f"{list(fields)}. Make them with {cell!r}.init(key, input_size, hidden_size)."
+            )
     arrays = {name: floating_array(value, f"params.{name}", where) for name, value in zip(fields, params)}
     params = params_type(**arrays)
-    input_size, sizes = cell.check_shapes(params, where)
-    return params, input_size, carry_sizes(cell, sizes)
-
-
-def carry_sizes(cell, sizes) -> tuple[int, ...]:
-    """The last dimension of each carry field, from one size for all or a tuple of them."""
-    count = 1 if cell.carry_type is None else len(cell.carry_type._fields)
-    return tuple(sizes) if isinstance(sizes, (tuple, list)) else (sizes,) * count
-
-
-def gated_shapes(cell, params, where: str) -> tuple[int, int]:
-    """Shape rules of the gated cells' ``(w_ih, w_hh, b_ih, b_hh)``; returns ``(input_size, hidden)``."""
-    num_gates = len(cell.gates)
-    w_hh = params.w_hh
-    if params.w_ih.ndim == 3 and w_hh.ndim >= 3:
-        raise ValueError(
-            f"{where}: params.w_ih is 3-D {params.w_ih.shape} and params.w_hh {w_hh.shape}: stacked params (an "
-            f"ensemble) with a leading axis; a cell takes one set, params.w_hh of shape (hidden, {num_gates}·hidden) "
-            "(or (num_heads, head_size, G·head_size) with heads). Map over the stack with jax.vmap."
-        )
-    if w_hh.ndim == 3:  # block-diagonal: (heads, head size, G·head size)
-        heads, size = w_hh.shape[:2]
-        if heads <= 0 or size <= 0 or w_hh.shape != (heads, size, num_gates * size):
-            raise ValueError(
-                f"{where}: {cell!r} has {num_gates} gate(s), so headed params.w_hh must be (num_heads, head_size, "
-                f"{num_gates}·head_size) with both > 0; got shape {w_hh.shape}. Make them with "
-                f"{cell!r}.init(key, input_size, hidden_size, num_heads=K)."
-            )
-        hidden = heads * size
-    else:
-        hidden = w_hh.shape[0] if w_hh.ndim == 2 else -1
-        if hidden <= 0 or w_hh.shape != (hidden, num_gates * hidden):
-            raise ValueError(
-                f"{where}: {cell!r} has {num_gates} gate(s), so params.w_hh must be (hidden, {num_gates}·hidden) "
-                f"with hidden > 0, or (num_heads, head_size, {num_gates}·head_size) with heads; got shape "
-                f"{w_hh.shape}. These may be params of another cell type."
-            )
-    width = num_gates * hidden
-    w_ih = params.w_ih
-    if w_ih.ndim != 2 or w_ih.shape[1] != width or w_ih.shape[0] == 0:
-        raise ValueError(
-            f"{where}: params.w_ih must be (input_size, {width}) to match w_hh {w_hh.shape}; got {w_ih.shape}."
-        )
-    for name in ("b_ih", "b_hh"):
-        if getattr(params, name).shape != (width,):
-            raise ValueError(
-                f"{where}: params.{name} must have shape ({width},) to match w_hh {w_hh.shape}; "
-                f"got {getattr(params, name).shape}."
-            )
-    return w_ih.shape[0], hidden
+    return (params, *_contract.sizes(cell, cell.check_shapes(params, where), where))
 
 
 def carry(cell, carry: Any, batch: int, sizes: tuple[int, ...], where: str, *, steps: int | None = None):

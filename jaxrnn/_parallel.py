@@ -71,7 +71,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from jaxrnn import _registry
-from jaxrnn._cells import gate_biases, glorot_blocks, weights_and_bias
+from jaxrnn._gated import gate_biases, glorot_blocks, weights_and_bias
 from jaxrnn._options import GRAD_MODES
 from jaxrnn._precision import matmul
 from jaxrnn._protocol import BPTT, Cell
@@ -253,9 +253,8 @@ def _make_recurrence(gates: _Gates):
 
 
 def _make_step_vjp(gates: _Gates):
-    def step_vjp(params, prepared, d_carry, dh_out, h, h_prev, residual):
+    def step_vjp(params, prepared, dh, h, h_prev, residual):
         """One reverse step: ``dh_prev = a ⊙ dh``, ``da = dh ⊙ h_prev``, ``db = dh``."""
-        dh = d_carry + dh_out
         gx = residual.gx.astype(h_prev.dtype)
         _, a, _ = gates.coefficients(gx)
         return a * dh, gates.coefficients_vjp(gx, dh * h_prev, dh), None

@@ -2,78 +2,15 @@
 
 A cell is a *value* (:class:`Cell`) bundling pure functions, in the manner of
 ``optax.GradientTransformation``. The engine (:func:`jaxrnn.unroll` and the
-networks built on it) calls these functions and nothing else: it knows no
-parameter names, gate counts or layouts. Shapes below: B batch rows, X input
-features, P the width of the projected input, H the output size, N = T·B rows
-of a whole sequence.
+networks built on it) calls these functions and nothing else. There are two
+tiers:
 
-**The forward maths of one step** is split in two, so that the engine can
-hoist the input's share out of the time loop:
-
-* ``project(params, x (…, X)) -> gx (…, P)``: the part of the step that reads
-  the input only, row by row (typically ``x W_ih``). The engine applies it to
-  all N rows of a sequence in one call before the scan. ``project=None``
-  means no hoisting: ``gx`` is ``x`` itself (P = X) and the whole step lives
-  in ``recurrence``.
-* ``recurrence(params, carry, gx (B, P)) -> (carry, h (B, H), residual)``:
-  the rest of the step. ``carry`` is a NamedTuple of (B, ·) arrays (or one
-  bare (B, H) array), and its first field (or the bare array) is the output
-  ``h``. ``residual`` is what the hand-written backward pass needs from the
-  step: a NamedTuple of (B, ·) arrays, or ``()`` for nothing.
-
-``step(params, carry, x) = recurrence(params, carry, project(params, x))``
-minus the residual, in ``jax.lax.scan``'s own argument order, so
-``partial(cell.step, params)`` is a scan body.
-
-**The hand-written backward pass** (:class:`BPTT`, optional; without it a cell
-takes ``grad="autodiff"`` only):
-
-* ``step_vjp(params, prepared, d_carry, dh, h, h_prev, residual) ->
-  (d_carry_prev, d_gx (B, P), stash)``: the reverse of one ``recurrence``.
-  ``d_carry`` is the cotangent of the carry leaving step t, ``dh`` (B, H)
-  that of its output, ``h`` the output at t and ``h_prev`` (B, H) the output
-  of the step before (the initial carry's ``h`` at the first step, and after
-  a reset). ``prepared`` is ``prepare(params)``, made once before the
-  reverse scan (e.g. ``W_hhᵀ``, so no step transposes).
-* ``param_grads(params, h_prev (N, H), d_gx (N, P), stash) -> d_params``: the
-  recurrence's share of the parameter cotangents, as large matmuls over all N
-  rows after the reverse scan (e.g. ``dW_hh = h_prevᵀ d_gx``). ``stash`` is
-  every step's third output of ``step_vjp``, stacked over time with the time
-  axis merged into the leading one: a (B, …) leaf per step arrives as
-  (N, …), and a (1, …) per-step sum over the batch as (T, …). ``d_params``
-  has the params' structure, with ``None`` for a field it does not touch.
-  ``param_grads=None`` means no hoisting: the third output of ``step_vjp`` is
-  then that step's own share of the parameter cotangents (params-shaped,
-  ``None`` for zero, e.g. summed over its B rows) and the engine adds them up
-  inside the reverse scan.
-* ``project_vjp(params, x (N, X), d_gx (N, P)) -> (d_params, d_x (N, X))``:
-  the projection's share of the parameter cotangents and the input
-  cotangent, again over all N rows at once. ``None`` means JAX's autodiff of
-  ``project`` (one matmul each way for a linear projection).
-
-The engine casts every cotangent to its primal's dtype and sums the two
-shares of ``d_params``.
-
-**Storage.** If the residual's first field has ``gx``'s shape and dtype
-(the LSTM's activated gates do), the engine stores it over the step's
-projection in one (N, P) buffer, then overwrites it with ``d_gx`` in the
-reverse scan, so one buffer serves three arrays whose lifetimes do not
-overlap. Other residuals are stacked over time as they are.
-
-**What the engine does for every cell** (:mod:`jaxrnn._bptt`,
-:mod:`jaxrnn._unroll`): lengths (per-row validity), reverse, resets,
-checkpointing, batch-major layouts, mixed precision and T = 0, in both
-``grad`` modes; it also casts each new carry to the incoming carry's dtypes,
-so a cell need not.
-
-**The rest of a cell**: ``init_params(key, input_size, hidden_size, dtype,
-**options) -> params``; ``check_shapes(params, where) -> (input_size,
-sizes)`` reads the sizes off the params (``sizes``: one int, the size of
-every carry field, or a tuple with one per field) and raises ``ValueError``
-naming ``where`` if they are inconsistent; ``carry_sizes(hidden_size,
-**options)`` gives those sizes for :meth:`Cell.initial_carry` (default: every
-field ``hidden_size``). A whole-sequence ``sequence`` hook (a parallel scan)
-may replace the scan entirely.
+* :class:`jaxrnn.GatedCell` (:mod:`jaxrnn._gated`): pre-activations ``x W_ih +
+  b_ih`` and ``h W_hh + b_hh`` followed by elementwise maths. The cell supplies
+  the number of gates and a pointwise forward and backward; the engine owns
+  the weights, init, shape checks, both products and every weight gradient.
+* :class:`Cell` itself, the general tier: any step, any params. Its contract
+  is documented on :class:`Cell` and :class:`BPTT`.
 """
 
 from __future__ import annotations
@@ -87,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from jaxrnn import _checks
+from jaxrnn import _checks, _contract
 
 Params = Any
 """A cell's parameters, for annotations: its ``params_type``, a NamedTuple of arrays."""
@@ -96,18 +33,46 @@ Carry = Any
 
 
 class BPTT(NamedTuple):
-    """A cell's hand-written backward pass, as pure functions (see the module docstring).
+    """A general cell's hand-written backward pass, as pure functions.
+
+    Shapes: B batch rows, X input features, P the projection's width, N = T·B
+    rows of a whole sequence. The engine calls them as follows, and checks at
+    trace time that each returns what the cell declared.
+
+    * ``step_vjp(params, prepared, d_carry, h, h_prev, residual) ->
+      (d_carry_prev, d_gx (B, P), stash)``: the reverse of one
+      :attr:`Cell.recurrence`. ``d_carry`` is the cotangent of the carry leaving
+      the step, **the output's cotangent already added to its first field**
+      (the output is that field). ``h`` (B, H) is the step's output and
+      ``h_prev`` the output of the step before (the initial carry's ``h`` at
+      the first step and after a reset). ``residual`` is what the step's
+      ``recurrence`` returned, cast back to the carry's dtype where the engine
+      stored it narrower. ``prepared`` is ``prepare(params)``. Returns the
+      cotangent of the carry entering the step (the carry's structure and
+      shapes), that of the step's projection ``gx``, and a ``stash`` for
+      ``param_grads``.
+    * ``param_grads(params, h_prev (N, H), d_gx (N, P), stash) -> d_params``:
+      the recurrence's share of the parameter cotangents, as large products
+      over all N rows after the reverse scan (e.g. ``dW_hh = h_prevᵀ d_gx``).
+      ``stash`` is every step's ``stash`` stacked over time with the time axis
+      merged into the leading one: a (B, …) leaf per step arrives as (N, …),
+      a (1, …) per-step sum over the batch as (T, …). ``d_params`` has the
+      params' structure, ``None`` for a field it does not touch (see
+      :func:`jaxrnn.cotangents`). With ``param_grads=None`` each ``stash`` is
+      instead that step's own params-shaped share, and the engine adds them up.
+    * ``project_vjp(params, x (N, X), d_gx (N, P)) -> (d_params, d_x (N, X))``:
+      the projection's share of the parameter cotangents and the input
+      cotangent; ``None`` means JAX's autodiff of :attr:`Cell.project`.
+
+    The engine sums the two shares of ``d_params`` and casts every cotangent
+    to its primal's dtype.
 
     Attributes:
-        step_vjp: ``(params, prepared, d_carry, dh, h, h_prev, residual) ->
-            (d_carry_prev, d_gx, stash)``, the reverse of one step.
-        param_grads: ``(params, h_prev (N, H), d_gx (N, P), stash) ->
-            d_params`` after the reverse scan, or None to have the engine sum
-            ``step_vjp``'s per-step params cotangents (its ``stash``).
-        project_vjp: ``(params, x (N, X), d_gx (N, P)) -> (d_params, d_x)``,
-            or None for JAX's autodiff of ``project``.
-        prepare: ``params -> prepared``, once before the reverse scan; None
-            passes the params themselves.
+        step_vjp: the reverse of one step (above).
+        param_grads: the parameter cotangents after the reverse scan, or None.
+        project_vjp: the projection's VJP, or None for autodiff's.
+        prepare: ``params -> prepared``, once before the reverse scan (e.g.
+            ``W_hhᵀ``, so no step transposes); None passes the params.
     """
 
     step_vjp: Callable[..., tuple[Any, Array, Any]]
@@ -136,7 +101,35 @@ def _check_options(function, args: tuple, options: dict, where: str) -> None:
 @jax.tree_util.register_static
 @dataclasses.dataclass(frozen=True, eq=False)
 class Cell:
-    """A recurrent cell: a value bundling pure functions (see :mod:`jaxrnn._protocol`).
+    """A recurrent cell of the general tier: a value bundling pure functions.
+
+    For a step of two linear parts and elementwise maths,
+    :class:`jaxrnn.GatedCell` asks for much less. Shapes: B batch rows, X input
+    features, P the projection's width, H the output size.
+
+    **The forward maths of one step** is split in two, so that the engine can
+    hoist the input's share out of the time loop:
+
+    * ``project(params, x (…, X)) -> gx (…, P)``: what reads the input only,
+      row by row (typically ``x W_ih``), applied to all T·B rows of a sequence
+      at once. ``None``: ``gx`` is ``x`` itself.
+    * ``recurrence(params, carry, gx (B, P)) -> (carry, h (B, H), residual)``:
+      the rest. ``carry`` is a ``carry_type`` of (B, ·) arrays, or one bare
+      (B, H) array; **the output ``h`` is the new carry's first field** (or the
+      bare array). ``residual`` is what the hand-written backward pass needs
+      from the step (a tuple or NamedTuple of (B, ·) arrays, ``()`` for none).
+
+    ``step(params, carry, x) = recurrence(params, carry, project(params, x))``
+    minus the residual, in ``jax.lax.scan``'s own argument order.
+
+    **What the engine does for every cell**: lengths, reverse, resets,
+    checkpointing, both layouts, T = 0 and mixed precision in both ``grad``
+    modes. It promotes params and inputs to their common (compute) dtype and
+    the carry to at least float32; it casts each new carry to the incoming
+    carry's dtypes and each output to the compute dtype, so ``hs`` comes back
+    in the inputs' dtype whatever the cell computes in. It checks at trace
+    time that every function returns the structure and shapes above, and says
+    which function broke the contract.
 
     Hashable by identity and a leafless pytree, so it passes through
     ``jax.jit`` as an ordinary argument, as a static argument, or inside an
@@ -145,17 +138,21 @@ class Cell:
     Attributes:
         name: the public name, e.g. ``"lstm"``.
         params_type: the NamedTuple its params are.
-        carry_type: the NamedTuple its carry is (its first field the output
+        carry_type: the NamedTuple its carry is (first field the output
             ``h``), or None for a bare ``h``.
-        init_params: ``(key, input_size, hidden_size, dtype, **options) -> params``,
-            called by :meth:`init` after its checks.
-        check_shapes: ``(params, where) -> (input_size, sizes)``.
+        init_params: ``(key, input_size, hidden_size, dtype, **options) ->
+            params``, called by :meth:`init` after its checks.
+        check_shapes: ``(params, where) -> (input_size, sizes)``: reads the
+            sizes off the params and raises ``ValueError`` naming ``where`` if
+            they disagree. ``sizes`` is one int, the width of every carry
+            field, or a tuple with one per field.
         recurrence: ``(params, carry, gx) -> (carry, h, residual)``.
         project: ``(params, x) -> gx``, hoisted over all steps; None for ``gx = x``.
         bptt: the hand-written backward pass (:class:`BPTT`), or None
             (``grad="autodiff"`` only).
-        carry_sizes: ``(hidden_size, **options) -> int or tuple``, the last
-            dimension of each carry field; None: ``hidden_size`` for all.
+        carry_sizes: ``(hidden_size, **options) -> int or tuple``, the width
+            of each carry field for :meth:`initial_carry`; None: ``hidden_size``
+            for all.
         sequence: a whole-sequence implementation that replaces the scan
             (e.g. a parallel scan), or None:
             ``sequence(params, carry, xs, *, valid, resets, reverse, grad) ->
@@ -163,8 +160,14 @@ class Cell:
             promoted, time-major inputs whose padding is already zeroed;
             ``valid`` and ``resets`` are (T, B) bool or None.
         gates: names of the gate blocks along the projection's output axis
-            (descriptive; the engine does not read it).
+            (descriptive).
         doc: the cell's equations, shown by ``help(cell)``.
+        residual_in_buffer: a declaration that the residual's first field is
+            (B, P), like ``gx``: the engine then stores it in the projection's
+            own (T·B, P) buffer, in the compute dtype, and overwrites it with
+            ``d_gx`` in the reverse scan, so one buffer serves three arrays
+            (the LSTM's activated gates). The residual must then be a tuple or
+            NamedTuple.
     """
 
     name: str
@@ -179,6 +182,7 @@ class Cell:
     sequence: Callable[..., Any] | None = None
     gates: tuple[str, ...] = ()
     doc: str = ""
+    residual_in_buffer: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "__doc__", self.doc)
@@ -211,7 +215,7 @@ class Cell:
         """The last dimension of each carry field, for a state of size ``hidden_size``."""
         function = self.carry_sizes or _all_hidden
         _check_options(function, (hidden_size,), options, f"{self!r}.initial_carry")
-        return _checks.carry_sizes(self, function(hidden_size, **options))
+        return _contract.widths(self, function(hidden_size, **options), "carry_sizes", f"{self!r}.initial_carry")
 
     def initial_carry(self, batch_size: int, hidden_size: int, *, dtype=jnp.float32, **options) -> Carry:
         """The all-zero state: (batch, ·) arrays, as ``carry_type`` if it has one."""
@@ -241,8 +245,9 @@ class Cell:
 
     def step_unchecked(self, params: Params, carry: Carry, x: Array) -> tuple[Carry, Array]:
         """:meth:`step` without the checks, for inputs already validated."""
-        new, h, _ = self.recurrence(params, carry, self.project_or_identity(params, x))
-        return like(new, carry), h
+        gx = self.project_or_identity(params, x)
+        new, h, _ = _contract.recurrence(self, self.recurrence(params, carry, gx), carry, gx)
+        return like(new, carry), h.astype(x.dtype)  # the output in the compute dtype, whatever the cell returned
 
 
 def cotangents(params: Params, **fields: Array | None) -> Params:
@@ -261,6 +266,14 @@ def cotangents(params: Params, **fields: Array | None) -> Params:
 def like(new: Any, old: Any) -> Any:
     """``new`` cast to the dtypes of ``old``, leaf by leaf (a carry keeps its dtype)."""
     return jax.tree.map(lambda a, b: a.astype(b.dtype), new, old)
+
+
+def with_first(fields: Any, first: Any) -> Any:
+    """``fields`` (a carry or residual: one array, a tuple or a NamedTuple) with its first entry replaced."""
+    if not isinstance(fields, tuple):
+        return first
+    rest = tuple(fields[1:])
+    return type(fields)(first, *rest) if hasattr(fields, "_fields") else (first, *rest)
 
 
 def zero_carry(cell: Cell, batch: int, sizes: tuple[int, ...], dtype: Any) -> Carry:

@@ -15,11 +15,11 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from jaxrnn import _heads
-from jaxrnn._cells import GatedWeights, gated_cell, init_gated, shared_bias_grads
+from jaxrnn import _registry
+from jaxrnn._gated import GatedCell, GatedParams, gate_biases
 
 
-class SLSTMParams(GatedWeights):
+class SLSTMParams(GatedParams):
     """Parameters of :data:`slstm` (G = 4, gate blocks ``i, f, z, o``); ``w_hh`` may be headed (see ``_heads``)."""
 
     __slots__ = ()
@@ -44,11 +44,10 @@ class SLSTMCarry(NamedTuple):
 class SLSTMResidual(NamedTuple):
     """What one sLSTM step saves for the backward pass, which then needs no transcendental function.
 
-    The first field is not the gates: the engine would then write them over
-    the step's projection in its buffer (see :mod:`jaxrnn._bptt`), and with
-    the many fusions that read the sLSTM's projection XLA copied the whole
-    buffer twice a step to keep it for them (about 3× slower at B32 X64 H512 T100:
-    benchmarks/RESULTS.md).
+    The cell does not declare ``residual_in_buffer``: with the gates written
+    over the step's projection in its buffer, the many fusions that read the
+    sLSTM's projection made XLA copy the whole buffer twice a step to keep it
+    for them (about 3× slower at B32 X64 H512 T100: benchmarks/RESULTS.md).
 
     Attributes:
         c_prev: the cell state entering the step.
@@ -127,20 +126,15 @@ def slstm_state_vjp(dh: Array, dc: Array, dn: Array, dm: Array, gates: Array, c:
     return d_raw, dc * f_gate, d_total * f_gate, d_log_f
 
 
-def _slstm_recurrence(params: SLSTMParams, carry: SLSTMCarry, gx: Array):
+def _slstm_forward(gx: Array, gh: Array, carry: SLSTMCarry):
     h_prev, c, n, m = carry
-    raw = gx + (params.b_ih + params.b_hh) + _heads.recurrent(h_prev, params.w_hh)
-    (h, c_new, n_new, m_new), (gates, sig_neg_f, share_i) = _slstm_core(raw.astype(c.dtype), c, n, m)
-    dtype = params.w_hh.dtype  # saved in the compute dtype, as every cell's gates; share_i (0, ½, 1) is exact
-    residual = SLSTMResidual(c, gates.astype(dtype), n, sig_neg_f.astype(dtype), share_i.astype(dtype))
-    return SLSTMCarry(h, c_new, n_new, m_new), h.astype(params.w_hh.dtype), residual
+    (h, c_new, n_new, m_new), (gates, sig_neg_f, share_i) = _slstm_core(gx + gh, c, n, m)
+    return SLSTMCarry(h, c_new, n_new, m_new), SLSTMResidual(c, gates, n, sig_neg_f, share_i)
 
 
-def _slstm_step_vjp(params, w_hh_t, d_carry: SLSTMCarry, dh_out, h, h_prev, res: SLSTMResidual):
-    saved = (res.gates, res.c_prev, res.n_prev, res.sig_neg_f, res.share_i)
-    d_raw, dc, dn, dm = slstm_state_vjp(d_carry.h + dh_out, d_carry.c, d_carry.n, d_carry.m,
-                                        *(a.astype(d_carry.c.dtype) for a in saved))
-    return SLSTMCarry(_heads.recurrent_vjp(d_raw, w_hh_t), dc, dn, dm), d_raw, None
+def _slstm_backward(res: SLSTMResidual, d_carry: SLSTMCarry):
+    d_raw, dc, dn, dm = slstm_state_vjp(*d_carry, res.gates, res.c_prev, res.n_prev, res.sig_neg_f, res.share_i)
+    return d_raw, None, SLSTMCarry(None, dc, dn, dm)  # type: ignore[arg-type]
 
 
 def forget_biases(head_size: int, num_heads: int, dtype) -> Array:
@@ -153,15 +147,15 @@ def forget_biases(head_size: int, num_heads: int, dtype) -> Array:
     return jnp.tile(5.0 - 12.0 * u**0.3, num_heads).astype(dtype)
 
 
-def _init_slstm(key, input_size: int, hidden_size: int, dtype, *, num_heads: int = 1) -> SLSTMParams:
-    params = init_gated(SLSTMParams, 4, None, "slstm", key, input_size, hidden_size, dtype, num_heads=num_heads)
+def _forget_biases_spread(hidden_size: int, num_heads: int, dtype) -> Array:
+    """``b_ih``: zeros, with xLSTM's :func:`forget_biases` in the forget gate's block."""
     b_f = forget_biases(hidden_size // num_heads, num_heads, dtype)
-    return params._replace(b_ih=params.b_ih.at[hidden_size: 2 * hidden_size].set(b_f))
+    return gate_biases(4, hidden_size, dtype).at[hidden_size: 2 * hidden_size].set(b_f)
 
 
-slstm = gated_cell(
-    "slstm", ("i", "f", "z", "o"), SLSTMParams, SLSTMCarry, _slstm_recurrence, _slstm_step_vjp, shared_bias_grads,
-    init_params=_init_slstm,
+slstm = _registry.register_built_in(GatedCell(
+    "slstm", 4, _slstm_forward, _slstm_backward, carry_type=SLSTMCarry, bias_init=_forget_biases_spread,
+    params_type=SLSTMParams, gates=("i", "f", "z", "o"),
     doc="""sLSTM (xLSTM's scalar-memory LSTM, Beck et al. 2024), FlashRNN's equations::
 
         raw = W_ih x + b_ih + W_hh h + b_hh          split into ĩ, f̃, z̃, õ
@@ -196,4 +190,4 @@ slstm = gated_cell(
     gate and head, zero biases) except the forget gate's ``b_ih``, which is
     xLSTM's spread ``5 − 12 (u/(d − 1))^0.3`` over the d units of each head.
     """,
-)
+))

@@ -411,7 +411,7 @@ def test_params_passed_where_the_cell_goes():
 
 
 def test_manual_grad_on_cell_without_bptt():
-    plain = dataclasses.replace(jaxrnn.simple_rnn, name="plain_rnn", bptt=None)
+    plain = dataclasses.replace(jaxrnn.simple_rnn, name="plain_rnn", backward=None)
     args = (make_params(jaxrnn.simple_rnn), make_xs(), make_carry(jaxrnn.simple_rnn))
     assert_raises_at_trace(
         unroll_fn(plain, "manual"), args, ValueError, esc("use grad='autodiff'"), esc("jaxrnn.plain_rnn has no")

@@ -247,7 +247,7 @@ def test_step_vjp_matches_autodiff(cell):
     (h, _, residual), vjp = jax.vjp(lambda h, gx: cell.recurrence(params, h, gx), h_prev, gx)
     d_carry, dh_out = make_carry(7), make_carry(8)
     dh_prev, dgx = vjp((d_carry, dh_out, jax.tree.map(jnp.zeros_like, residual)))
-    got_dh_prev, got_dgx, extra = bptt.step_vjp(params, None, d_carry, dh_out, h, h_prev, residual)
+    got_dh_prev, got_dgx, extra = bptt.step_vjp(params, None, d_carry + dh_out, h, h_prev, residual)
     np.testing.assert_allclose(got_dh_prev, dh_prev, rtol=1e-13)
     np.testing.assert_allclose(got_dgx, dgx, rtol=1e-12, atol=1e-15)
     assert extra is None

@@ -58,8 +58,8 @@ def test_check_cell_catches_a_wrong_reverse_step():
     cell = custom_cells.peephole_lstm
     right = cell.bptt.step_vjp
 
-    def forgets_the_output_peephole(params, prepared, d_carry, dh_out, h, h_prev, res):
-        return right(params._replace(w_co=jnp.zeros_like(params.w_co)), prepared, d_carry, dh_out, h, h_prev, res)
+    def forgets_the_output_peephole(params, prepared, d_carry, h, h_prev, res):
+        return right(params._replace(w_co=jnp.zeros_like(params.w_co)), prepared, d_carry, h, h_prev, res)
 
     broken = dataclasses.replace(cell, name="broken_peephole", bptt=cell.bptt._replace(step_vjp=forgets_the_output_peephole))
     with pytest.raises(AssertionError, match=r"option 'plain': the manual gradient of params\.w_ih disagrees with autodiff"):
@@ -78,16 +78,14 @@ def test_check_cell_compares_with_finite_differences_too():
 
     steep_tanh.defjvp(lambda primals, tangents: (jnp.tanh(primals[0]), 1.1 * (1 - jnp.tanh(primals[0]) ** 2) * tangents[0]))
 
-    def recurrence(params, h, gx):
-        h = steep_tanh(gx + params.b_ih + params.b_hh + h @ params.w_hh)
-        return h, h, ()
+    def forward(gx, gh, h):
+        h = steep_tanh(gx + gh)
+        return h, h
 
-    def step_vjp(params, w_hh_t, dh, dh_out, h, h_prev, res):
-        dz = 1.1 * (dh + dh_out) * (1 - h**2)
-        return dz @ w_hh_t, dz, None
+    def backward(h, dh):
+        return 1.1 * dh * (1 - h**2), None, None
 
-    base = jaxrnn.simple_rnn
-    cell = dataclasses.replace(base, name="steep_rnn", recurrence=recurrence, bptt=base.bptt._replace(step_vjp=step_vjp))
+    cell = jaxrnn.GatedCell("steep_rnn", 1, forward, backward)
     with pytest.raises(AssertionError, match=r"option 'reverse': the manual gradient of params\.w_ih disagrees with "
                                              r"finite differences"):
         testing.check_cell(cell, options={"reverse": {"reverse": True}})
@@ -102,7 +100,7 @@ def test_check_cell_checks_both_paths_of_a_parallel_cell():
 
 def test_check_cell_refuses_a_cell_without_bptt():
     with pytest.raises(ValueError, match="has no hand-written backward pass"):
-        testing.check_cell(dataclasses.replace(jaxrnn.lstm, name="plain_lstm", bptt=None))
+        testing.check_cell(dataclasses.replace(jaxrnn.lstm, name="plain_lstm", backward=None))
 
 
 # --------------------------------------------------------------------------
