@@ -74,6 +74,8 @@ def check_cell(
     fd_eps: float = 1e-6,
     seed: int = 0,
     init_options: Mapping[str, Any] | None = None,
+    low_precision: Any = jnp.bfloat16,
+    low_rtol: float = 5e-2,
 ) -> dict[str, float]:
     """Checks ``cell``'s hand-written BPTT against autodiff and finite differences, in float64.
 
@@ -92,6 +94,14 @@ def check_cell(
     The outputs and final carry of both modes must agree too. Float64 is
     switched on for the duration of the call only (``jax.enable_x64``).
 
+    Then, for each option, mixed precision: params and inputs in
+    ``low_precision`` (bfloat16 by default) with a float32 carry, in both grad
+    modes, against the float32 run. The outputs must come back in the inputs'
+    dtype and the carry in float32, and outputs, carry and every gradient must
+    agree with float32's to ``low_rtol``: a 16-bit run rounds at every step,
+    so this catches a broken cast or a dtype error, not a small slip (the
+    float64 checks do that).
+
     Args:
         cell: the cell to check; it needs a hand-written backward
             (``cell.bptt``, or the ``sequence`` hook's own).
@@ -107,10 +117,14 @@ def check_cell(
         fd_eps: the finite-difference step ε.
         seed: fixes every draw.
         init_options: extra keyword arguments of ``cell.init``.
+        low_precision: the 16-bit dtype of the mixed-precision check, or
+            None to skip it.
+        low_rtol: its tolerance against float32.
 
     Returns:
         ``{option name: worst relative error}``, the largest over the params
-        fields, ``xs``, the carry and both references. A cell with a
+        fields, ``xs``, the carry and both references; with ``low_precision``
+        also ``{"<option> (bfloat16)": worst relative error against float32}``. A cell with a
         whole-sequence ``sequence`` (a parallel scan) is checked on both paths:
         its step backward under each option's own name, its parallel one as
         ``"<option> (parallel)"`` (options without ``checkpoint``, which the
@@ -141,10 +155,11 @@ def check_cell(
         )
     with jax.enable_x64(True):
         return _check(cell, params, input_size, hidden_size, batch, steps, runs, rtol, fd_rtol, fd_eps, seed,
-                      dict(init_options or {}))
+                      dict(init_options or {}), low_precision, low_rtol)
 
 
-def _check(cell, params, input_size, hidden_size, batch, steps, options, rtol, fd_rtol, fd_eps, seed, init_options):
+def _check(cell, params, input_size, hidden_size, batch, steps, options, rtol, fd_rtol, fd_eps, seed, init_options,
+           low_precision, low_rtol):
     f64 = jnp.float64
     keys = (jax.random.fold_in(jax.random.key(seed), k) for k in itertools.count())
     if params is None:
@@ -229,7 +244,46 @@ def _check(cell, params, input_size, hidden_size, batch, steps, options, rtol, f
                 )
             worst = max(worst, error, fd_error)
         report[name] = worst
+        if low_precision is not None:
+            low = jnp.dtype(low_precision)
+            report[f"{name} ({low.name})"] = _check_low_precision(cell, name, loss, args, low, low_rtol)
     return report
+
+
+def _check_low_precision(cell, name: str, loss, args, low, rtol: float) -> float:
+    """Params and inputs in ``low`` with a float32 carry, both grad modes, against float32; the worst error."""
+    params, xs, carry = args
+    f32 = jnp.float32
+
+    @jax.jit
+    def run(params, xs, carry):  # [((final, hs), grads) for manual, autodiff]
+        value_and_grad = jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)
+        runs = [value_and_grad(params, xs, carry, grad) for grad in ("manual", "autodiff")]
+        return [(aux, grads) for (_, aux), grads in runs]
+
+    cast = lambda tree, dtype: jax.tree.map(lambda a: a.astype(dtype), tree)  # noqa: E731
+    want = run(cast(params, f32), xs.astype(f32), cast(carry, f32))[0]
+    worst = 0.0
+    for grad, ((final, hs), grads) in zip(("manual", "autodiff"), run(cast(params, low), xs.astype(low),
+                                                                       cast(carry, f32))):
+        dtypes = {leaf.dtype for leaf in jax.tree.leaves(final)}
+        if hs.dtype != low or dtypes != {jnp.dtype(f32)}:
+            raise AssertionError(
+                f"check_cell({cell!r}): option {name!r}, {low.name} params and inputs, grad={grad!r}: the outputs "
+                f"must come back in {low.name} and the carry in float32; got outputs {hs.dtype} and carry "
+                f"{sorted(d.name for d in dtypes)}."
+            )
+        for label, got, ref in (("carry", final, want[0][0]), ("outputs", hs, want[0][1]),
+                                *((lbl, g, r) for lbl, g, r, _ in _named_leaves(grads, want[1], args))):
+            error = relative_error(got, ref)
+            if not error <= rtol:
+                raise AssertionError(
+                    f"check_cell({cell!r}): option {name!r}: with {low.name} params and inputs, grad={grad!r}, the "
+                    f"{label if label in ('carry', 'outputs') else 'gradient of ' + label} is off from float32's by "
+                    f"a relative error {error:.2e} > low_rtol {rtol:.0e}."
+                )
+            worst = max(worst, error)
+    return worst
 
 
 def _named_leaves(grads_m, grads_a, args):
