@@ -1,17 +1,19 @@
-"""Two cells written on jaxrnn's public cell protocol, with hand-written BPTT.
+"""Three cells written on jaxrnn's public names, with hand-written BPTT.
 
-* :data:`peephole_lstm`: the LSTM with peephole connections of Gers &
-  Schmidhuber (2000), the gates also reading the cell state.
-* :data:`layer_norm_lstm`: the layer-normalised LSTM of Ba et al. (2016), in
-  the form of Haste's ``LayerNormLSTM``.
+* :data:`cifg_lstm`, on the gated tier (:class:`jaxrnn.GatedCell`): the
+  LSTM with coupled input and forget gates (Greff et al. 2017), ``i = 1 − f``.
+* :data:`peephole_lstm`, on the general tier (:class:`jaxrnn.Cell`): the LSTM
+  with peephole connections of Gers & Schmidhuber (2000), the gates also
+  reading the cell state.
+* :data:`layer_norm_lstm`, on the general tier: the layer-normalised LSTM of
+  Ba et al. (2016), in the form of Haste's ``LayerNormLSTM``.
 
-Both use public names only (``jaxrnn.Cell``, ``jaxrnn.BPTT``,
-``jaxrnn.cotangents``, ``jaxrnn.register``), so they run through every
-option of ``jaxrnn.unroll`` in both grad modes, in stacks, in training
-(``TrainConfig(cell="peephole_lstm")`` once this module is imported) and on
-the command line (``jaxrnn bench --cells examples.custom_cells:peephole_lstm``
-from the checkout; ``check`` and ``memory-task`` take the same). Check one with
-``jaxrnn.testing.check_cell(peephole_lstm)``.
+Each runs through every option of ``jaxrnn.unroll`` in both grad modes and in
+mixed precision, in stacks, in training (``TrainConfig(cell="cifg_lstm")``
+once this module is imported) and on the command line (``jaxrnn bench --cells
+examples.custom_cells:cifg_lstm`` from the checkout; ``check`` and
+``memory-task`` take the same). Check one with
+``jaxrnn.testing.check_cell(cifg_lstm)``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,34 @@ import jax
 import jax.numpy as jnp
 
 import jaxrnn
+
+# --------------------------------------------------------------------------
+# CIFG LSTM, on the gated tier: the engine adds gx = x W_ih + b_ih and gh = h W_hh + b_hh.
+
+
+def cifg_forward(gx, gh, carry):
+    """``f, g, o`` from ``gx + gh``; ``c' = f c + (1 − f) g``, ``h' = o tanh(c')``."""
+    f, g, o = jnp.split(gx + gh, 3, axis=-1)
+    f, g, o = jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
+    c = f * carry.c + (1 - f) * g  # the input gate is 1 − f
+    tanh_c = jnp.tanh(c)
+    return jaxrnn.LSTMCarry(o * tanh_c, c), (f, g, o, carry.c, tanh_c)
+
+
+def cifg_backward(residual, d_carry):
+    """The cotangents of ``gx``, ``gh`` (None: the same as ``gx``'s) and the carry (None: zero)."""
+    f, g, o, c_prev, tanh_c = residual
+    dc = d_carry.c + d_carry.h * o * (1 - tanh_c**2)
+    d_f = dc * (c_prev - g) * f * (1 - f)
+    d_g = dc * (1 - f) * (1 - g**2)
+    d_o = d_carry.h * tanh_c * o * (1 - o)
+    return jnp.concatenate([d_f, d_g, d_o], axis=-1), None, jaxrnn.LSTMCarry(None, dc * f)
+
+
+cifg_lstm = jaxrnn.register(jaxrnn.GatedCell(
+    "cifg_lstm", 3, cifg_forward, cifg_backward, carry_type=jaxrnn.LSTMCarry, gates=("f", "g", "o"),
+    doc="CIFG LSTM: f, g, o = σ, tanh, σ of x W_ih + b_ih + h W_hh + b_hh; c' = f c + (1 − f) g; h' = o tanh(c').",
+))
 
 
 def _four_gate_shapes(params, where: str, vectors: dict[str, int]):
