@@ -299,6 +299,12 @@ def test_registered_cells_appear_in_every_choice():
     assert bench_parser().parse_args(["--cells", "peephole_lstm"]).cells == ["peephole_lstm"]
 
 
+def test_cells_taking_an_init_option_are_those_whose_init_accepts_it():
+    assert list(jaxrnn.cells(taking="num_heads")) == ["simple_rnn", "lstm", "gru", "slstm"]
+    assert list(jaxrnn.cells(manual=True, taking="proj_size")) == ["projected_lstm"]
+    assert jaxrnn.cells(taking="no_such_option") == {}
+
+
 def test_cells_load_from_module_and_name_on_the_command_line(capsys):
     from jaxrnn import _cli
 
