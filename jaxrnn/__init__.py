@@ -19,7 +19,7 @@ from jaxrnn._cells import (
 from jaxrnn._checks import CellMismatchError
 from jaxrnn._gated import GatedCell, GatedParams
 from jaxrnn._heads import block_diagonal
-from jaxrnn._options import GRAD_MODES
+from jaxrnn._options import GRAD_MODES, GradMode
 from jaxrnn._parallel import MinGRUParams, MinLSTMParams, mingru, minlstm
 from jaxrnn._protocol import BPTT, Cell, cotangents
 from jaxrnn._registry import cells, get as get_cell, register
@@ -40,6 +40,7 @@ __all__ = [
     "GatedCell",
     "GatedParams",
     "GRUParams",
+    "GradMode",
     "LSTMCarry",
     "LSTMParams",
     "MinGRUParams",

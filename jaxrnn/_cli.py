@@ -11,41 +11,10 @@ import time
 import jax
 import jax.numpy as jnp
 
-from jaxrnn import __version__, _registry, _timing
+from jaxrnn import GRAD_MODES, __version__, _timing, backward_strategy, cells, get_cell
+from jaxrnn._agreement import F32_TOLERANCE, F64_TOLERANCE, gradient_fn, manual_vs_autodiff, random_problem
 from jaxrnn._argparse import cell_list, number, positive
-from jaxrnn._options import GRAD_MODES
-from jaxrnn._unroll import backward_strategy, unroll
 from jaxrnn.testing import relative_error
-
-F64_TOLERANCE = 1e-10  # relative; the hand-written and autodiff BPTT differ only by rounding
-F32_TOLERANCE = 1e-4
-
-
-def _problem(cell, batch, input_size, hidden, steps, dtype, seed=0):
-    """Params, inputs and a nonzero initial carry, plus cotangent weights for the loss."""
-    k_params, k_xs, k_carry, k_out = jax.random.split(jax.random.key(seed), 4)
-    params = cell.init(k_params, input_size, hidden, dtype=dtype)
-    xs = jax.random.normal(k_xs, (steps, batch, input_size), dtype)
-    carry = jax.tree.map(
-        lambda z: 0.5 * jax.random.normal(k_carry, z.shape, dtype), cell.initial_carry(batch, hidden, dtype=dtype)
-    )
-    weights = jax.random.normal(k_out, (steps, batch, cell.sizes(hidden)[0]), dtype)  # the output's size
-    return params, xs, carry, weights
-
-
-def _gradient_fn(cell, grad):
-    """A jitted ``(params, xs, carry, weights) -> grads`` of a loss on the outputs and the final state."""
-
-    def loss(params, xs, carry, weights):
-        final, hs = unroll(cell, params, xs, carry, grad=grad)
-        return jnp.sum(hs * weights) + sum(jnp.sum(jnp.tanh(leaf)) for leaf in jax.tree.leaves(final))
-
-    return jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
-
-
-def _agreement(cell, sizes: tuple[int, int, int, int], dtype) -> float:
-    args = _problem(cell, *sizes, dtype)
-    return relative_error(_gradient_fn(cell, "manual")(*args), _gradient_fn(cell, "autodiff")(*args))
 
 
 def check(args) -> int:
@@ -63,11 +32,11 @@ def check(args) -> int:
     print(f"{{:<{width}}} {{:>5}} {{:>11}} {{:>11}} {{:>9}} {{:>11}} {{:>15}} {{:>16}}  {{}}".format(*header))
     all_agree = True
     for name in args.cells:
-        cell = _registry.get(name)
+        cell = get_cell(name)
         with jax.enable_x64(True):
-            err64 = _agreement(cell, sizes, jnp.float64)
-        problem = _problem(cell, *sizes, jnp.float32)
-        grads = {mode: _gradient_fn(cell, mode) for mode in ("manual", "autodiff")}
+            err64 = manual_vs_autodiff(cell, sizes, jnp.float64)
+        problem = random_problem(cell, *sizes, jnp.float32)
+        grads = {mode: gradient_fn(cell, mode) for mode in ("manual", "autodiff")}
         compile_s = {}
         for mode, fn in grads.items():
             start = time.perf_counter()
@@ -109,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("--rounds", 20, "timing rounds"),
     ):
         check_parser.add_argument(flag, type=positive, default=default, help=f"{help_text} (default {default})")
-    manual_cells = list(_registry.cells(manual=True))  # every registered cell with a hand-written BPTT
+    manual_cells = list(cells(manual=True))  # every registered cell with a hand-written BPTT
     check_parser.add_argument(
         "--cells", type=cell_list(manual=True), default=manual_cells,
         help="comma-separated registered cells, or MODULE:NAME of your own (default: every registered one)"
@@ -159,7 +128,7 @@ def _add_train_parser(commands) -> None:
         ("--corpus", str, "a UTF-8 text file (default: the Python standard library's .py files)"),
         ("--cell", str, "the recurrent cell"),
         ("--layers", positive, "stacked layers"),
-        ("--heads", positive, f"heads of a block-diagonal recurrence ({', '.join(_registry.taking('num_heads'))})"),
+        ("--heads", positive, f"heads of a block-diagonal recurrence ({', '.join(cells(taking='num_heads'))})"),
         ("--hidden", positive, "hidden size H"),
         ("--embed", positive, "embedding size"),
         ("--dropout", number(float, 0, inclusive=True), "dropout between layers (needs --layers ≥ 2)"),
@@ -182,7 +151,7 @@ def _add_train_parser(commands) -> None:
         ("--dtype", str, "bfloat16 is mixed precision"),
         ("--devices", positive, "shard the batch over this many devices"),
     )
-    choices = {"--cell": tuple(_registry.cells()), "--optimizer": OPTIMIZERS, "--schedule": SCHEDULES,
+    choices = {"--cell": tuple(cells()), "--optimizer": OPTIMIZERS, "--schedule": SCHEDULES,
                "--grad": GRAD_MODES, "--dtype": DTYPES}
     for flag, kind, help_text in options:
         default = getattr(defaults, flag[2:].replace("-", "_"))
@@ -288,7 +257,7 @@ def _add_comparison_flags(parser, task, sizes: tuple) -> None:
     """The flags the cell-comparison demos share; ``sizes``: ``(flag, type, help)`` of the task's own sizes."""
     from jaxrnn.training._compare import DECAY_FACTOR
 
-    names = list(_registry.cells())
+    names = list(cells())
     parser.add_argument("--cells", type=cell_list(), default=list(task.DEFAULT_CELLS),
                         help=f"comma-separated cells, from {','.join(names)} or MODULE:NAME of your own "
                         f"(default {','.join(task.DEFAULT_CELLS)})")

@@ -7,7 +7,14 @@ from typing import Any, Literal, NamedTuple
 from jaxrnn import _checks
 
 GRAD_MODES = ("manual", "autodiff")
-GradMode = Literal["manual", "autodiff"]  # GRAD_MODES as a type
+GradMode = Literal["manual", "autodiff"]
+"""The type of ``grad=`` (:data:`GRAD_MODES` as a ``Literal``): ``"manual"`` or ``"autodiff"``.
+
+``"manual"`` runs the cell's hand-written BPTT, ``"autodiff"`` JAX's autodiff
+of the same scan (see :func:`jaxrnn.unroll`). Annotate a wrapper's own
+``grad`` argument with it and a type checker holds its callers to these two
+values, as it does for :func:`jaxrnn.unroll`'s.
+"""
 SCANS = ("auto", "sequential", "parallel")
 ScanMode = Literal["auto", "sequential", "parallel"]  # SCANS as a type
 

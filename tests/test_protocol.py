@@ -297,6 +297,12 @@ def test_registered_cells_appear_in_every_choice():
     assert bench_parser().parse_args(["--cells", "peephole_lstm"]).cells == ["peephole_lstm"]
 
 
+def test_cells_taking_an_init_option_are_those_whose_init_accepts_it():
+    assert list(jaxrnn.cells(taking="num_heads")) == ["simple_rnn", "lstm", "gru", "slstm"]
+    assert list(jaxrnn.cells(manual=True, taking="proj_size")) == ["projected_lstm"]
+    assert jaxrnn.cells(taking="no_such_option") == {}
+
+
 def test_cells_load_from_module_and_name_on_the_command_line(capsys):
     from jaxrnn import _cli
 
@@ -312,12 +318,12 @@ def test_cells_load_from_module_and_name_on_the_command_line(capsys):
 
 
 def test_cells_with_a_projected_output_size_everything_that_reads_it():
-    from jaxrnn import _cli
+    from jaxrnn._agreement import random_problem
     from jaxrnn.training._memory_task import init_model
     from jaxrnn.training._model import CharLM
 
     cell = jaxrnn.projected_lstm  # output P = H // 2 = 3 features, state H = 6
-    _, _, carry, weights = _cli._problem(cell, 2, 3, 6, 4, jnp.float32)
+    _, _, carry, weights = random_problem(cell, 2, 3, 6, 4, jnp.float32)
     assert weights.shape == (4, 2, 3) and carry.h.shape == (2, 3) and carry.c.shape == (2, 6)
     assert CharLM(vocab_size=5, cell="projected_lstm", hidden=6, embed=4).init(KEY).readout_w.shape == (3, 5)
     assert init_model(cell, KEY, 6).w_out.shape == (3,)

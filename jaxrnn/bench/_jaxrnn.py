@@ -6,16 +6,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn import _registry
-from jaxrnn._options import GradMode
-from jaxrnn._unroll import unroll
+from jaxrnn import GradMode, get_cell, unroll
 from jaxrnn.bench._jax import numpy_gradients, prepare_jax
 from jaxrnn.bench._problem import Data, Implementation, Prepared, Problem
 
 
 def _implementation(grad: GradMode) -> Implementation:
     def prepare(problem: Problem, data: Data) -> Prepared:
-        cell = _registry.get(problem.cell)
+        cell = get_cell(problem.cell)
 
         def run(p, xs):
             return unroll(cell, p, xs, grad=grad)[1]

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from jaxrnn import _registry
+import jaxrnn
 from jaxrnn._argparse import cell_list, name_list
 from jaxrnn.bench import _self_check, _suite
 from jaxrnn.bench._problem import Problem, shape_label
@@ -100,7 +100,7 @@ def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
                         help=f"comma-separated registered cells, or MODULE:NAME of a cell of your own, e.g. "
                         f"examples.custom_cells:peephole_lstm (default: {','.join(_suite.CELL_NAMES)}; "
                         "--grid: every registered one; registered: "
-                        f"{','.join(_registry.cells(manual=True))})")
+                        f"{','.join(jaxrnn.cells(manual=True))})")
     parser.add_argument("--implementations", type=name_list(impl_names, "implementation"), default=None,
                         help=f"comma-separated, from: {', '.join(impl_names)} (default: all; --grid: "
                         f"{', '.join(_suite.GRID_IMPLEMENTATIONS)}; {_suite.REFERENCE!r} always runs)")
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> i
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(prog).parse_args(argv)
     quick, grid = args.quick, args.grid
-    cells = args.cells or list(_registry.cells(manual=True) if grid else QUICK_CELLS if quick else _suite.CELL_NAMES)
+    cells = args.cells or list(jaxrnn.cells(manual=True) if grid else QUICK_CELLS if quick else _suite.CELL_NAMES)
     # The grid replaces the table and the sweep unless they are asked for by name.
     shapes = args.shapes if args.shapes is not None else [] if grid else list(
         QUICK_SHAPES if quick else _suite.TABLE_SHAPES)
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> i
     if args.self_check is not None:
         print("self-check: manual against autodiff, " + " and ".join(_self_check.DTYPES)
               + f" ({shape_label(args.self_check)})", flush=True)
-        for cell in _registry.cells(manual=True):  # saved cell by cell, as the problems below are
+        for cell in jaxrnn.cells(manual=True):  # saved cell by cell, as the problems below are
             one = _self_check.self_check([cell], args.self_check)
             checked = one if checked is None else {**one, "rows": checked["rows"] + one["rows"],
                                                    "seconds": checked["seconds"] + one["seconds"]}
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> i
         problems += [(Problem(cell, b, x, h, t, dtype=dtype), "grid")
                      for cell in cells for b, x, h, t in _suite.GRID_SHAPES]
     problems += [(Problem(cell, b, x, h, t, heads, dtype), "heads")
-                 for cell in cells if cell in _registry.taking("num_heads")
+                 for cell in cells if cell in jaxrnn.cells(taking="num_heads")
                  for b, x, h, t in heads_shapes for heads in args.heads]
     for number, (problem, group) in enumerate(problems, 1):
         print(f"[{number}/{len(problems)}] {problem.label()} ({group})", flush=True)

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn import _registry
+import jaxrnn
 
 GATES = {"simple_rnn": 1, "lstm": 4, "gru": 3}
 """The cells the peers share, with their gate counts: their data is drawn as four arrays in torch's layout.
@@ -53,7 +53,7 @@ class Problem(NamedTuple):
     @property
     def gates(self) -> int:
         """G, the gate blocks of the projection (1 for a cell that names none)."""
-        return GATES.get(self.cell) or len(_registry.get(self.cell).gates) or 1
+        return GATES.get(self.cell) or len(jaxrnn.get_cell(self.cell).gates) or 1
 
     def matmul_flops(self, gradient: bool = True) -> int:
         """Floating-point operations in the matmuls, the work the ceiling bounds.
@@ -174,7 +174,7 @@ class Implementation(NamedTuple):
 
     def has(self, cell: str) -> bool:
         """Whether it runs ``cell``."""
-        return cell in (self.cells if self.cells is not None else _registry.cells(manual=True))
+        return cell in (self.cells if self.cells is not None else jaxrnn.cells(manual=True))
 
 
 def make_data(problem: Problem, seed: int = 0, dtype=None) -> Data:
@@ -189,7 +189,7 @@ def make_data(problem: Problem, seed: int = 0, dtype=None) -> Data:
     dtype = np.dtype(jnp.dtype(problem.dtype if dtype is None else dtype))  # numpy's own or ml_dtypes' bfloat16
     rng = np.random.default_rng(seed)
     if problem.cell not in GATES or problem.heads > 1:
-        cell = _registry.get(problem.cell)
+        cell = jaxrnn.get_cell(problem.cell)
         heads = {"num_heads": problem.heads} if problem.heads > 1 else {}
         params = jax.tree.map(lambda a: np.asarray(a, dtype),
                               cell.init(jax.random.key(seed), problem.input, problem.hidden, dtype=dtype, **heads))
