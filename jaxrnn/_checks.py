@@ -199,7 +199,7 @@ def carry(cell, carry: Any, batch: int, sizes: tuple[int, ...], where: str, *, s
         array = floating_array(value, f"carry.{name}", where)
         if array.shape != (batch, size):
             hint = layout_hint(array.shape[0] if array.ndim else None, batch, steps, "carry", where)
-            make = fix(where, "fix_carry", cell=repr(cell), batch=batch, hidden=sizes[-1])
+            make = _make_carry(cell, batch, sizes, where)
             raise ValueError(
                 f"{where}: carry.{name} must be (batch, hidden) = ({batch}, {size}), from the inputs' "
                 f"batch size and the params' hidden size; got {array.shape}. Pass carry=None for zeros, "
@@ -209,7 +209,15 @@ def carry(cell, carry: Any, batch: int, sizes: tuple[int, ...], where: str, *, s
     return arrays[0] if carry_type is None else carry_type(*arrays)
 
 
-def inputs(value: Any, rank: int, layout: str, input_size: int | None, name: str, where: str) -> Array:
+def _make_carry(cell, batch: int, sizes: tuple[int, ...], where: str) -> str:
+    """How to make a zero carry of these widths: ``initial_carry`` where it makes them, else the shapes."""
+    if len(set(sizes)) == 1 or cell.sizes(sizes[-1]) == sizes:
+        return fix(where, "fix_carry", cell=repr(cell), batch=batch, hidden=sizes[-1])
+    names = ("h",) if cell.carry_type is None else cell.carry_type._fields
+    return "make its fields zeros of shapes " + ", ".join(f"{n} ({batch}, {w})" for n, w in zip(names, sizes))
+
+
+def inputs(value: Any, rank: int, layout: str, input_size: int | None, name: str, where: str, cell=None) -> Array:
     """Checks inputs of ``rank`` dims laid out as ``layout``, features last (``input_size`` of them, if given).
 
     ``layout`` names the axes, e.g. ``"(time, batch, input_size)"``; it also
@@ -226,11 +234,18 @@ def inputs(value: Any, rank: int, layout: str, input_size: int | None, name: str
     if input_size is not None and array.shape[-1] != input_size:
         raise ValueError(
             f"{where}: {name} has {array.shape[-1]} feature{'s' * (array.shape[-1] != 1)} on its last axis, "
-            f"but the params expect "
-            f"input_size {input_size} (params.w_ih is ({input_size}, ...)). Pass inputs with {input_size} "
+            f"but the params expect input_size {input_size}{_input_size_source(cell, input_size)}. "
+            f"Pass inputs with {input_size} "
             f"features, or {fix(where, 'fix_input_size', n=array.shape[-1])}."
         )
     return array
+
+
+def _input_size_source(cell, input_size: int) -> str:
+    """Where the params' input size is read: ``w_ih``'s rows, for the cells that have one."""
+    if cell is None or "w_ih" in cell.params_type._fields:
+        return f" (params.w_ih is ({input_size}, ...))"
+    return f" (read off the params by {cell!r}'s check_shapes)"
 
 
 def promote(params, carry, x):
@@ -273,7 +288,7 @@ def prng_key(key: Any, where: str, example: str) -> None:
 def step_arguments(cell, params_, carry_, x, where: str):
     """Checks and promotes the arguments of ``cell.step``."""
     params_, input_size, sizes = params(cell, params_, where)
-    x = inputs(x, 2, "(batch, input_size)", input_size, "x", where)
+    x = inputs(x, 2, "(batch, input_size)", input_size, "x", where, cell)
     carry_ = carry(cell, carry_, x.shape[0], sizes, where)
     return promote(params_, carry_, x)
 

@@ -270,9 +270,12 @@ def _recurrence(cell: GatedCell, params, carry, gx: Array):
     state = h_prev.dtype
     gx = gx.astype(state) + params.b_ih.astype(state)
     gh = _heads.recurrent(h_prev, params.w_hh).astype(state) + params.b_hh.astype(state)
-    new, residual = _contract.tuple_of(
-        cell, "forward", cell.forward(gx, gh, carry), ("carry", "residual"),
-        " forward(gx, gh, carry) returns the new carry and what backward needs; () for nothing.")
+    out = cell.forward(gx, gh, carry)
+    hint = " forward(gx, gh, carry) returns the new carry and what backward needs; () for nothing."
+    if cell.carry_type is not None and isinstance(out, cell.carry_type):  # a carry alone also unpacks in two
+        raise TypeError(f"{cell!r}: forward must return a tuple (carry, residual); got the carry alone, "
+                        f"{_contract.describe(out)}.{hint}")
+    new, residual = _contract.tuple_of(cell, "forward", out, ("carry", "residual"), hint)
     new = _contract.carry_like(cell, "forward", "the new carry", new, carry)
     if cell.residual_in_buffer and (not isinstance(residual, tuple) or not residual):
         raise TypeError(f"{cell!r} declares residual_in_buffer, so forward must return a tuple or NamedTuple "

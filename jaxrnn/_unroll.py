@@ -187,7 +187,7 @@ def run(cell: Cell, params, input_size: int, sizes: tuple[int, ...], xs, carry, 
     parallel = _parallel(cell, grad, checkpoint, scan, where)
     hidden = sizes[0]
     layout = "(time, batch, input_size)" if time_major else "(batch, time, input_size)"
-    xs = _checks.inputs(xs, 3, layout, input_size, "xs", where)
+    xs = _checks.inputs(xs, 3, layout, input_size, "xs", where, cell)
     # Batch-major inputs stay as they are for the manual path's per-step scan
     # (_bptt.step_scan reads and writes them in place). Everything else works
     # time-major on transposed copies: under autodiff the in-place loop is

@@ -499,3 +499,177 @@ def test_params_of_another_cell_type_is_a_type_and_a_value_error():
     for expected in (TypeError, ValueError, jaxrnn.CellMismatchError):
         with pytest.raises(expected, match=esc("jaxrnn.gru needs GRUParams; got LSTMParams")):
             jaxrnn.unroll(jaxrnn.gru, *args)
+
+
+# --------------------------------------------------------------------------
+# A broken cell: the engine names the cell, the function that broke the contract, what it expected and got.
+# Every case is checked by jax.eval_shape alone: the contract is read off shapes while JAX traces.
+
+
+def _leaky():
+    """A general cell (from the docs' leaky RNN) whose params have no w_ih, and its params."""
+
+    from typing import NamedTuple
+
+    class KernelParams(NamedTuple):
+        kernel: jax.Array  # (X, H)
+        w_hh: jax.Array  # (H, H)
+
+    def recurrence(params, h, gx):
+        h = jnp.tanh(gx + h @ params.w_hh)
+        return h, h, ()
+
+    def step_vjp(params, w_hh_t, dh, h, h_prev, res):
+        dz = dh * (1 - h**2)
+        return dz @ w_hh_t, dz, None
+
+    cell = jaxrnn.Cell(
+        name="kernel_rnn", params_type=KernelParams, carry_type=None, init_params=None,
+        check_shapes=lambda params, where: params.kernel.shape, recurrence=recurrence,
+        project=lambda params, x: x @ params.kernel,
+        bptt=jaxrnn.BPTT(step_vjp, lambda params, h_prev, dz, stash: jaxrnn.cotangents(params, w_hh=h_prev.T @ dz),
+                         prepare=lambda params: params.w_hh.T),
+    )
+    rng = np.random.default_rng(0)
+    return cell, KernelParams(jnp.asarray(rng.standard_normal((X, H))), jnp.asarray(rng.standard_normal((H, H))))
+
+
+def _raises(fn, args, exc, *parts):
+    with pytest.raises(exc, match=esc(*parts)) as info:
+        jax.eval_shape(fn, *abstract(args))
+    assert info.type is exc, f"raised {info.type.__name__}, wanted exactly {exc.__name__}"
+
+
+def _grad_fn(cell):
+    return lambda params, xs: jax.grad(lambda p: jaxrnn.unroll(cell, p, xs)[1].sum())(params)
+
+
+def test_a_none_params_field_is_named():
+    params = make_params(jaxrnn.lstm)._replace(b_ih=None)
+    with pytest.raises(TypeError, match=esc("params.b_ih is None", "LSTMParams", "jaxrnn.lstm.init(")):
+        jaxrnn.unroll(jaxrnn.lstm, params, make_xs())
+
+
+def test_a_wrong_input_width_names_only_fields_the_cell_has():
+    cell, params = _leaky()
+    with pytest.raises(ValueError, match=esc("xs has 3 features", "input_size 4", "kernel_rnn's check_shapes")) as e:
+        jaxrnn.unroll(cell, params, make_xs((T, B, 3)))
+    assert "w_ih" not in str(e.value)
+
+
+def test_a_wrong_carry_width_suggests_a_carry_that_fits():
+    params = jaxrnn.projected_lstm.init(jax.random.key(0), X, 5, proj_size=3)
+    carry = jaxrnn.LSTMCarry(jnp.zeros((B, 2)), jnp.zeros((B, 5)))
+    with pytest.raises(ValueError, match=esc("carry.h must be", "(3, 3)", "zeros of shapes h (3, 3), c (3, 5)")):
+        jaxrnn.unroll(jaxrnn.projected_lstm, params, make_xs(dtype=jnp.float32), carry)
+
+
+def test_a_recurrence_that_forgets_its_residual():
+    cell, params = _leaky()
+    broken = dataclasses.replace(cell, recurrence=lambda p, h, gx: cell.recurrence(p, h, gx)[:2])
+    _raises(unroll_fn(broken), (params, make_xs(), jnp.zeros((B, H))), TypeError,
+            "jaxrnn.kernel_rnn: recurrence must return a tuple (carry, h, residual)", "a tuple of 2",
+            "Return () as the residual")
+
+
+def test_an_output_that_is_not_the_carrys_first_field():
+    cell, params = _leaky()
+    broken = dataclasses.replace(cell, recurrence=lambda p, h, gx: (lambda c, o, r: (c, o[:, :-1], r))(
+        *cell.recurrence(p, h, gx)))
+    _raises(unroll_fn(broken), (params, make_xs(), jnp.zeros((B, H))), ValueError,
+            "recurrence must return the output h of shape (3, 5) (the output is the new carry's first field)",
+            "got an array of shape (3, 4)")
+
+
+def test_check_shapes_with_too_few_sizes():
+    base = jaxrnn.projected_lstm
+    broken = dataclasses.replace(base, name="few_sizes", check_shapes=lambda p, where: (X, (2, 5, 5)))
+    params = base.init(jax.random.key(0), X, 5, proj_size=2)
+    with pytest.raises(TypeError, match=esc("few_sizes's check_shapes must give the carry's widths",
+                                            "a tuple of 2 ints, one per field ['h', 'c']", "got a tuple of 3")):
+        jaxrnn.unroll(broken, params, make_xs(dtype=jnp.float32))
+
+
+def test_a_step_vjp_with_a_wrong_d_gx_width():
+    cell, params = _leaky()
+    step_vjp = cell.bptt.step_vjp
+    broken = dataclasses.replace(cell, bptt=cell.bptt._replace(
+        step_vjp=lambda *args: (lambda d, dgx, s: (d, dgx[:, :-1], s))(*step_vjp(*args))))
+    _raises(_grad_fn(broken), (params, make_xs()), ValueError,
+            "jaxrnn.kernel_rnn: bptt.step_vjp must return d_gx of shape (3, 5) (gx's shape, (batch, P))",
+            "got an array of shape (3, 4)")
+
+
+def test_param_grads_of_the_wrong_shape():
+    cell, params = _leaky()
+    broken = dataclasses.replace(cell, bptt=cell.bptt._replace(
+        param_grads=lambda params, h_prev, dz, stash: jaxrnn.cotangents(params, w_hh=dz.T @ h_prev[:, :2])))
+    _raises(_grad_fn(broken), (params, make_xs()), ValueError,
+            "bptt.param_grads returned the cotangent of params.w_hh with shape (5, 2); params.w_hh is (5, 5)")
+
+
+def _gated(forward, backward=None):
+    cell = jaxrnn.GatedCell("broken_gated", 2, forward, backward, carry_type=jaxrnn.LSTMCarry)
+    rng = np.random.default_rng(0)
+    params = jaxrnn.GatedParams(*(jnp.asarray(rng.standard_normal(s)) for s in ((X, 2 * H), (H, 2 * H), (2 * H,),
+                                                                                  (2 * H,))))
+    return cell, params
+
+
+def _gated_forward(gx, gh, carry):
+    f, g = jnp.split(jax.nn.sigmoid(gx + gh), 2, axis=-1)
+    c = f * carry.c + (1 - f) * g
+    return jaxrnn.LSTMCarry(jnp.tanh(c), c), (f, g, carry.c, c)
+
+
+def test_a_gated_forward_that_returns_no_residual():
+    cell, params = _gated(lambda gx, gh, carry: _gated_forward(gx, gh, carry)[0])
+    _raises(unroll_fn(cell, "autodiff"), (params, make_xs(), make_carry(jaxrnn.lstm)), TypeError,
+            "jaxrnn.broken_gated: forward must return a tuple (carry, residual)", "got the carry alone, LSTMCarry of 2")
+
+
+def test_a_gated_forward_with_a_carry_field_of_the_wrong_width():
+    cell, params = _gated(lambda gx, gh, carry: (carry._replace(c=gx), ()))
+    _raises(unroll_fn(cell, "autodiff"), (params, make_xs(), make_carry(jaxrnn.lstm)), ValueError,
+            "forward must return the new carry shaped as the carry (h (3, 5), c (3, 5))",
+            "its field c is an array of shape (3, 10)")
+
+
+@pytest.mark.parametrize("bad, message", [
+    (lambda d_gx, d_carry: (d_gx[:, :-1], None, d_carry), ("backward must return d_gx of shape (3, 10)",)),
+    (lambda d_gx, d_carry: (d_gx, d_gx[:, :3], d_carry), ("d_gh (or None when it equals d_gx) of shape (3, 10)",)),
+    (lambda d_gx, d_carry: (d_gx, None, d_carry.c), ("backward must return d_carry as the carry is",
+                                                     "LSTMCarry (h, c)", "got an array of shape (3, 5)")),
+], ids=["d_gx", "d_gh", "d_carry"])
+def test_a_gated_backward_that_breaks_the_contract(bad, message):
+    def backward(res, d_carry):
+        f, g, c_prev, c = res
+        dc = d_carry.c + d_carry.h * (1 - jnp.tanh(c) ** 2)
+        d_gx = jnp.concatenate([dc * (c_prev - g) * f * (1 - f), dc * (1 - f) * g * (1 - g)], axis=-1)
+        return bad(d_gx, jaxrnn.LSTMCarry(None, dc * f))
+
+    cell, params = _gated(_gated_forward, backward)
+    _raises(_grad_fn(cell), (params, make_xs()), ValueError if "d_carry as" not in message[0] else TypeError,
+            "jaxrnn.broken_gated:", *message)
+
+
+@pytest.mark.parametrize("time_major", [True, False])
+@by_mode
+def test_a_user_cell_runs_in_bfloat16_and_returns_bfloat16_outputs(time_major, mode):
+    """The docs' peephole LSTM (a general cell computing in float32 from bfloat16 inputs), both layouts and modes."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+    import custom_cells
+
+    cell = custom_cells.peephole_lstm
+    params = jax.tree.map(lambda a: a.astype(jnp.bfloat16), cell.init(jax.random.key(0), X, H))
+    xs = jnp.ones((B, T, X) if not time_major else (T, B, X), jnp.bfloat16)
+
+    def loss(p):
+        carry, hs = jaxrnn.unroll(cell, p, xs, grad=mode, time_major=time_major)
+        return hs.astype(jnp.float32).sum(), (carry, hs)
+
+    (carry, hs), grads = jax.eval_shape(lambda p: jax.grad(loss, has_aux=True)(p)[::-1], params)
+    assert hs.dtype == jnp.bfloat16 and carry.c.dtype == jnp.float32
+    assert {g.dtype for g in jax.tree.leaves(grads)} == {jnp.dtype(jnp.bfloat16)}
