@@ -44,9 +44,10 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from jaxrnn._precision import accumulation_dtype
 from jaxrnn import _contract
+from jaxrnn._precision import accumulation_dtype
 from jaxrnn._protocol import like, with_first
+from jaxrnn._scans import masked_step, select, step_scan
 
 
 class Residuals(NamedTuple):
@@ -153,78 +154,6 @@ def _checked_recurrence(cell, params):
 
     return step
 
-
-
-# --------------------------------------------------------------------------
-# The sequence level, the same for every cell.
-#
-# Per-step side inputs, each (T, B) bool or None (None costs nothing):
-#   valid:  step t of row b is real (t < lengths[b]). At other steps the row
-#           outputs zeros and keeps its carry.
-#   resets: the row's carry is reset to ``init`` (the initial carry) before
-#           step t. Invalid steps ignore resets.
-# With ``reverse`` the steps run from T-1 down to 0; outputs stay in place.
-
-
-def _select(mask: Array, on_true, on_false):
-    """Per-row choice between two carries (or cotangents); mask (B,) bool."""
-    return jax.tree.map(lambda a, b: jnp.where(mask[:, None], a, b), on_true, on_false)
-
-
-def masked_step(step: Callable, init) -> Callable:
-    """A scan body from ``step(carry, input_t) -> (carry, h, extra)``, with resets and validity.
-
-    ``carry_in = init if reset_t else carry``; then ``step(carry_in, input_t)``
-    where ``valid_t``, else the carry is kept and ``h = 0``. Rows are
-    independent, so the choices are per row.
-    """
-
-    def body(carry, inputs):
-        input_t, valid_t, reset_t = inputs
-        carry_in = carry if reset_t is None else _select(reset_t, init, carry)
-        new, h, extra = step(carry_in, input_t)
-        new = like(new, carry)  # the carry keeps its dtypes, whatever the cell returns
-        if valid_t is not None:
-            new = _select(valid_t, new, carry)
-            h = jnp.where(valid_t[:, None], h, 0)
-        return new, (h, extra)
-
-    return body
-
-
-def step_scan(cell, params, carry, xs: Array, init, valid, resets, reverse: bool, time_major: bool = True):
-    """The plain scan of ``cell.step``: what autodiff differentiates, and the primal of the manual path.
-
-    Projecting inside each step is faster here than the hoisted projection of
-    :func:`forward` when no residuals are needed (measured in
-    benchmarks/RESULTS.md), so inference takes this path in both modes.
-
-    With ``time_major=False``, ``xs`` is (B, T, X) and ``hs`` comes back
-    (B, T, H): each step reads ``xs[:, t]`` and writes ``hs[:, t]`` in place,
-    which costs less than transposing both whole arrays (``valid`` and
-    ``resets`` stay (T, B)).
-    """
-
-    def step(c, x_t):
-        new, h = cell.step_unchecked(params, c, x_t)
-        return new, h, ()
-
-    body = masked_step(step, init)
-    if time_major:
-        final, (hs, _) = jax.lax.scan(body, carry, (xs, valid, resets), reverse=reverse)
-        return final, hs
-
-    def batch_major_body(state, t):
-        c, hs = state
-        x_t = jax.lax.dynamic_index_in_dim(xs, t, axis=1, keepdims=False)
-        masks = tuple(None if m is None else m[t] for m in (valid, resets))
-        c, (h, _) = body(c, (x_t, *masks))
-        return (c, jax.lax.dynamic_update_index_in_dim(hs, h, t, axis=1)), None
-
-    batch, steps = xs.shape[:2]
-    hs = jnp.zeros((batch, steps, cell.hidden(carry).shape[-1]), xs.dtype)
-    (final, hs), _ = jax.lax.scan(batch_major_body, (carry, hs), jnp.arange(steps), reverse=reverse)
-    return final, hs
 
 
 def forward(cell, params, carry, xs: Array, init, valid, resets, reverse: bool, save: bool = True,
@@ -350,7 +279,7 @@ def backward(cell, params, res: Residuals, d_final, d_hs: Array, init, valid, re
             d_init = jax.tree.map(lambda a, d: a + jnp.where(reset_t[:, None], d, 0), d_init, d_in)
             d_in = jax.tree.map(lambda d: jnp.where(reset_t[:, None], 0, d), d_in)
         if valid_t is not None:
-            d_in = _select(valid_t, d_in, d_carry)
+            d_in = select(valid_t, d_in, d_carry)
         if summed:
             d_sum, stash = add_cotangents(d_sum, d_sum, stash), None
         return d_in, d_init, d_sum, d_gx, stash
@@ -377,7 +306,7 @@ def backward(cell, params, res: Residuals, d_final, d_hs: Array, init, valid, re
     # Summed in at least float32, whatever the params' dtype.
     d_sum0 = jax.tree.map(lambda p: jnp.zeros(p.shape, accumulation_dtype(p.dtype)), params) if summed else None
     if not strategy.unrolled:
-        if not in_buffer:  # the cotangents d_gx still go to one (N, P) buffer, written in place
+        if buf is None:  # the cotangents d_gx still go to one (N, P) buffer, written in place
             gx = jax.eval_shape(cell.project_or_identity, params, _rows(xs))
             buf = jnp.zeros(gx.shape, gx.dtype)
         first = _first_step(steps, not reverse)  # the backward pass's first step

@@ -231,14 +231,20 @@ def inputs(value: Any, rank: int, layout: str, input_size: int | None, name: str
             axis = f"{name}[:, None, :]" if layout.startswith("(time") else f"{name}[None]"
             hint = " " + (unbatched or f"For a single sequence add a batch axis: {axis}.")
         raise ValueError(f"{where}: {name} must have rank {rank}, shaped {layout}; got shape {array.shape}.{hint}")
-    if input_size is not None and array.shape[-1] != input_size:
+    if input_size is not None:
+        input_width(array, input_size, name, where, cell)
+    return array
+
+
+def input_width(array: Array, input_size: int, name: str, where: str, cell=None) -> None:
+    """``array``'s last axis must hold ``input_size`` features, the params' input size."""
+    if array.shape[-1] != input_size:
         raise ValueError(
             f"{where}: {name} has {array.shape[-1]} feature{'s' * (array.shape[-1] != 1)} on its last axis, "
             f"but the params expect input_size {input_size}{_input_size_source(cell, input_size)}. "
             f"Pass inputs with {input_size} "
             f"features, or {fix(where, 'fix_input_size', n=array.shape[-1])}."
         )
-    return array
 
 
 def _input_size_source(cell, input_size: int) -> str:

@@ -56,7 +56,7 @@ def carry_like(cell, function: str, what: str, value: Any, reference: Any, *, al
     With ``allow_none``, a field may be None (a zero cotangent), and comes back as zeros.
     """
     names = _fields(cell)
-    expected = ", ".join(f"{n} {tuple(r.shape)}" for n, r in zip(names, _as_fields(cell, reference)))
+    expected = ", ".join(f"{n} {tuple(r.shape)}" for n, r in zip(names, _as_fields(cell, reference) or ()))
     fields = (None,) if allow_none and value is None and cell.carry_type is None else _as_fields(cell, value)
     kind = "one array" if cell.carry_type is None else f"{cell.carry_type.__name__} ({', '.join(names)})"
     if fields is None:
@@ -64,7 +64,7 @@ def carry_like(cell, function: str, what: str, value: Any, reference: Any, *, al
             f"{cell!r}: {function} must return {what} as the carry is, {kind}: {expected}; got {describe(value)}."
         )
     out = []
-    for name, field, ref in zip(names, fields, _as_fields(cell, reference)):
+    for name, field, ref in zip(names, fields, _as_fields(cell, reference) or ()):
         if field is None and allow_none:
             field = jnp.zeros_like(ref)
         if not hasattr(field, "shape") or tuple(field.shape) != tuple(ref.shape):

@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -198,7 +198,7 @@ class GatedCell(Cell):
     carry_sizes: Callable[..., Any] | None = dataclasses.field(init=False, default=None)
     sequence: Callable[..., Any] | None = dataclasses.field(init=False, default=None)
     num_gates: int = 1
-    forward: Callable[..., Any] | None = None
+    forward: Callable[..., Any] = None  # type: ignore[assignment]  # always given; a default for field order
     backward: Callable[..., Any] | None = None
     bias_init: Callable[..., Array] | None = None
 
@@ -288,7 +288,7 @@ def _step_vjp(cell: GatedCell, params, w_hh_t, d_carry, h, h_prev, residual):
     state = _hidden(d_carry).dtype
     residual = jax.tree.map(lambda a: a.astype(state), residual)  # stored narrower in 16-bit runs
     d_gx, d_gh, d_prev = _contract.tuple_of(
-        cell, "backward", cell.backward(residual, d_carry), ("d_gx", "d_gh", "d_carry"),
+        cell, "backward", cast(Callable, cell.backward)(residual, d_carry), ("d_gx", "d_gh", "d_carry"),
         " backward(residual, d_carry) returns the cotangents of forward's gx, gh and carry.")
     width = (h.shape[0], cell.num_gates * h.shape[-1])
     rule = "(batch, G·H), as gx and gh"

@@ -96,7 +96,9 @@ class Config:
         return _layout(self.stack, self.hidden_size, self.options)
 
     def apply(self, params, xs, carry, *, key, train: bool, lengths, resets, reverse):
-        """:meth:`jaxrnn.Stack.apply` with this config's options; messages name the module."""
+        """:meth:`jaxrnn.Stack.apply` with this config's options, checked once by :func:`configure`; messages name
+        the module."""
+        reverse = _checks.python_bool(reverse, "reverse", self.site)  # the one option given per call
         options = SequenceOptions(self.grad, lengths, reverse, self.time_major, resets, self.checkpoint, self.scan)
         return self.stack._apply(params, xs, carry, key, train, options, self.site)
 

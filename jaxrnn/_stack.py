@@ -36,7 +36,7 @@ from jaxrnn import _checks
 from jaxrnn._options import GradMode, ScanMode, SequenceOptions
 from jaxrnn._precision import accumulation_dtype
 from jaxrnn._protocol import Cell
-from jaxrnn._unroll import check_cell, run
+from jaxrnn._unroll import Plan, check_cell, plan, run
 
 
 class Bidirectional(NamedTuple):
@@ -119,23 +119,23 @@ def bidirectional(
         )
     options = SequenceOptions(grad, lengths, False, time_major, resets, checkpoint, scan).checked(where)
     _, input_size, carry_sizes = checked[0]
+    xs, checked_plan = plan(cell, options, xs, where)
     return _both_directions(cell, Bidirectional(*(c[0] for c in checked)), input_size, carry_sizes, xs, carry, options,
-                            where)
+                            checked_plan, where)
 
 
-def _both_directions(cell: Cell, params: Bidirectional, input_size: int, sizes, xs, carry: Bidirectional,
-                     options: SequenceOptions, where: str):
-    """:func:`bidirectional` on checked params and options."""
-    # The forward run comes first and checks every argument, so resets is a valid (T, B) mask below.
-    carry_fwd, hs_fwd = run(cell, params.forward, input_size, sizes, xs, carry.forward, options, where)
-    resets = options.resets
+def _both_directions(cell: Cell, params: Bidirectional, input_size: int | None, sizes, xs, carry: Bidirectional,
+                     options: SequenceOptions, checked: Plan, where: str):
+    """:func:`bidirectional` on checked params, options and plan."""
+    carry_fwd, hs_fwd = run(cell, params.forward, input_size, sizes, xs, carry.forward, options, checked, where)
+    resets = checked.resets
     if resets is not None:
         # "Segment starts at t+1" is "segment ends at t": the reverse scan resets entering t.
         # A flag on the first padding step resets a carry that padding kept at its initial value.
-        resets = jnp.asarray(resets)
         resets = jnp.concatenate([resets[1:], jnp.zeros_like(resets[:1])])
-    backward = options._replace(reverse=True, resets=resets)
-    carry_bwd, hs_bwd = run(cell, params.backward, input_size, sizes, xs, carry.backward, backward, where)
+    backward = options._replace(reverse=True)
+    carry_bwd, hs_bwd = run(cell, params.backward, input_size, sizes, xs, carry.backward, backward,
+                            checked._replace(resets=resets), where)
     return Bidirectional(carry_fwd, carry_bwd), jnp.concatenate([hs_fwd, hs_bwd], axis=-1)
 
 
@@ -334,12 +334,16 @@ class Stack:
                 bidirectional stack; and whatever :func:`jaxrnn.unroll` raises
                 for the other arguments.
         """
-        options = SequenceOptions(grad, lengths, reverse, time_major, resets, checkpoint, scan)
-        return self._apply(params, xs, carry, key, train, options, f"{self!r}.apply")
+        where = f"{self!r}.apply"
+        options = SequenceOptions(grad, lengths, reverse, time_major, resets, checkpoint, scan).checked(where)
+        return self._apply(params, xs, carry, key, train, options, where)
 
     def _apply(self, params, xs: Array, carry, key: Array | None, train: bool, options: SequenceOptions, where: str):
-        """:meth:`apply`, with messages from ``where``: a :class:`jaxrnn._checks.Site` phrases a module's fixes."""
-        options = options.checked(where)
+        """:meth:`apply` on checked options, with messages from ``where``.
+
+        A :class:`jaxrnn._checks.Site` phrases a module's fixes. Everything
+        else is checked here, once, and passed down to every layer and direction.
+        """
         if options.reverse and self.bidirectional:
             raise ValueError(
                 f"{where}: reverse=True runs a unidirectional stack backwards; this stack is bidirectional, so "
@@ -359,19 +363,23 @@ class Stack:
             _checks.prng_key(key, where, "key=jax.random.key(seed)")
             keys = jax.random.split(key, self.num_layers - 1)
 
-        finals, hs = [], xs
+        hs, checked = plan(self.cell, options, xs, where)
+        finals = []
         for k in range(self.num_layers):
             if k > 0 and keys is not None:
                 hs = _dropout(keys[k - 1], hs, self.dropout)
-            input_size, carry_sizes = sizes[k]
+            input_size: int | None = sizes[k][0]
+            carry_sizes = sizes[k][1]
+            if k > 0:
+                input_size = None  # the lower layer's outputs, whose width _check_params matched
             layer_carry = carry[k]
             if self.bidirectional:
                 if layer_carry is None:
                     layer_carry = Bidirectional(None, None)
                 final, hs = _both_directions(self.cell, params[k], input_size, carry_sizes, hs, layer_carry, options,
-                                             where)
+                                             checked, where)
             else:
-                final, hs = run(self.cell, params[k], input_size, carry_sizes, hs, layer_carry, options, where)
+                final, hs = run(self.cell, params[k], input_size, carry_sizes, hs, layer_carry, options, checked, where)
             finals.append(final)
         return tuple(finals), hs
 

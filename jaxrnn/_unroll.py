@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from jaxrnn import _bptt, _checks
+from jaxrnn import _bptt, _checks, _scans
 from jaxrnn._options import GradMode, ScanMode, SequenceOptions
 from jaxrnn._protocol import Carry, Cell, Params, zero_carry
 
@@ -104,7 +106,8 @@ def unroll(
     check_cell(cell, where)
     options = SequenceOptions(grad, lengths, reverse, time_major, resets, checkpoint, scan).checked(where)
     params, input_size, sizes = _checks.params(cell, params, where)
-    return run(cell, params, input_size, sizes, xs, carry, options, where)
+    xs, checked = plan(cell, options, xs, where)
+    return run(cell, params, input_size, sizes, xs, carry, options, checked, where)
 
 
 def backward_strategy(
@@ -177,32 +180,78 @@ def check_cell(cell, where: str) -> None:
         )
 
 
-def run(cell: Cell, params, input_size: int, sizes: tuple[int, ...], xs, carry, options: SequenceOptions, where: str):
-    """:func:`unroll` on params already checked (``_checks.params``) and options already ``checked``.
+class Plan(NamedTuple):
+    """One call's checked per-step inputs and its choices, made once for every layer and direction.
 
-    The one runner behind :func:`unroll`, :func:`jaxrnn.bidirectional` and
-    :meth:`jaxrnn.Stack.apply`, so params are checked once per call.
+    Attributes:
+        parallel: the cell's whole-sequence implementation replaces the scan.
+        swap: batch-major inputs are worked on as time-major copies.
+        steps: T.
+        batch: B.
+        valid: (T, B) bool, step t of row b is real; None without lengths.
+        bad_rows: (B,) bool, rows whose traced length lies outside 0..T (they
+            come back NaN); None where lengths are concrete or absent.
+        resets: (T, B) bool or None.
+        time_major: the caller's layout, as ``unroll``'s ``time_major``.
+    """
+
+    parallel: bool
+    swap: bool
+    steps: int
+    batch: int
+    valid: Array | None
+    bad_rows: Array | None
+    resets: Array | None
+    time_major: bool
+
+    @property
+    def inner_time_major(self) -> bool:
+        """Whether the engine sees time-major inputs: given so, or swapped."""
+        return self.swap or self.time_major
+
+
+def plan(cell: Cell, options: SequenceOptions, xs, where: str) -> tuple[Array, Plan]:
+    """Checks ``xs``' rank, lengths and resets against it, and decides the layout: once per call.
+
+    Returns ``(xs as an array, the plan)``. The feature width is checked by
+    :func:`run`, against each layer's params.
     """
     grad, lengths, reverse, time_major, resets, checkpoint, scan = options
     parallel = _parallel(cell, grad, checkpoint, scan, where)
-    hidden = sizes[0]
     layout = "(time, batch, input_size)" if time_major else "(batch, time, input_size)"
-    xs = _checks.inputs(xs, 3, layout, input_size, "xs", where, cell)
+    xs = _checks.inputs(xs, 3, layout, None, "xs", where)
     # Batch-major inputs stay as they are for the manual path's per-step scan
-    # (_bptt.step_scan reads and writes them in place). Everything else works
+    # (_scans.step_scan reads and writes them in place). Everything else works
     # time-major on transposed copies: under autodiff the in-place loop is
     # slower than the transposes (benchmarks/RESULTS.md).
     swap = not time_major and (checkpoint is not None or parallel or grad == "autodiff")
-    if swap:
-        xs = jnp.swapaxes(xs, 0, 1)
-    inner_time_major = time_major or swap
-    steps, batch = xs.shape[:2] if inner_time_major else xs.shape[1::-1]
+    steps, batch = xs.shape[:2] if time_major else xs.shape[1::-1]
     other = steps if time_major else None  # xs' first axis, which a time_major=False hint compares with
     valid, bad_rows = _validity(lengths, steps, batch, where, other)
     resets = _checks.step_mask(resets, steps, batch, "resets", where)
+    return xs, Plan(parallel, swap, steps, batch, valid, bad_rows, resets, time_major)
+
+
+def run(cell: Cell, params, input_size: int | None, sizes: tuple[int, ...], xs, carry, options: SequenceOptions,
+        plan: Plan, where: str):
+    """One layer and direction of :func:`unroll`, on params, options and a :class:`Plan` already checked.
+
+    The one runner behind :func:`unroll`, :func:`jaxrnn.bidirectional` and
+    :meth:`jaxrnn.Stack.apply`, which check everything once per call and pass
+    it down. ``input_size`` None: ``xs`` are a lower layer's outputs, whose
+    width the stack's params check already matched.
+    """
+    grad, _, reverse, time_major, _, checkpoint, _ = options
+    parallel, swap, steps, batch, valid, bad_rows, resets, _ = plan
+    hidden = sizes[0]
+    if input_size is not None:
+        _checks.input_width(xs, input_size, "xs", where, cell)
+    if swap:
+        xs = jnp.swapaxes(xs, 0, 1)
+    inner_time_major = plan.inner_time_major
     if carry is None:
         carry = zero_carry(cell, batch, sizes, jnp.result_type(xs, *jax.tree.leaves(params)))
-    carry = _checks.carry(cell, carry, batch, sizes, where, steps=other)
+    carry = _checks.carry(cell, carry, batch, sizes, where, steps=steps if time_major else None)
     params, carry, xs = _checks.promote(params, carry, xs)
 
     if steps == 0:
@@ -212,16 +261,16 @@ def run(cell: Cell, params, input_size: int, sizes: tuple[int, ...], xs, carry, 
     if parallel and cell.sequence is not None:
         carry, hs = cell.sequence(params, carry, xs, valid=valid, resets=resets, reverse=reverse, grad=grad)
     elif checkpoint is not None:
-        padded = _pad_to_chunks(checkpoint, xs, valid, resets)
+        padded = _scans.pad_to_chunks(checkpoint, xs, valid, resets)
         if grad == "manual":
             carry, hs = _bptt.manual_unroll(cell, reverse, checkpoint)(params, carry, *padded)
         else:
-            carry, hs = _autodiff_unroll(cell, params, carry, *padded, reverse, checkpoint)
+            carry, hs = _scans.checkpointed_scan(cell, params, carry, *padded, reverse, checkpoint)
         hs = hs[:steps]
     elif grad == "manual":
         carry, hs = _bptt.manual_unroll(cell, reverse, None, inner_time_major)(params, carry, xs, valid, resets)
     else:
-        carry, hs = _bptt.step_scan(cell, params, carry, xs, carry, valid, resets, reverse)
+        carry, hs = _scans.step_scan(cell, params, carry, xs, carry, valid, resets, reverse)
     if bad_rows is not None:
         carry = jax.tree.map(lambda a: jnp.where(bad_rows[:, None], jnp.nan, a), carry)
         hs = jnp.where((bad_rows[:, None] if inner_time_major else bad_rows[:, None, None]), jnp.nan, hs)
@@ -250,36 +299,3 @@ def _validity(lengths, steps: int, batch: int, where: str, other: int | None = N
             )
         bad_rows = None
     return jnp.arange(steps)[:, None] < lengths[None, :], bad_rows
-
-
-def _pad_to_chunks(checkpoint: int | None, xs: Array, valid, resets) -> tuple[Array, Array | None, Array | None]:
-    """Pads the time axis to a multiple of ``checkpoint`` with invalid steps at the end.
-
-    Invalid steps keep the carry wherever they run, and padding at the end
-    runs last forward and first in reverse, where lengths' padding already is.
-    """
-    steps = xs.shape[0]
-    extra = 0 if checkpoint is None else -steps % checkpoint
-    if extra == 0:
-        return xs, valid, resets
-
-    def pad(a, value):
-        return jnp.concatenate([a, jnp.full((extra, *a.shape[1:]), value, a.dtype)])
-
-    if valid is None:
-        valid = jnp.ones(xs.shape[:2], bool)
-    return pad(xs, 0), pad(valid, False), None if resets is None else pad(resets, False)
-
-
-def _autodiff_unroll(cell, params, carry, xs, valid, resets, reverse: bool, checkpoint: int):
-    """The checkpointed scan of ``cell.step`` that JAX differentiates: ``jax.checkpoint`` per chunk."""
-
-    def chunk(start, inputs):  # resets go back to the initial carry, not the chunk's start
-        xs_c, valid_c, resets_c = inputs
-        return _bptt.step_scan(cell, params, start, xs_c, carry, valid_c, resets_c, reverse)
-
-    def chunks(a):
-        return None if a is None else a.reshape(-1, checkpoint, *a.shape[1:])
-
-    final, hs = jax.lax.scan(jax.checkpoint(chunk), carry, jax.tree.map(chunks, (xs, valid, resets)), reverse=reverse)
-    return final, hs.reshape(-1, *hs.shape[2:])

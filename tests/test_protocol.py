@@ -40,16 +40,17 @@ COMBINED = ("lengths+reverse+resets", "checkpoint+lengths+batch_major")
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "cell, init_options, names",
-    [(custom_cells.peephole_lstm, {}, COMBINED), (custom_cells.layer_norm_lstm, {}, COMBINED),
+    [(custom_cells.cifg_lstm, {"num_heads": 5}, COMBINED),
+     (custom_cells.peephole_lstm, {}, COMBINED), (custom_cells.layer_norm_lstm, {}, COMBINED),
      # Also against torch in both grad modes (below) and in the property tests: one combination here.
      (jaxrnn.projected_lstm, {"proj_size": 3}, COMBINED[:1])],
-    ids=["peephole_lstm", "layer_norm_lstm", "projected_lstm"],
+    ids=["cifg_lstm-5heads", "peephole_lstm", "layer_norm_lstm", "projected_lstm"],
 )
 def test_cells_pass_check_cell_on_every_option(cell, init_options, names):
     combined = {name: testing.OPTIONS[name] for name in names}
     report = testing.check_cell(cell, hidden_size=5, init_options=init_options, options=combined)
-    assert list(report) == list(combined)
-    assert max(report.values()) < 1e-6, report
+    assert list(report) == [entry for name in combined for entry in (name, f"{name} (bfloat16)")]
+    assert max(report[name] for name in combined) < 1e-6, report
 
 
 @pytest.mark.slow
@@ -94,8 +95,9 @@ def test_check_cell_compares_with_finite_differences_too():
 @pytest.mark.slow
 def test_check_cell_checks_both_paths_of_a_parallel_cell():
     report = testing.check_cell(jaxrnn.mingru, options={name: testing.OPTIONS[name] for name in ("plain", "checkpoint")})
-    assert list(report) == ["plain", "plain (parallel)", "checkpoint"]
-    assert max(report.values()) < 1e-6, report
+    float64 = ["plain", "plain (parallel)", "checkpoint"]
+    assert list(report) == [entry for name in float64 for entry in (name, f"{name} (bfloat16)")]
+    assert max(report[name] for name in float64) < 1e-6, report
 
 
 def test_check_cell_refuses_a_cell_without_bptt():
@@ -298,7 +300,8 @@ def test_registered_cells_appear_in_every_choice():
 
 
 def test_cells_taking_an_init_option_are_those_whose_init_accepts_it():
-    assert list(jaxrnn.cells(taking="num_heads")) == ["simple_rnn", "lstm", "gru", "slstm"]
+    # Every gated cell takes heads, the examples' CIFG LSTM too: the engine owns the weights.
+    assert list(jaxrnn.cells(taking="num_heads")) == ["simple_rnn", "lstm", "gru", "slstm", "cifg_lstm"]
     assert list(jaxrnn.cells(manual=True, taking="proj_size")) == ["projected_lstm"]
     assert jaxrnn.cells(taking="no_such_option") == {}
 
