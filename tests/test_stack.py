@@ -533,3 +533,29 @@ def test_params_and_carry_structure_errors():
         jaxrnn.bidirectional(jaxrnn.lstm, params[0], xs, carry[0].forward)
     with pytest.raises(ValueError, match=r"same \(input_size, hidden_size\).*\(3, 4\) and params\.backward \(8, 4\)"):
         jaxrnn.bidirectional(jaxrnn.lstm, (params[0].forward, params[1].backward), xs)
+
+
+def test_every_check_runs_once_per_call(monkeypatch):
+    """Options, xs, lengths and resets are checked once per call, not again in every layer and direction."""
+    from jaxrnn import _checks, _options
+
+    calls: dict[str, int] = {}
+
+    def counted(owner, name):
+        original = getattr(owner, name)
+
+        def wrapper(*args, **kwargs):
+            calls[name] = calls.get(name, 0) + 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, wrapper)
+
+    for name in ("inputs", "lengths", "step_mask", "params"):
+        counted(_checks, name)
+    counted(_options.SequenceOptions, "checked")
+    net = jaxrnn.stack(jaxrnn.lstm, num_layers=3, bidirectional=True)
+    params = net.init(jax.random.key(0), 4, 5)
+    xs, lengths, resets = jnp.ones((6, 2, 4)), jnp.array([6, 3]), jnp.zeros((6, 2), bool)
+    jax.eval_shape(lambda p: net.apply(p, xs, lengths=lengths, resets=resets), params)
+    # one params check per layer and direction: six different sets of params
+    assert calls == {"checked": 1, "inputs": 1, "lengths": 1, "step_mask": 1, "params": 6}
