@@ -417,3 +417,22 @@ def test_to_torch_rejects_params_of_another_cell():
     params = random_params(jaxrnn.lstm)
     with pytest.raises(TypeError, match="needs GRUParams; got LSTMParams"):
         to_torch(jaxrnn.gru, params)
+
+
+def test_a_gated_cell_of_your_own_converts_to_torch_and_back():
+    """The gated tier's weights are torch's layout transposed, for any gate count (here the examples' CIFG LSTM)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+    import custom_cells
+
+    cell = custom_cells.cifg_lstm
+    params = cell.init(jax.random.key(0), 3, 4, num_heads=2)
+    sd = to_torch(cell, params, layer=1, reverse=True)
+    assert sd["weight_ih_l1_reverse"].shape == (12, 3) and sd["weight_hh_l1_reverse"].shape == (12, 4)
+    back = from_torch(cell, sd, layer=1, reverse=True)  # headed weights come back as their dense matrix
+    for got, want in zip(back, params._replace(w_hh=jaxrnn.block_diagonal(params.w_hh))):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="has 3 gate.*weight_hh_l0 must be \\(3·H, H\\).*4·H rows"):
+        from_torch(cell, to_torch(jaxrnn.lstm, jaxrnn.lstm.init(jax.random.key(0), 3, 4)))

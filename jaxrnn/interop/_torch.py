@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn import _checks
+from jaxrnn._gated import GatedCell
 from jaxrnn._heads import block_diagonal
 from jaxrnn._protocol import Cell
 from jaxrnn._stack import Bidirectional, Stack
@@ -185,6 +186,10 @@ def to_torch(cell: Cell, params, *, layer: int = 0, prefix: str = "", reverse: b
       (:func:`jaxrnn.block_diagonal`), which torch computes the same forward with;
     * ``{prefix}bias_ih_l{layer}``, ``{prefix}bias_hh_l{layer}``: ``b_ih``,
       ``b_hh``, (G·H,).
+
+    Every :class:`jaxrnn.GatedCell` converts too, a cell of your own
+    included: its weights are G gate blocks of H, in torch's layout once
+    transposed.
 
     They are fresh, writable, C-contiguous arrays of the params' dtype, so::
 
@@ -365,7 +370,7 @@ def _layers_present(state_dict: Mapping, prefix: str) -> list[int]:
 
 def _common_arguments(cell: Any, layer: Any, prefix: Any, reverse: Any, where: str) -> tuple[int, str]:
     """Checks the arguments both directions share; returns ``(layer, prefix)``."""
-    _check_cell(cell, _TORCH_NAMES, "torch", "torch.nn", where)
+    _check_cell(cell, _TORCH_NAMES, "torch", "torch.nn", where, any_gated=True)
     layer = _checks.positive_int(layer, "layer", where, allow_zero=True)
     if not isinstance(prefix, str):
         raise TypeError(
@@ -461,7 +466,7 @@ def _check_weight_hh(cell: Cell, w_hh: np.ndarray, key: str, where: str) -> None
     Checked here, in torch's terms, because this is the array that tells the
     cell types apart; :func:`jaxrnn._checks.params` checks the rest.
     """
-    num_gates = len(cell.gates)
+    num_gates = cell.num_gates if isinstance(cell, GatedCell) else len(cell.gates)
     name = _torch_name(cell)
     if w_hh.ndim == 2 and w_hh.shape[1] > 0 and w_hh.shape[0] == num_gates * w_hh.shape[1]:
         return
