@@ -278,7 +278,9 @@ def test_time_sizes_the_run_and_its_count_is_exact_on_resume_and_as_steps(corpus
     same times and choose the same count.
     """
     ticks = itertools.count()
-    monkeypatch.setattr(training._loop, "time", types.SimpleNamespace(perf_counter=lambda: float(next(ticks))))
+    clock = types.SimpleNamespace(perf_counter=lambda: float(next(ticks)))
+    for module in (training._loop, training._monitor):  # the loop's and its records' times, one clock
+        monkeypatch.setattr(module, "time", clock)
     said = []
     options = dict(TINY, warmup=5, time="60s")
     config = training.TrainConfig(out=str(tmp_path / "timed"), corpus=str(corpus), **options)
