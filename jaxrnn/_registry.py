@@ -51,9 +51,19 @@ def register(cell: Cell) -> Cell:
     return cell
 
 
-def cells(*, manual: bool = False) -> dict[str, Cell]:
-    """The registered cells by name, in registration order; ``manual=True``: only those with a hand-written BPTT."""
-    return {name: cell for name, cell in _CELLS.items() if not manual or cell.bptt is not None}
+def cells(*, manual: bool = False, taking: str | None = None) -> dict[str, Cell]:
+    """The registered cells by name, in registration order.
+
+    Args:
+        manual: only the cells with a hand-written BPTT.
+        taking: only the cells whose ``init`` takes this keyword option,
+            e.g. ``"num_heads"`` for those with a block-diagonal recurrence.
+    """
+    return {
+        name: cell for name, cell in _CELLS.items()
+        if (not manual or cell.bptt is not None)
+        and (taking is None or taking in inspect.signature(cell.init_params).parameters)
+    }
 
 
 def get(name: str, where: str = "jaxrnn.get_cell") -> Cell:
@@ -65,8 +75,3 @@ def get(name: str, where: str = "jaxrnn.get_cell") -> Cell:
             f"{where}: unknown cell {name!r}; the registered cells, jaxrnn.cells(), are {list(_CELLS)}. "
             "Pass one of these names; register a cell of your own with jaxrnn.register(cell) to use it by name."
         ) from None
-
-
-def taking(option: str) -> list[str]:
-    """The names of the registered cells whose ``init`` takes the keyword ``option`` (e.g. ``"num_heads"``)."""
-    return [name for name, cell in _CELLS.items() if option in inspect.signature(cell.init_params).parameters]

@@ -299,6 +299,14 @@ def test_registered_cells_appear_in_every_choice():
     assert bench_parser().parse_args(["--cells", "peephole_lstm"]).cells == ["peephole_lstm"]
 
 
+def test_cells_filtered_by_an_init_option():
+    headed = jaxrnn.cells(taking="num_heads")  # the cells with a block-diagonal recurrence
+    assert {"simple_rnn", "lstm", "gru", "slstm"} <= set(headed) and not {"mingru", "projected_lstm"} & set(headed)
+    assert all(jaxrnn.get_cell(name) is cell for name, cell in headed.items())
+    projected = jaxrnn.cells(manual=True, taking="proj_size")
+    assert "projected_lstm" in projected and "lstm" not in projected
+    assert jaxrnn.cells(taking="no_such_option") == {}
+
 def test_cells_load_from_module_and_name_on_the_command_line(capsys):
     from jaxrnn import _cli
 

@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> i
         problems += [(Problem(cell, b, x, h, t, dtype=dtype), "grid")
                      for cell in cells for b, x, h, t in _suite.GRID_SHAPES]
     problems += [(Problem(cell, b, x, h, t, heads, dtype), "heads")
-                 for cell in cells if cell in _registry.taking("num_heads")
+                 for cell in cells if cell in _registry.cells(taking="num_heads")
                  for b, x, h, t in heads_shapes for heads in args.heads]
     for number, (problem, group) in enumerate(problems, 1):
         print(f"[{number}/{len(problems)}] {problem.label()} ({group})", flush=True)

@@ -69,7 +69,7 @@ def format_duration(seconds: float) -> str:
 
 def _check_heads(cell: str, heads: int, hidden: int) -> None:
     """``--heads`` needs a cell whose init takes ``num_heads``, and must divide ``--hidden``."""
-    headed = _registry.taking("num_heads")
+    headed = _registry.cells(taking="num_heads")
     if cell not in headed:
         raise TrainingError(f"--heads {heads}: the {cell} cell has no heads; use one of {', '.join(headed)}, "
                             "or --heads 1.")
