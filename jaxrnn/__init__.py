@@ -18,8 +18,9 @@ from jaxrnn._cells import (
 )
 from jaxrnn._checks import CellMismatchError
 from jaxrnn._heads import block_diagonal
-from jaxrnn._options import GRAD_MODES
+from jaxrnn._options import GRAD_MODES, GradMode
 from jaxrnn._parallel import MinGRUParams, MinLSTMParams, mingru, minlstm
+from jaxrnn._precision import matmul
 from jaxrnn._protocol import BPTT, Cell, cotangents
 from jaxrnn._registry import cells, get as get_cell, register
 from jaxrnn._slstm import SLSTMCarry, SLSTMParams, slstm
@@ -37,6 +38,7 @@ __all__ = [
     "CellMismatchError",
     "GRAD_MODES",
     "GRUParams",
+    "GradMode",
     "LSTMCarry",
     "LSTMParams",
     "MinGRUParams",
@@ -55,6 +57,7 @@ __all__ = [
     "gru",
     "interop",
     "lstm",
+    "matmul",
     "mingru",
     "minlstm",
     "notebook",

@@ -7,7 +7,13 @@ from typing import Any, Literal, NamedTuple
 from jaxrnn import _checks
 
 GRAD_MODES = ("manual", "autodiff")
-GradMode = Literal["manual", "autodiff"]  # GRAD_MODES as a type
+GradMode = Literal["manual", "autodiff"]
+"""The type of a ``grad`` argument, :data:`GRAD_MODES` as a ``Literal``, for annotating code that passes one on.
+
+``"manual"`` differentiates a sequence by the cell's hand-written BPTT,
+``"autodiff"`` by JAX's autodiff through the scan; see :func:`jaxrnn.unroll`.
+"""
+
 SCANS = ("auto", "sequential", "parallel")
 ScanMode = Literal["auto", "sequential", "parallel"]  # SCANS as a type
 
