@@ -22,8 +22,11 @@ The modules behind this one, one concern each:
 * ``_state_tracking``: running parity, nonlinear cells against linear-recurrence ones;
 * ``_compare``: what those two demos share (checks, optimiser, one training loop per cell);
 
-Atomic files, progress bars and PNG figures come from ``jaxrnn._io`` and
-``jaxrnn._plot``, which the benchmark suite shares.
+The package is an application of jaxrnn: it reads the cells, the registry,
+:func:`jaxrnn.unroll`, stacks and mixed precision through ``jaxrnn``'s public
+names only. Atomic files, progress bars, PNG figures and argument checks come
+from the leaf utilities ``jaxrnn._io``, ``jaxrnn._plot`` and
+``jaxrnn._arguments``, shared with the benchmark suite and the core.
 """
 
 from jaxrnn._io import extra_module
