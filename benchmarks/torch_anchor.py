@@ -22,8 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxrnn.training import Vocabulary, read_corpus
-from jaxrnn.training._corpus import Streams, split, validation_slice
-from jaxrnn.training._loop import VALIDATION_ROWS
+from jaxrnn.training._corpus import VALIDATION_ROWS, Streams, split, validation_slice
 
 
 def main() -> None:

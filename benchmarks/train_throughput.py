@@ -20,7 +20,7 @@ import numpy as np
 from jaxrnn import _timing
 from jaxrnn.training import CharLM
 from jaxrnn.training._config import make_optimizer
-from jaxrnn.training._loop import make_step
+from jaxrnn.training._steps import make_step
 
 
 def jaxrnn_step(args, grad: str, inputs, targets):

@@ -21,6 +21,7 @@ from jaxrnn._gated import GatedCell, GatedParams
 from jaxrnn._heads import block_diagonal
 from jaxrnn._options import GRAD_MODES, GradMode
 from jaxrnn._parallel import MinGRUParams, MinLSTMParams, mingru, minlstm
+from jaxrnn._precision import matmul
 from jaxrnn._protocol import BPTT, Cell, cotangents
 from jaxrnn._registry import cells, get as get_cell, register
 from jaxrnn._slstm import SLSTMCarry, SLSTMParams, slstm
@@ -59,6 +60,7 @@ __all__ = [
     "gru",
     "interop",
     "lstm",
+    "matmul",
     "mingru",
     "minlstm",
     "notebook",

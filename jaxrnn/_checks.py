@@ -6,7 +6,6 @@ raise ``ValueError``; dtypes and wrong kinds of object raise ``TypeError``.
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from jaxrnn._arguments import positive_int as positive_int  # checked here too: _checks.positive_int
 from jaxrnn import _contract
 from jaxrnn._precision import accumulation_dtype
 
@@ -84,24 +84,6 @@ def python_bool(value: Any, name: str, where: str) -> bool:
             f"got {got}. Pass {name}=True or {name}=False."
         )
     return bool(value)
-
-
-def positive_int(value: Any, name: str, where: str, *, allow_zero: bool = False) -> int:
-    """``value`` as an int, which must be > 0 (or ≥ 0 with ``allow_zero``)."""
-    if isinstance(value, bool):
-        raise TypeError(f"{where}: {name} must be an int; got the bool {value!r}.")
-    try:
-        number = operator.index(value)
-    except TypeError:
-        raise TypeError(
-            f"{where}: {name} must be an int; got {value!r} of type {type(value).__name__}. "
-            f"Pass a whole number, e.g. {name}=int(...)."
-        ) from None
-    if number < 0 or (number == 0 and not allow_zero):
-        bound = "≥ 0" if allow_zero else "> 0"
-        least = 0 if allow_zero else 1
-        raise ValueError(f"{where}: {name} must be {bound}; got {number}. Pass {name}={least} or more.")
-    return number
 
 
 def floating_dtype(dtype: Any, where: str, name: str = "dtype") -> np.dtype:

@@ -18,5 +18,17 @@ def accumulation_dtype(dtype) -> jnp.dtype:
 
 
 def matmul(a: Array, w: Array) -> Array:
-    """``a @ w`` with ``w``'s dtype for both operands, summed in at least float32."""
+    """``a @ w`` by the cells' mixed-precision rule: ``w``'s dtype for both operands, summed in at least float32.
+
+    A layer of your own around the cells, a readout on their outputs say,
+    computes as they do with it: bfloat16 or float16 weights give 16-bit
+    operands and a float32 result; float32 and float64 weights give a plain ``a @ w``.
+
+    Args:
+        a: the inputs, cast to ``w``'s dtype; (..., K).
+        w: the weights, (K, N) (or stacked, as :func:`jax.numpy.matmul` takes them).
+
+    Returns:
+        ``a @ w``, (..., N), float32 for 16-bit weights, otherwise ``w``'s dtype.
+    """
     return jnp.matmul(a.astype(w.dtype), w, preferred_element_type=accumulation_dtype(w.dtype))

@@ -1,5 +1,6 @@
 """`jaxrnn train` / `jaxrnn sample`: learning, exact resume, the NaN guard, checkpoints, data parallel."""
 
+import ast
 import itertools
 import re
 import shutil
@@ -278,7 +279,9 @@ def test_time_sizes_the_run_and_its_count_is_exact_on_resume_and_as_steps(corpus
     same times and choose the same count.
     """
     ticks = itertools.count()
-    monkeypatch.setattr(training._loop, "time", types.SimpleNamespace(perf_counter=lambda: float(next(ticks))))
+    clock = types.SimpleNamespace(perf_counter=lambda: float(next(ticks)))
+    for module in (training._loop, training._monitor):  # the loop's and its records' times, one clock
+        monkeypatch.setattr(module, "time", clock)
     said = []
     options = dict(TINY, warmup=5, time="60s")
     config = training.TrainConfig(out=str(tmp_path / "timed"), corpus=str(corpus), **options)
@@ -360,3 +363,22 @@ def test_a_headed_slstm_trains_and_keeps_its_heads_on_resume(corpus, tmp_path, r
     model, params, _, _ = training.load_run(tmp_path)
     assert model.heads == 2 and params.rnn[0].w_hh.shape == (2, 12, 48)  # (heads, H/heads, 4·H/heads)
     assert result.step == 25 and [r["step"] for r in read_metrics(tmp_path)] == list(range(1, 26))
+
+
+def test_training_reads_jaxrnn_through_public_names_and_leaf_utilities_only():
+    """The training package is an application of jaxrnn: the core's private modules may change under it."""
+    leaves = {"jaxrnn._io", "jaxrnn._plot", "jaxrnn._arguments", "jaxrnn._timing", "jaxrnn._argparse"}
+    private = []
+    for path in sorted(Path(training.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module == "jaxrnn":
+                modules = [f"jaxrnn.{alias.name}" for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                modules = [node.module or ""]
+            else:
+                continue
+            private += [f"{path.name}: {module}" for module in modules
+                        if module.startswith("jaxrnn._") and module not in leaves]
+    assert not private, private

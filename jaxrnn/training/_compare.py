@@ -19,10 +19,10 @@ import numpy as np
 import optax
 from jax import Array
 
-from jaxrnn import _registry
-from jaxrnn._checks import positive_int
+import jaxrnn
+from jaxrnn import GRAD_MODES, GradMode
+from jaxrnn._arguments import positive_int
 from jaxrnn._io import atomic_write, progress_bar
-from jaxrnn._options import GRAD_MODES, GradMode
 
 GRAD_CLIP = 1.0  # global-norm clip: the loss drops in a cliff when a gated cell catches on, and gradients spike
 DECAY_AT = 2 / 3  # the learning rate is divided by DECAY_FACTOR after this fraction of the steps
@@ -131,7 +131,7 @@ def train_each(names: list[str], trial: Callable[[Any], Trial], *, steps: int, e
     eval_steps = {*range(eval_every, steps, eval_every), steps}
     for name in names:
         start = time.perf_counter()
-        run = trial(_registry.get(name))
+        run = trial(jaxrnn.get_cell(name))
         state = run.state
         curve: dict[str, list] = {"step": [], "train_loss": []}
         pending: list[Array] = []  # device losses since the last eval; fetched there, so steps never sync
@@ -181,10 +181,10 @@ def cell_names(cells: Any, where: str) -> list[str]:
         )
     names = list(cells)
     if not names:
-        raise ValueError(f"{where}: cells is empty; pass at least one of {', '.join(_registry.cells())}.")
-    unknown = [name for name in names if name not in _registry.cells()]
+        raise ValueError(f"{where}: cells is empty; pass at least one of {', '.join(jaxrnn.cells())}.")
+    unknown = [name for name in names if name not in jaxrnn.cells()]
     if unknown:
-        raise ValueError(f"{where}: unknown cell(s) {unknown}; choose from {', '.join(_registry.cells())}.")
+        raise ValueError(f"{where}: unknown cell(s) {unknown}; choose from {', '.join(jaxrnn.cells())}.")
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise ValueError(f"{where}: cell(s) {repeated} appear more than once; list each cell once.")

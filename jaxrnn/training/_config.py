@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxrnn import _registry
-from jaxrnn._options import GRAD_MODES
+import jaxrnn
+from jaxrnn import GRAD_MODES
 from jaxrnn.training import _checkpoint
 
 OPTIMIZERS = ("adam", "adamw")
@@ -69,7 +69,7 @@ def format_duration(seconds: float) -> str:
 
 def _check_heads(cell: str, heads: int, hidden: int) -> None:
     """``--heads`` needs a cell whose init takes ``num_heads``, and must divide ``--hidden``."""
-    headed = _registry.cells(taking="num_heads")
+    headed = jaxrnn.cells(taking="num_heads")
     if cell not in headed:
         raise TrainingError(f"--heads {heads}: the {cell} cell has no heads; use one of {', '.join(headed)}, "
                             "or --heads 1.")
@@ -159,7 +159,7 @@ class TrainConfig:
                 continue  # sized by --time
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise TrainingError(f"--{_flag(name)} must be a whole number ≥ 1; got {value!r}.")
-        choices = {"cell": tuple(_registry.cells()), "optimizer": OPTIMIZERS, "schedule": SCHEDULES, "grad": GRAD_MODES,
+        choices = {"cell": tuple(jaxrnn.cells()), "optimizer": OPTIMIZERS, "schedule": SCHEDULES, "grad": GRAD_MODES,
                    "dtype": tuple(DTYPES)}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

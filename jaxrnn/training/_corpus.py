@@ -1,4 +1,4 @@
-"""Text for the character-level language model: the corpus, its vocabulary and the batch streams."""
+"""Text for the character-level language model: the corpus, its vocabulary, the batch streams, the validation window."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import numpy as np
 UNKNOWN = "\ufffd"  # the Unicode replacement character stands for every rare character
 MIN_COUNT = 20
 VALIDATION_FRACTION = 0.05
+VALIDATION_ROWS = 32
 _SKIPPED_FOLDERS = frozenset({"test", "tests", "site-packages"})
 
 
@@ -154,6 +155,14 @@ def split(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(train, validation)``: the validation split is the last :data:`VALIDATION_FRACTION` of the text."""
     cut = len(ids) - max(1, int(len(ids) * VALIDATION_FRACTION))
     return ids[:cut], ids[cut:]
+
+
+def validation_rows(devices: int) -> int:
+    """Rows of the validation window: 32 whatever the batch, so runs of any batch score the same characters.
+
+    Rounded up to a multiple of ``devices``, which shard them.
+    """
+    return -(-VALIDATION_ROWS // devices) * devices
 
 
 def validation_slice(ids: np.ndarray, rows: int, max_chars: int) -> np.ndarray:

@@ -39,10 +39,8 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from jaxrnn._checks import positive_int
-from jaxrnn._options import GradMode
-from jaxrnn._protocol import Cell
-from jaxrnn._unroll import unroll
+from jaxrnn import Cell, GradMode, unroll
+from jaxrnn._arguments import positive_int
 from jaxrnn.training._compare import (
     DECAY_FACTOR,
     Trial,

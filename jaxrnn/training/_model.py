@@ -10,11 +10,7 @@ import jax.numpy as jnp
 import optax
 from jax import Array
 
-from jaxrnn import _registry
-from jaxrnn._options import GradMode
-from jaxrnn._precision import matmul
-from jaxrnn._protocol import Cell
-from jaxrnn._stack import Stack, stack
+from jaxrnn import Cell, GradMode, Stack, get_cell, matmul, stack
 
 
 class CharLMParams(NamedTuple):
@@ -60,7 +56,7 @@ class CharLM:
 
     @property
     def recurrent_cell(self) -> Cell:
-        return _registry.get(self.cell, "CharLM")
+        return get_cell(self.cell, "CharLM")
 
     @property
     def net(self) -> Stack:

@@ -36,11 +36,8 @@ import jax.numpy as jnp
 import optax
 from jax import Array
 
-from jaxrnn import _registry
-from jaxrnn._checks import positive_int
-from jaxrnn._options import GradMode
-from jaxrnn._protocol import Cell
-from jaxrnn._unroll import unroll
+from jaxrnn import Cell, GradMode, get_cell, unroll
+from jaxrnn._arguments import positive_int
 from jaxrnn.training._compare import Trial, budget, cell_names, optimizer, train_each, trial, write_report
 
 DEFAULT_CELLS = ("lstm", "gru", "slstm", "mingru", "minlstm")
@@ -199,7 +196,7 @@ def run_state_tracking(
     results = train_each(names, make, steps=given.steps, eval_every=given.eval_every, progress=progress)
     for name, result in results.items():
         model = result.pop("state")[0]
-        by_step = accuracy_by_step(_registry.get(name), model, eval_xs, eval_labels)
+        by_step = accuracy_by_step(get_cell(name), model, eval_xs, eval_labels)
         result["accuracy_by_step"] = [round(float(a), 4) for a in by_step]
     report = {
         "task": "running parity",
