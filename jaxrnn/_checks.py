@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from jaxrnn._arguments import positive_int as positive_int  # checked here too: _checks.positive_int
 from jaxrnn import _contract
+from jaxrnn._arguments import positive_int as positive_int  # checked here too: _checks.positive_int
 from jaxrnn._precision import accumulation_dtype
 
 
