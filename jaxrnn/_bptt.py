@@ -1,13 +1,14 @@
 """The sequence engine: any protocol cell over a sequence, with its hand-written BPTT behind ``jax.custom_vjp``.
 
-The engine knows only the protocol (:mod:`jaxrnn._protocol`). For a sequence
-``xs`` of shape (T, B, X), N = T·B rows, the forward pass is
+The engine knows only the protocol (:class:`jaxrnn.Cell`, :class:`jaxrnn.BPTT`),
+and checks every cell function's result against it (:mod:`jaxrnn._contract`).
+For a sequence ``xs`` of shape (T, B, X), N = T·B rows, the forward pass is
 
 1. ``buf = project(params, xs)``: one call over all N rows (one matmul for a
    linear projection), kept as (N, P) rows;
 2. a ``lax.scan`` of ``recurrence`` that reads step t's projection from
-   ``buf`` and, when the residual's first field has the projection's shape
-   and dtype (the LSTM's and GRU's activated gates), writes it back over
+   ``buf`` and, for a cell that declares ``residual_in_buffer`` (the LSTM's
+   and GRU's activated gates), writes the residual's first field back over
    that step's rows in place; the rest of the residual is stacked over time.
 
 The backward pass is
@@ -30,8 +31,9 @@ stacks each step's residual and ``d_gx`` as the scans' outputs
 
 Memory saved for the backward pass, per time step, beyond ``xs`` and the
 outputs ``hs`` (which the caller holds anyway): LSTM 6·B·H values (four
-gates, ``c_prev`` and ``tanh c'``), GRU 4·B·H, simple RNN none (its backward
-pass makes the ``dz`` buffer itself).
+gates, ``c_prev`` and ``tanh c'``), GRU 5·B·H, simple RNN B·H, the gates'
+share in the projection's buffer. The scans both grad modes share are in
+:mod:`jaxrnn._scans`.
 """
 
 from __future__ import annotations
