@@ -31,7 +31,7 @@ stacks each step's residual and ``d_gx`` as the scans' outputs
 
 Memory saved for the backward pass, per time step, beyond ``xs`` and the
 outputs ``hs`` (which the caller holds anyway): LSTM 6·B·H values (four
-gates, ``c_prev`` and ``tanh c'``), GRU 5·B·H, simple RNN B·H, the gates'
+gates, ``c_prev`` and ``tanh c'``), GRU 4·B·H, simple RNN B·H, the gates'
 share in the projection's buffer. The scans both grad modes share are in
 :mod:`jaxrnn._scans`.
 """

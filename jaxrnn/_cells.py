@@ -111,7 +111,8 @@ class GRUResidual(NamedTuple):
             ``(batch, 3 * hidden)``, stored like :class:`LSTMResidual`'s.
         hn: ``W_hn h + b_hn``, the term the reset gate multiplies, ``(batch, hidden)``.
         h_prev: the state entering the step, ``(batch, hidden)``, which the
-            update gate's cotangent reads.
+            update gate's cotangent reads: kept as ``forward`` received it, so
+            the engine saves nothing for it and rebuilds it from the outputs.
     """
 
     gates: Array
@@ -189,9 +190,8 @@ def _gru_backward(res: GRUResidual, dh: Array):
     dn = dh * (1 - z) * (1 - n**2)  # at n's pre-activation
     d_r = dn * res.hn * r * (1 - r)
     d_z = dh * (res.h_prev - n) * z * (1 - z)
-    d_gx = jnp.concatenate([d_r, d_z, dn], axis=-1)
-    d_gh = jnp.concatenate([d_r, d_z, dn * r], axis=-1)  # gh's n block is scaled by r
-    return d_gx, d_gh, dh * z
+    # gh's n block is scaled by r; its r and z blocks are d_gx's
+    return jnp.concatenate([d_r, d_z, dn], axis=-1), (None, None, dn * r), dh * z
 
 
 _INIT_DOC = """Init (``cell.init(key, input_size, hidden_size, dtype=..., num_heads=1)``), Keras' recurrent defaults:
@@ -254,8 +254,8 @@ gru = _registry.register_built_in(GatedCell(
 
     Params :class:`GRUParams` ``(w_ih (X, 3H), w_hh (H, 3H), b_ih (3H,), b_hh (3H,))``,
     torch's gate order r, z, n; carry ``h`` of shape (batch, hidden). Manual
-    BPTT saves 5·batch·hidden values a step (``r``, ``z``, ``n``, ``W_hn h +
-    b_hn`` and ``h``).
+    BPTT saves 4·batch·hidden values a step (``r``, ``z``, ``n`` and ``W_hn h +
+    b_hn``; the ``h`` its residual names is rebuilt from the outputs).
 
     {_INIT_DOC}""",
 ))

@@ -130,6 +130,21 @@ def _hidden(carry):
     return carry[0] if isinstance(carry, tuple) else carry
 
 
+class _PreviousOutput:
+    """Where a residual held the ``h`` entering the step: saved as nothing, and rebuilt from the outputs.
+
+    A pytree node without leaves, so it passes through the engine's scans
+    and buffers at no cost; the backward step puts ``h_prev`` back in its place.
+    """
+
+
+jax.tree_util.register_pytree_node(_PreviousOutput, lambda node: ((), None), lambda aux, children: _PreviousOutput())
+
+
+def _is_previous(node) -> bool:
+    return isinstance(node, _PreviousOutput)
+
+
 @jax.tree_util.register_static
 @dataclasses.dataclass(frozen=True, eq=False, init=False, repr=False)
 class GatedCell(Cell):
@@ -152,13 +167,18 @@ class GatedCell(Cell):
        cotangents of ``forward``'s three inputs, from that of its new carry.
        ``d_carry'`` already includes the output's cotangent. Return ``None`` as
        ``d_gh`` when it equals ``d_gx`` (``forward`` reads only ``gx + gh``),
-       and ``None`` for a carry field with a zero cotangent. ``d_carry`` is the
-       pointwise part only: the engine adds the path through ``h W_hh``.
+       or a tuple of G blocks (B, H) with ``None`` for each block that equals
+       ``d_gx``'s (the GRU's ``(None, None, dn ⊙ r)``), so the engine keeps
+       only the others for ``dW_hh``; and ``None`` for a carry field with a
+       zero cotangent. ``d_carry`` is the pointwise part only: the engine adds
+       the path through ``h W_hh``.
     4. ``carry_type``: the carry's NamedTuple (every field (B, H), the output
        first), or None for one array.
 
     Everything ``forward`` and ``backward`` receive is in one dtype, the
-    carry's (float32 for 16-bit params), so they need no casts. Optional:
+    carry's (float32 for 16-bit params), so they need no casts. A residual
+    may hold the ``h`` that ``forward`` received, as it came: the engine saves
+    nothing for it and gives it back from the outputs. Optional:
     ``bias_init(hidden_size, num_heads, dtype) -> b_ih (G·H,)`` (zeros
     otherwise; ``b_hh`` starts at zero), and ``residual_in_buffer=True`` when
     the residual is a tuple whose first field is (B, G·H), such as the
@@ -280,33 +300,58 @@ def _recurrence(cell: GatedCell, params, carry, gx: Array):
     if cell.residual_in_buffer and (not isinstance(residual, tuple) or not residual):
         raise TypeError(f"{cell!r} declares residual_in_buffer, so forward must return a tuple or NamedTuple "
                         f"residual whose first field is (batch, G·H); got {_contract.describe(residual)}.")
+    # The h entering the step, kept as it came (the same array), is rebuilt from the outputs, not saved.
+    residual = jax.tree.map(lambda a: _PreviousOutput() if a is h_prev else a, residual)
     return new, _hidden(new), residual
 
 
 def _step_vjp(cell: GatedCell, params, w_hh_t, d_carry, h, h_prev, residual):
     """The cell's ``backward``, then the path through ``h W_hh``: ``d_carry.h += d_gh W_hhᵀ``."""
     state = _hidden(d_carry).dtype
-    residual = jax.tree.map(lambda a: a.astype(state), residual)  # stored narrower in 16-bit runs
+    residual = jax.tree.map(lambda a: h_prev.astype(state) if _is_previous(a) else a.astype(state), residual,
+                            is_leaf=_is_previous)  # stored narrower in 16-bit runs
     d_gx, d_gh, d_prev = _contract.tuple_of(
         cell, "backward", cast(Callable, cell.backward)(residual, d_carry), ("d_gx", "d_gh", "d_carry"),
         " backward(residual, d_carry) returns the cotangents of forward's gx, gh and carry.")
-    width = (h.shape[0], cell.num_gates * h.shape[-1])
+    batch, hidden, gates = h.shape[0], h.shape[-1], cell.num_gates
     rule = "(batch, G·H), as gx and gh"
-    _contract.array_of(cell, "backward", "d_gx", d_gx, width, rule)
-    if d_gh is not None:
-        _contract.array_of(cell, "backward", "d_gh (or None when it equals d_gx)", d_gh, width, rule)
+    _contract.array_of(cell, "backward", "d_gx", d_gx, (batch, gates * hidden), rule)
+    dtype = params.w_hh.dtype  # what is stashed for dW_hh: 16-bit operands for 16-bit params
+    if d_gh is None:
+        full, stash = d_gx, None
+    elif isinstance(d_gh, (tuple, list)):  # by gate block, None where a block is d_gx's
+        if len(d_gh) != gates:
+            raise TypeError(f"{cell!r}: backward must return d_gh as None, one (batch, G·H) array or a tuple of "
+                            f"G = {gates} blocks; got a tuple of {len(d_gh)}.")
+        blocks = jnp.split(d_gx, gates, axis=-1)
+        stash = tuple(None if b is None else _contract.array_of(
+            cell, "backward", f"d_gh's block {k}", b, (batch, hidden), "(batch, H), or None for d_gx's").astype(dtype)
+            for k, b in enumerate(d_gh))
+        full = jnp.concatenate([x if b is None else b for x, b in zip(blocks, d_gh)], axis=-1)
+    else:
+        full = _contract.array_of(cell, "backward", "d_gh (or None when it equals d_gx)", d_gh,
+                                  (batch, gates * hidden), rule)
+        stash = d_gh.astype(dtype)
     d_prev = _contract.carry_like(cell, "backward", "d_carry", d_prev, d_carry, allow_none=True)
-    d_h = _heads.recurrent_vjp(d_gx if d_gh is None else d_gh, w_hh_t)
+    d_h = _heads.recurrent_vjp(full, w_hh_t)
     d_prev = with_first(d_prev, _hidden(d_prev) + d_h.astype(state))
-    # d_gh is stacked for dW_hh after the scan, in the params' dtype: 16-bit operands for 16-bit params.
-    return d_prev, d_gx, None if d_gh is None else d_gh.astype(params.w_hh.dtype)
+    return d_prev, d_gx, stash
 
 
-def _param_grads(cell: GatedCell, params, h_prev: Array, d_gx: Array, d_gh: Array | None):
-    """``dW_hh = h_prevᵀ d_gh``, ``db_hh = Σ d_gh``, ``db_ih = Σ d_gx``; ``dW_ih`` comes from the projection's VJP."""
-    d_w_hh, d_b_hh = weights_and_bias(h_prev, d_gx if d_gh is None else d_gh, params.w_hh)
-    d_b_ih = d_b_hh if d_gh is None else column_sum(d_gx)
-    return cotangents(params, w_hh=d_w_hh, b_ih=d_b_ih, b_hh=d_b_hh)
+def _param_grads(cell: GatedCell, params, h_prev: Array, d_gx: Array, d_gh):
+    """``dW_hh = h_prevᵀ d_gh``, ``db_hh = Σ d_gh``, ``db_ih = Σ d_gx``; ``dW_ih`` comes from the projection's VJP.
+
+    ``d_gh`` as stashed: None (it is ``d_gx``), (N, G·H), or G blocks (N, H), None where a block is ``d_gx``'s.
+    """
+    if not isinstance(d_gh, tuple):
+        d_w_hh, d_b_hh = weights_and_bias(h_prev, d_gx if d_gh is None else d_gh, params.w_hh)
+        return cotangents(params, w_hh=d_w_hh, b_ih=d_b_hh if d_gh is None else column_sum(d_gx), b_hh=d_b_hh)
+    d_w, d_b = weights_and_bias(h_prev, d_gx, params.w_hh)  # every block from d_gx, then the others replaced
+    w_blocks, b_blocks = list(jnp.split(d_w, cell.num_gates, axis=-1)), list(jnp.split(d_b, cell.num_gates))
+    for k, block in enumerate(d_gh):
+        if block is not None:
+            w_blocks[k], b_blocks[k] = weights_and_bias(h_prev, block, params.w_hh)
+    return cotangents(params, w_hh=jnp.concatenate(w_blocks, axis=-1), b_ih=d_b, b_hh=jnp.concatenate(b_blocks))
 
 
 def _shapes(cell: GatedCell, params, where: str) -> tuple[int, int]:
