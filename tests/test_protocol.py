@@ -53,6 +53,15 @@ def test_cells_pass_check_cell_on_every_option(cell, init_options, names):
     assert max(report[name] for name in combined) < 1e-6, report
 
 
+def test_a_gated_cell_from_the_docs_passes_check_cell_with_heads_in_bfloat16_too():
+    """The examples' CIFG LSTM (the docs' gated cell): manual BPTT against autodiff and finite differences in
+    float64, and bfloat16 against float32 in both grad modes, with two heads; every option in the slow tier."""
+    report = testing.check_cell(custom_cells.cifg_lstm, init_options={"num_heads": 2},
+                                options={"resets": testing.OPTIONS["resets"]})
+    assert list(report) == ["resets", "resets (bfloat16)"]
+    assert report["resets"] < 1e-6 and report["resets (bfloat16)"] < 5e-2, report
+
+
 @pytest.mark.slow
 def test_check_cell_catches_a_wrong_reverse_step():
     """A peephole cotangent left out of the reverse step: a plausible slip that check_cell must name."""
