@@ -346,12 +346,18 @@ def _param_grads(cell: GatedCell, params, h_prev: Array, d_gx: Array, d_gh):
     if not isinstance(d_gh, tuple):
         d_w_hh, d_b_hh = weights_and_bias(h_prev, d_gx if d_gh is None else d_gh, params.w_hh)
         return cotangents(params, w_hh=d_w_hh, b_ih=d_b_hh if d_gh is None else column_sum(d_gx), b_hh=d_b_hh)
-    d_w, d_b = weights_and_bias(h_prev, d_gx, params.w_hh)  # every block from d_gx, then the others replaced
-    w_blocks, b_blocks = list(jnp.split(d_w, cell.num_gates, axis=-1)), list(jnp.split(d_b, cell.num_gates))
+    # One product per run of consecutive blocks that are d_gx's, and one per stashed block.
+    hidden = d_gx.shape[-1] // cell.num_gates
+    runs: list[tuple[int, int, Array | None]] = []  # (first block, last block + 1, the stashed block or None)
     for k, block in enumerate(d_gh):
-        if block is not None:
-            w_blocks[k], b_blocks[k] = weights_and_bias(h_prev, block, params.w_hh)
-    return cotangents(params, w_hh=jnp.concatenate(w_blocks, axis=-1), b_ih=d_b, b_hh=jnp.concatenate(b_blocks))
+        if block is None and runs and runs[-1][2] is None:
+            runs[-1] = (runs[-1][0], k + 1, None)
+        else:
+            runs.append((k, k + 1, block))
+    sources = [d_gx[:, first * hidden: end * hidden] if block is None else block for first, end, block in runs]
+    parts = [weights_and_bias(h_prev, source, params.w_hh) for source in sources]
+    return cotangents(params, w_hh=jnp.concatenate([w for w, _ in parts], axis=-1), b_ih=column_sum(d_gx),
+                      b_hh=jnp.concatenate([b for _, b in parts]))
 
 
 def _shapes(cell: GatedCell, params, where: str) -> tuple[int, int]:

@@ -356,3 +356,26 @@ def test_register_refuses_a_built_in_name_and_replaces_ones_own(monkeypatch):
     assert jaxrnn.get_cell("my_lstm") is again
     with pytest.raises(ValueError, match=r"unknown cell 'tcn'; the registered cells, jaxrnn.cells\(\), are"):
         jaxrnn.get_cell("tcn")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("num_heads", [1, 2])
+def test_a_gated_cell_with_d_gh_by_block_and_a_rebuilt_h(num_heads):
+    """d_gh given by gate block with a stashed first block and a d_gx run after it, and a residual holding the h
+    that forward received (rebuilt from the outputs), against autodiff and finite differences."""
+
+    def forward(gx, gh, h):
+        x_f, x_g = jnp.split(gx, 2, axis=-1)
+        h_f, h_g = jnp.split(gh, 2, axis=-1)
+        f, g = jax.nn.sigmoid(x_f + 0.5 * h_f), jnp.tanh(x_g + h_g)
+        return f * h + (1 - f) * g, (f, g, h)
+
+    def backward(res, dh):
+        f, g, h = res
+        d_f, d_g = dh * (h - g) * f * (1 - f), dh * (1 - f) * (1 - g**2)
+        return jnp.concatenate([d_f, d_g], axis=-1), (0.5 * d_f, None), dh * f
+
+    cell = jaxrnn.GatedCell("half_recurrent_gate", 2, forward, backward)
+    report = testing.check_cell(cell, hidden_size=6, init_options={"num_heads": num_heads},
+                                options={name: testing.OPTIONS[name] for name in COMBINED})
+    assert max(report[name] for name in COMBINED) < 1e-6, report
