@@ -332,9 +332,10 @@ def _step_vjp(cell: GatedCell, params, w_hh_t, d_carry, h, h_prev, residual):
         full = _contract.array_of(cell, "backward", "d_gh (or None when it equals d_gx)", d_gh,
                                   (batch, gates * hidden), rule)
         stash = d_gh.astype(dtype)
+    pointwise = None if d_prev is None else _hidden(d_prev)  # the output's own path, if any (None: zero)
     d_prev = _contract.carry_like(cell, "backward", "d_carry", d_prev, d_carry, allow_none=True)
-    d_h = _heads.recurrent_vjp(full, w_hh_t)
-    d_prev = with_first(d_prev, _hidden(d_prev) + d_h.astype(state))
+    d_h = _heads.recurrent_vjp(full, w_hh_t).astype(state)
+    d_prev = with_first(d_prev, d_h if pointwise is None else pointwise + d_h)
     return d_prev, d_gx, stash
 
 
