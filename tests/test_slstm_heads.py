@@ -189,7 +189,7 @@ def test_heads_are_block_diagonal(cell):
         assert moved[j] > 1e-3 and np.all(np.delete(moved, j) == 0), (j, moved)
 
 
-# simple_rnn, lstm and gru share their init (init_gated) and the heads' products; the sLSTM has its own init.
+# Every gated cell shares the gated tier's init and the heads' products; the sLSTM has its own bias_init.
 @pytest.mark.slow
 @pytest.mark.parametrize("cell", [jaxrnn.lstm, jaxrnn.slstm], ids=lambda c: c.name)
 def test_one_head_is_the_dense_cell_bit_for_bit(cell):
