@@ -60,9 +60,10 @@ class Residuals(NamedTuple):
         carry0: the initial carry, whose ``h`` starts ``h_prev``.
         hs: the outputs (T, B, H); ``h_prev`` is ``hs`` shifted by one step.
         buf: (N, P) rows holding each step's residual first field, which the
-            backward pass overwrites with ``d_gx``; None when the residual does
-            not fit there (the backward pass then makes its own) and with the
-            ``"unrolled"`` strategy (the first field is then stacked in ``rest``).
+            backward pass overwrites with ``d_gx``; None for a cell that does not
+            declare ``residual_in_buffer`` (the backward pass then makes its own)
+            and with the ``"unrolled"`` strategy (the first field is then stacked
+            in ``rest``).
         rest: the cell's per-step residual, stacked over time, with its first
             field None when it lives in ``buf``.
     """

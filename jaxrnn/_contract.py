@@ -57,7 +57,7 @@ def carry_like(cell, function: str, what: str, value: Any, reference: Any, *, al
     """
     names = _fields(cell)
     expected = ", ".join(f"{n} {tuple(r.shape)}" for n, r in zip(names, _as_fields(cell, reference) or ()))
-    fields = (None,) if allow_none and value is None and cell.carry_type is None else _as_fields(cell, value)
+    fields = (None,) * len(names) if allow_none and value is None else _as_fields(cell, value)
     kind = "one array" if cell.carry_type is None else f"{cell.carry_type.__name__} ({', '.join(names)})"
     if fields is None:
         raise TypeError(
@@ -93,15 +93,21 @@ def recurrence(cell, out: Any, carry: Any, gx: Any):
     new = carry_like(cell, "recurrence", "the new carry", new, carry)
     first = new if cell.carry_type is None else new[0]
     array_of(cell, "recurrence", "the output h", h, first.shape, "the output is the new carry's first field")
-    if cell.residual_in_buffer:
-        if not isinstance(residual, tuple) or not residual:
-            raise TypeError(
-                f"{cell!r} declares residual_in_buffer, so recurrence must return a tuple or NamedTuple residual whose "
-                f"first field is (batch, P) like gx; got {describe(residual)}."
-            )
-        array_of(cell, "recurrence", "the residual's first field", residual[0], gx.shape,
-                 "the cell declares residual_in_buffer: it is stored in gx's buffer")
+    buffered_residual(cell, "recurrence", residual, gx.shape)
     return new, h, residual
+
+
+def buffered_residual(cell, function: str, residual: Any, shape: tuple[int, ...]) -> None:
+    """With ``residual_in_buffer``, ``residual`` must be a tuple whose first field has ``gx``'s ``shape``."""
+    if not cell.residual_in_buffer:
+        return
+    if not isinstance(residual, tuple) or not residual:
+        raise TypeError(
+            f"{cell!r} declares residual_in_buffer, so {function} must return a tuple or NamedTuple residual whose "
+            f"first field is {tuple(shape)} like gx; got {describe(residual)}."
+        )
+    array_of(cell, function, "the residual's first field", residual[0], shape,
+             "the cell declares residual_in_buffer: it is stored in gx's buffer")
 
 
 def step_vjp(cell, out: Any, carry: Any, gx_shape: tuple[int, ...]):

@@ -297,9 +297,7 @@ def _recurrence(cell: GatedCell, params, carry, gx: Array):
                         f"{_contract.describe(out)}.{hint}")
     new, residual = _contract.tuple_of(cell, "forward", out, ("carry", "residual"), hint)
     new = _contract.carry_like(cell, "forward", "the new carry", new, carry)
-    if cell.residual_in_buffer and (not isinstance(residual, tuple) or not residual):
-        raise TypeError(f"{cell!r} declares residual_in_buffer, so forward must return a tuple or NamedTuple "
-                        f"residual whose first field is (batch, G·H); got {_contract.describe(residual)}.")
+    _contract.buffered_residual(cell, "forward", residual, gx.shape)
     # The h entering the step, kept as it came (the same array), is rebuilt from the outputs, not saved.
     residual = jax.tree.map(lambda a: _PreviousOutput() if a is h_prev else a, residual)
     return new, _hidden(new), residual
@@ -308,8 +306,12 @@ def _recurrence(cell: GatedCell, params, carry, gx: Array):
 def _step_vjp(cell: GatedCell, params, w_hh_t, d_carry, h, h_prev, residual):
     """The cell's ``backward``, then the path through ``h W_hh``: ``d_carry.h += d_gh W_hhᵀ``."""
     state = _hidden(d_carry).dtype
-    residual = jax.tree.map(lambda a: h_prev.astype(state) if _is_previous(a) else a.astype(state), residual,
-                            is_leaf=_is_previous)  # stored narrower in 16-bit runs
+    def restored(a):  # h_prev where it was rebuilt; floating leaves in the state dtype (the gates were stored narrower)
+        if _is_previous(a):
+            return h_prev.astype(state)
+        return a.astype(state) if jnp.issubdtype(a.dtype, jnp.floating) else a
+
+    residual = jax.tree.map(restored, residual, is_leaf=_is_previous)
     d_gx, d_gh, d_prev = _contract.tuple_of(
         cell, "backward", cast(Callable, cell.backward)(residual, d_carry), ("d_gx", "d_gh", "d_carry"),
         " backward(residual, d_carry) returns the cotangents of forward's gx, gh and carry.")
@@ -332,10 +334,11 @@ def _step_vjp(cell: GatedCell, params, w_hh_t, d_carry, h, h_prev, residual):
         full = _contract.array_of(cell, "backward", "d_gh (or None when it equals d_gx)", d_gh,
                                   (batch, gates * hidden), rule)
         stash = d_gh.astype(dtype)
-    pointwise = None if d_prev is None else _hidden(d_prev)  # the output's own path, if any (None: zero)
+    # Whether h has a pointwise path of its own (None: zero), so that no zeros are added below.
+    no_pointwise = d_prev is None or (isinstance(d_prev, (tuple, list)) and len(d_prev) > 0 and d_prev[0] is None)
     d_prev = _contract.carry_like(cell, "backward", "d_carry", d_prev, d_carry, allow_none=True)
     d_h = _heads.recurrent_vjp(full, w_hh_t).astype(state)
-    d_prev = with_first(d_prev, d_h if pointwise is None else pointwise + d_h)
+    d_prev = with_first(d_prev, d_h if no_pointwise else _hidden(d_prev) + d_h)
     return d_prev, d_gx, stash
 
 

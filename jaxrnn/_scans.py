@@ -58,7 +58,7 @@ def step_scan(cell, params, carry, xs: Array, init, valid, resets, reverse: bool
     """The plain scan of ``cell.step``: what autodiff differentiates, and the primal of the manual path.
 
     Projecting inside each step is faster here than the hoisted projection of
-    :func:`forward` when no residuals are needed (measured in
+    :func:`jaxrnn._bptt.forward` when no residuals are needed (measured in
     benchmarks/RESULTS.md), so inference takes this path in both modes.
 
     With ``time_major=False``, ``xs`` is (B, T, X) and ``hs`` comes back

@@ -124,7 +124,8 @@ def check_cell(
     Returns:
         ``{option name: worst relative error}``, the largest over the params
         fields, ``xs``, the carry and both references; with ``low_precision``
-        also ``{"<option> (bfloat16)": worst relative error against float32}``. A cell with a
+        also ``{"<option> (<its name>)": worst relative error against float32}``,
+        e.g. ``"plain (bfloat16)"``. A cell with a
         whole-sequence ``sequence`` (a parallel scan) is checked on both paths:
         its step backward under each option's own name, its parallel one as
         ``"<option> (parallel)"`` (options without ``checkpoint``, which the

@@ -673,3 +673,30 @@ def test_a_user_cell_runs_in_bfloat16_and_returns_bfloat16_outputs(time_major, m
     (carry, hs), grads = jax.eval_shape(lambda p: jax.grad(loss, has_aux=True)(p)[::-1], params)
     assert hs.dtype == jnp.bfloat16 and carry.c.dtype == jnp.float32
     assert {g.dtype for g in jax.tree.leaves(grads)} == {jnp.dtype(jnp.bfloat16)}
+
+
+def test_a_gated_residual_in_buffer_of_the_wrong_shape_names_forward():
+    cell = jaxrnn.GatedCell("buffered", 2, lambda gx, gh, carry: (carry, (gx[:, :H],)), residual_in_buffer=True,
+                            carry_type=jaxrnn.LSTMCarry)
+    _, params = _gated(_gated_forward)
+    _raises(unroll_fn(cell, "autodiff"), (params, make_xs(), make_carry(jaxrnn.lstm)), ValueError,
+            "jaxrnn.buffered: forward must return the residual's first field of shape (3, 10)", "got an array of shape (3, 5)")
+
+
+def test_a_gated_backward_may_give_d_carry_as_a_list_or_none():
+    """A list of fields means what the carry's tuple means; None, a carry without a pointwise cotangent, runs."""
+
+    def backward(res, d_carry, kind):
+        f, g, c_prev, c = res
+        dc = d_carry.c + d_carry.h * (1 - jnp.tanh(c) ** 2)
+        d_gx = jnp.concatenate([dc * (c_prev - g) * f * (1 - f), dc * (1 - f) * g * (1 - g)], axis=-1)
+        d_prev = {"tuple": jaxrnn.LSTMCarry(None, dc * f), "list": [None, dc * f], "none": None}[kind]
+        return d_gx, None, d_prev
+
+    grads = {}
+    for kind in ("tuple", "list", "none"):
+        cell, params = _gated(_gated_forward, lambda res, d, kind=kind: backward(res, d, kind))
+        grads[kind] = _grad_fn(cell)(params, make_xs())
+    for got, want in zip(grads["list"], grads["tuple"]):
+        np.testing.assert_array_equal(got, want)
+    assert all(np.isfinite(g).all() for g in grads["none"])

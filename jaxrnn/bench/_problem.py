@@ -53,7 +53,8 @@ class Problem(NamedTuple):
     @property
     def gates(self) -> int:
         """G, the gate blocks of the projection (1 for a cell that names none)."""
-        return GATES.get(self.cell) or len(jaxrnn.get_cell(self.cell).gates) or 1
+        cell = jaxrnn.get_cell(self.cell)
+        return GATES.get(self.cell) or getattr(cell, "num_gates", 0) or len(cell.gates) or 1
 
     def matmul_flops(self, gradient: bool = True) -> int:
         """Floating-point operations in the matmuls, the work the ceiling bounds.
