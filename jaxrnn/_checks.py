@@ -195,7 +195,7 @@ def _make_carry(cell, batch: int, sizes: tuple[int, ...], where: str) -> str:
     """How to make a zero carry of these widths: ``initial_carry`` where it makes them, else the shapes."""
     if len(set(sizes)) == 1 or cell.sizes(sizes[-1]) == sizes:
         return fix(where, "fix_carry", cell=repr(cell), batch=batch, hidden=sizes[-1])
-    names = ("h",) if cell.carry_type is None else cell.carry_type._fields
+    names = _contract.field_names(cell)
     return "make its fields zeros of shapes " + ", ".join(f"{n} ({batch}, {w})" for n, w in zip(names, sizes))
 
 

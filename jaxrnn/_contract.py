@@ -28,7 +28,8 @@ def describe(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"
 
 
-def _fields(cell) -> tuple[str, ...]:
+def field_names(cell) -> tuple[str, ...]:
+    """The carry's field names: ``("h",)`` for a bare array."""
     return ("h",) if cell.carry_type is None else cell.carry_type._fields
 
 
@@ -55,7 +56,7 @@ def carry_like(cell, function: str, what: str, value: Any, reference: Any, *, al
 
     With ``allow_none``, a field may be None (a zero cotangent), and comes back as zeros.
     """
-    names = _fields(cell)
+    names = field_names(cell)
     expected = ", ".join(f"{n} {tuple(r.shape)}" for n, r in zip(names, _as_fields(cell, reference) or ()))
     fields = (None,) * len(names) if allow_none and value is None else _as_fields(cell, value)
     kind = "one array" if cell.carry_type is None else f"{cell.carry_type.__name__} ({', '.join(names)})"
@@ -90,10 +91,11 @@ def recurrence(cell, out: Any, carry: Any, gx: Any):
         cell, "recurrence", out, ("carry", "h", "residual"),
         " Return () as the residual when the backward pass needs nothing from the step.",
     )
-    new = carry_like(cell, "recurrence", "the new carry", new, carry)
+    function = cell.step_function  # a gated cell's forward returns this carry and residual
+    new = carry_like(cell, function, "the new carry", new, carry)
     first = new if cell.carry_type is None else new[0]
     array_of(cell, "recurrence", "the output h", h, first.shape, "the output is the new carry's first field")
-    buffered_residual(cell, "recurrence", residual, gx.shape)
+    buffered_residual(cell, function, residual, gx.shape)
     return new, h, residual
 
 
@@ -137,7 +139,7 @@ def params_like(cell, function: str, value: Any, params: Any) -> Any:
 
 def widths(cell, value: Any, function: str, where: str) -> tuple[int, ...]:
     """One width per carry field, from ``function``'s one int for all fields or a tuple of them."""
-    names = _fields(cell)
+    names = field_names(cell)
     got = tuple(value) if isinstance(value, (tuple, list)) else (value,) * len(names)
     if len(got) != len(names) or not all(isinstance(w, (int, np.integer)) and not isinstance(w, bool) for w in got):
         raise TypeError(

@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from functools import partial
-from typing import Any, NamedTuple, cast
+from typing import Any, ClassVar, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -126,10 +126,6 @@ def weights_and_bias(h_prev: Array, dz: Array, w_hh: Array | None = None) -> tup
 # The gated cell.
 
 
-def _hidden(carry):
-    return carry[0] if isinstance(carry, tuple) else carry
-
-
 class _PreviousOutput:
     """Where a residual held the ``h`` entering the step: saved as nothing, and rebuilt from the outputs.
 
@@ -221,6 +217,7 @@ class GatedCell(Cell):
     forward: Callable[..., Any] = None  # type: ignore[assignment]  # always given; a default for field order
     backward: Callable[..., Any] | None = None
     bias_init: Callable[..., Array] | None = None
+    step_function: ClassVar[str] = "forward"
 
     def __init__(self, name: str, num_gates: int, forward: Callable, backward: Callable | None = None, *,
                  carry_type: type | None = None, bias_init: Callable | None = None,
@@ -286,7 +283,7 @@ def _transposed_w_hh(params) -> Array:
 
 def _recurrence(cell: GatedCell, params, carry, gx: Array):
     """``gx + b_ih`` and ``h W_hh + b_hh`` in the state dtype, then the cell's ``forward``."""
-    h_prev = _hidden(carry)
+    h_prev = cell.hidden(carry)
     state = h_prev.dtype
     gx = gx.astype(state) + params.b_ih.astype(state)
     gh = _heads.recurrent(h_prev, params.w_hh).astype(state) + params.b_hh.astype(state)
@@ -296,16 +293,15 @@ def _recurrence(cell: GatedCell, params, carry, gx: Array):
         raise TypeError(f"{cell!r}: forward must return a tuple (carry, residual); got the carry alone, "
                         f"{_contract.describe(out)}.{hint}")
     new, residual = _contract.tuple_of(cell, "forward", out, ("carry", "residual"), hint)
-    new = _contract.carry_like(cell, "forward", "the new carry", new, carry)
-    _contract.buffered_residual(cell, "forward", residual, gx.shape)
+    # The engine checks the carry and the residual next, naming forward (step_function).
     # The h entering the step, kept as it came (the same array), is rebuilt from the outputs, not saved.
     residual = jax.tree.map(lambda a: _PreviousOutput() if a is h_prev else a, residual)
-    return new, _hidden(new), residual
+    return new, new[0] if isinstance(new, tuple) else new, residual  # the engine's check reads a malformed carry too
 
 
 def _step_vjp(cell: GatedCell, params, w_hh_t, d_carry, h, h_prev, residual):
     """The cell's ``backward``, then the path through ``h W_hh``: ``d_carry.h += d_gh W_hhᵀ``."""
-    state = _hidden(d_carry).dtype
+    state = cell.hidden(d_carry).dtype
     def restored(a):  # h_prev where it was rebuilt; floating leaves in the state dtype (the gates were stored narrower)
         if _is_previous(a):
             return h_prev.astype(state)
@@ -338,7 +334,7 @@ def _step_vjp(cell: GatedCell, params, w_hh_t, d_carry, h, h_prev, residual):
     no_pointwise = d_prev is None or (isinstance(d_prev, (tuple, list)) and len(d_prev) > 0 and d_prev[0] is None)
     d_prev = _contract.carry_like(cell, "backward", "d_carry", d_prev, d_carry, allow_none=True)
     d_h = _heads.recurrent_vjp(full, w_hh_t).astype(state)
-    d_prev = with_first(d_prev, d_h if no_pointwise else _hidden(d_prev) + d_h)
+    d_prev = with_first(d_prev, d_h if no_pointwise else cell.hidden(d_prev) + d_h)
     return d_prev, d_gx, stash
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -183,6 +183,8 @@ class Cell:
     gates: tuple[str, ...] = ()
     doc: str = ""
     residual_in_buffer: bool = False
+    # The function a user wrote for the step, as the engine's contract errors name it.
+    step_function: ClassVar[str] = "recurrence"
 
     def __post_init__(self):
         object.__setattr__(self, "__doc__", self.doc)
