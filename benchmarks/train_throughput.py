@@ -24,7 +24,7 @@ from jaxrnn.training._steps import make_step
 
 
 def jaxrnn_step(args, grad: str, inputs, targets):
-    model = CharLM(args.vocab, "lstm", 1, args.hidden, args.embed)
+    model = CharLM(args.vocab, "lstm", hidden=args.hidden, embed=args.embed)
     optimizer = make_optimizer("adam", clip=1.0)
     params = model.init(jax.random.key(0))
     state = [params, optimizer.init(params), model.initial_carry(args.batch)]

@@ -25,7 +25,7 @@ One (N, P) buffer thus holds the projection, then the gates, then their
 cotangents, as their lifetimes do not overlap.
 
 That is the ``"in_place"`` :class:`Strategy`. For short sequences
-(:func:`strategy_for`: T ≤ 8) the engine instead unrolls both scans and
+(:func:`strategy_for`: T ≤ 3) the engine instead unrolls both scans and
 stacks each step's residual and ``d_gx`` as the scans' outputs
 (``"unrolled"``); the maths, and the values, are the same.
 
@@ -98,7 +98,7 @@ class Strategy(NamedTuple):
 IN_PLACE = Strategy(unrolled=False)
 
 # The longest sequence whose scans are unrolled (see :func:`strategy_for`).
-UNROLL_MAX_STEPS = 8
+UNROLL_MAX_STEPS = 3
 
 
 def strategy_for(steps: int) -> Strategy:
@@ -106,12 +106,13 @@ def strategy_for(steps: int) -> Strategy:
 
     Up to :data:`UNROLL_MAX_STEPS` steps both scans are unrolled, with the
     residuals and ``d_gx`` stacked: a loop's fixed cost per step (its
-    carries, dynamic slices and launches) is a large share of a short
-    sequence, and straight-line code lets XLA fuse and overlap work across
-    steps. Longer sequences loop over one in-place buffer: unrolled, their
-    compile time grows with T and the gain was gone by T = 16; stacked, the
-    scans copy every step's residual and cotangent in and out of the loop
-    (measured in benchmarks/RESULTS.md, "Backward strategies").
+    carries, dynamic slices and launches) is a large share of so short a
+    sequence, and up to three steps of straight-line code compile in about
+    0.6-1.5× autodiff's time. Longer sequences loop over one in-place
+    buffer: unrolled, their compile time grows with T (1.5-1.8× autodiff's
+    at T = 4-5, up to 3.6× at T = 8) while the loop runs in 0.80-1.17× their
+    time; stacked, the scans copy every step's residual and cotangent in and
+    out of the loop (measured in benchmarks/RESULTS.md, "Backward strategies").
     """
     return Strategy(unrolled=steps <= UNROLL_MAX_STEPS)
 

@@ -118,10 +118,11 @@ def backward_strategy(
     The engine picks the layout of the hand-written BPTT per sequence, at
     trace time, from T alone (every layout computes the same values):
 
-    * ``"unrolled"``: T ≤ 8 (with ``checkpoint=k``, chunks of k ≤ 8). Both
+    * ``"unrolled"``: T ≤ 3 (with ``checkpoint=k``, chunks of k ≤ 3). Both
       scans are unrolled into straight-line code, and each step's residual
       and input cotangent are stacked: a loop's fixed cost per step is a
-      large share of so short a sequence.
+      large share of so short a sequence. Unrolled, longer sequences would
+      compile slower than autodiff (the time grows with T) for little gain.
     * ``"in_place"``: longer sequences. Both scans loop, and one (T·B, P)
       buffer holds each step's input projection, then its activated gates,
       then their cotangents, updated in place.

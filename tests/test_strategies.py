@@ -19,7 +19,7 @@ import pytest
 import jaxrnn
 from jaxrnn import _bptt
 
-T, B, X, H = 9, 4, 3, 6  # T > 8: the automatic choice alone would loop in place
+T, B, X, H = 9, 4, 3, 6  # T > UNROLL_MAX_STEPS: the automatic choice alone would loop in place
 LENGTHS = np.array([0, 9, 4, 6])
 STRATEGIES = [_bptt.Strategy(unrolled=False), _bptt.Strategy(unrolled=True)]
 by_strategy = pytest.mark.parametrize("strategy", STRATEGIES, ids=lambda s: s.name)
@@ -148,8 +148,8 @@ def test_the_rule_is_what_unroll_runs():
     assert set(_scan_unrolls(jaxrnn.lstm, short)) == {short}
     assert set(_scan_unrolls(jaxrnn.lstm, long)) == {1}
     # With checkpointing, the chunk's length decides.
-    assert jaxrnn.backward_strategy(jaxrnn.gru, 1000, checkpoint=4) == "unrolled"
-    assert jaxrnn.backward_strategy(jaxrnn.gru, 1000, checkpoint=50) == "in_place"
+    assert jaxrnn.backward_strategy(jaxrnn.gru, 1000, checkpoint=_bptt.UNROLL_MAX_STEPS) == "unrolled"
+    assert jaxrnn.backward_strategy(jaxrnn.gru, 1000, checkpoint=_bptt.UNROLL_MAX_STEPS + 1) == "in_place"
 
 
 def test_backward_strategy_names_the_other_paths_and_refuses_what_unroll_refuses():
