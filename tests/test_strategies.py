@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import jaxrnn
-from jaxrnn import _bptt
+from jaxrnn import _bptt, _gated
 
 T, B, X, H = 9, 4, 3, 6  # T > UNROLL_MAX_STEPS: the automatic choice alone would loop in place
 LENGTHS = np.array([0, 9, 4, 6])
@@ -166,3 +166,26 @@ def test_backward_strategy_names_the_other_paths_and_refuses_what_unroll_refuses
         jaxrnn.backward_strategy(jaxrnn.lstm, 100, grad="fast")
     with pytest.raises(TypeError, match="cell must be a jaxrnn.Cell"):
         jaxrnn.backward_strategy("lstm", 100)
+
+
+GATED_CELLS = [name for name in MANUAL_CELLS if isinstance(jaxrnn.get_cell(name), jaxrnn.GatedCell)]
+
+
+@pytest.mark.sweep(fast=("lstm-1-in_place",))
+@by_strategy
+@pytest.mark.parametrize("batch", [_gated.FEW_ROWS, _gated.FEW_ROWS + 1])
+@pytest.mark.parametrize("name", GATED_CELLS)
+def test_a_few_rows_read_w_hh_as_stored_and_match_autodiff(forced, strategy, batch, name):
+    """Up to FEW_ROWS rows the reverse product reads W_hh as stored, above it W_hhᵀ: both give autodiff's gradients."""
+    cell = jaxrnn.get_cell(name)
+    rng = np.random.default_rng(2)
+    params = cell.init(jax.random.key(2), X, H, dtype=jnp.float64)
+    params = jax.tree.map(lambda p: p + 0.2 * jnp.asarray(rng.normal(size=p.shape)), params)
+    xs = jnp.asarray(rng.normal(size=(T, batch, X)))
+    carry = jax.tree.map(lambda z: jnp.asarray(rng.normal(size=z.shape)),
+                         cell.initial_carry(batch, H, dtype=jnp.float64))
+    weights = jnp.asarray(rng.normal(size=(T, batch, H)))
+    _, expected_grads = gradients(cell, params, xs, carry, weights, "autodiff")
+    forced(strategy)
+    _, grads = gradients(cell, params, xs, carry, weights, "manual")
+    assert_close(grads, expected_grads, 1e-10)
