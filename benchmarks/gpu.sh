@@ -60,7 +60,7 @@ peers="jaxrnn manual,jaxrnn autodiff,flax,torch cuDNN,jax cuDNN"
 if [[ $mode == cpu ]]; then
   export JAX_PLATFORMS=cpu CUDA_VISIBLE_DEVICES=""
   peers="$peers,torch"           # the torch code path, on the CPU
-  self_check=2x3x8x10             # T > 8: the loop backward of long sequences, not the unrolled one of short
+  self_check=2x3x8x10             # T > 3: the loop backward of long sequences, not the unrolled one of short
   flash=2x24x24x16                # FlashRNN's shape scaled down: H 24 takes 12 heads of 2
   table=4x8x16x10
   timing=(--rounds 3 --budget 0.05 --ceiling-size 256)

@@ -9,7 +9,8 @@ and ``stackedU``, the stacked layout scanned with ``unroll=U`` (for example
 ``stacked2``). Each gradient is lowered and compiled once, and the time of
 ``lowered.compile()`` is printed (one compilation: expect ±20%, so repeat the
 run); then the calls are interleaved for the rounds, and the median run time
-is printed, also as a ratio to autodiff's.
+is printed; both also as ratios to autodiff's (to the first variant
+without ``autodiff``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,14 @@ import jax.numpy as jnp
 import jaxrnn
 from jaxrnn import _bptt
 from jaxrnn.bench._main import _shapes
+
+
+def known(variant: str) -> str:
+    """``variant`` if this script knows it, else a ValueError naming those it does."""
+    suffix = variant.removeprefix("stacked")
+    if variant in ("autodiff", "in_place", "unrolled", "auto") or (suffix != variant and suffix.isdigit()):
+        return variant
+    raise ValueError(f"unknown variant {variant!r}: use autodiff, in_place, unrolled, auto or stackedU (e.g. stacked2)")
 
 
 @contextlib.contextmanager
@@ -67,7 +76,8 @@ def main() -> None:
     parser.add_argument("--variants", default="autodiff,in_place,unrolled,auto")
     parser.add_argument("--rounds", type=int, default=21)
     args = parser.parse_args()
-    variants = args.variants.split(",")
+    variants = [known(v) for v in args.variants.split(",")]
+    base = "autodiff" if "autodiff" in variants else variants[0]  # what the ratios are to
     for batch, inputs, hidden, steps in args.shapes:
         for name in args.cells.split(","):
             cell = jaxrnn.get_cell(name)
@@ -82,11 +92,11 @@ def main() -> None:
                     start = time.perf_counter()
                     jax.block_until_ready(gradient(params, xs, dy))
                     times[variant].append(time.perf_counter() - start)
-            base = statistics.median(times[variants[0]])
-            cells = "  ".join(
-                f"{v}: run {statistics.median(times[v]) * 1e3:.3f} ms ({statistics.median(times[v]) / base:.2f}), "
-                f"compile {runs[v][1]:.2f} s ({runs[v][1] / runs[variants[0]][1]:.2f})" for v in variants)
-            print(f"{name} B{batch} X{inputs} H{hidden} T{steps} ({jaxrnn.backward_strategy(cell, steps)}): {cells}",
+            run_base, compile_base = statistics.median(times[base]), runs[base][1]
+            line = "  ".join(
+                f"{v}: run {statistics.median(times[v]) * 1e3:.3f} ms ({statistics.median(times[v]) / run_base:.2f}), "
+                f"compile {runs[v][1]:.2f} s ({runs[v][1] / compile_base:.2f})" for v in variants)
+            print(f"{name} B{batch} X{inputs} H{hidden} T{steps} ({jaxrnn.backward_strategy(cell, steps)}): {line}",
                   flush=True)
 
 

@@ -107,10 +107,10 @@ def strategy_for(steps: int) -> Strategy:
     Up to :data:`UNROLL_MAX_STEPS` steps both scans are unrolled, with the
     residuals and ``d_gx`` stacked: a loop's fixed cost per step (its
     carries, dynamic slices and launches) is a large share of so short a
-    sequence, and up to three steps of straight-line code compile in about
+    sequence, and that many steps of straight-line code compile in about
     0.6-1.5× autodiff's time. Longer sequences loop over one in-place
-    buffer: unrolled, their compile time grows with T (1.5-1.8× autodiff's
-    at T = 4-5, up to 3.6× at T = 8) while the loop runs in 0.80-1.17× their
+    buffer: unrolled, their compile time grows with T (up to 1.8× autodiff's
+    at T = 4-5 and 3.6× at T = 8) while the loop runs in 0.80-1.17× their
     time; stacked, the scans copy every step's residual and cotangent in and
     out of the loop (measured in benchmarks/RESULTS.md, "Backward strategies").
     """

@@ -283,7 +283,7 @@ FEW_ROWS = 1
 
 
 def _transposed_w_hh(params) -> Array:
-    # Once before the reverse scan, so each step's dz @ W_hhᵀ reads a contiguous matrix (B > FEW_ROWS).
+    # Once before the reverse scan, so each step's dz @ W_hhᵀ reads a contiguous matrix (B > FEW_ROWS, or heads).
     return _heads.transposed(params.w_hh)
 
 

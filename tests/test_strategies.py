@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import jaxrnn
-from jaxrnn import _bptt, _gated
+from jaxrnn import _bptt, _gated, _heads
 
 T, B, X, H = 9, 4, 3, 6  # T > UNROLL_MAX_STEPS: the automatic choice alone would loop in place
 LENGTHS = np.array([0, 9, 4, 6])
@@ -171,15 +171,16 @@ def test_backward_strategy_names_the_other_paths_and_refuses_what_unroll_refuses
 GATED_CELLS = [name for name in MANUAL_CELLS if isinstance(jaxrnn.get_cell(name), jaxrnn.GatedCell)]
 
 
-@pytest.mark.sweep(fast=("lstm-1-in_place",))
+@pytest.mark.sweep(fast=("lstm-1-1-in_place", "gru-2-1-unrolled"))
 @by_strategy
 @pytest.mark.parametrize("batch", [_gated.FEW_ROWS, _gated.FEW_ROWS + 1])
+@pytest.mark.parametrize("heads", [1, 2])
 @pytest.mark.parametrize("name", GATED_CELLS)
-def test_a_few_rows_read_w_hh_as_stored_and_match_autodiff(forced, strategy, batch, name):
-    """Up to FEW_ROWS rows the reverse product reads W_hh as stored, above it W_hhᵀ: both give autodiff's gradients."""
+def test_a_few_rows_read_w_hh_as_stored_and_match_autodiff(forced, monkeypatch, strategy, batch, heads, name):
+    """Up to FEW_ROWS rows a dense W_hh is read as stored, else (or with heads) W_hhᵀ: both give autodiff's gradients."""
     cell = jaxrnn.get_cell(name)
     rng = np.random.default_rng(2)
-    params = cell.init(jax.random.key(2), X, H, dtype=jnp.float64)
+    params = cell.init(jax.random.key(2), X, H, dtype=jnp.float64, num_heads=heads)
     params = jax.tree.map(lambda p: p + 0.2 * jnp.asarray(rng.normal(size=p.shape)), params)
     xs = jnp.asarray(rng.normal(size=(T, batch, X)))
     carry = jax.tree.map(lambda z: jnp.asarray(rng.normal(size=z.shape)),
@@ -187,5 +188,9 @@ def test_a_few_rows_read_w_hh_as_stored_and_match_autodiff(forced, strategy, bat
     weights = jnp.asarray(rng.normal(size=(T, batch, H)))
     _, expected_grads = gradients(cell, params, xs, carry, weights, "autodiff")
     forced(strategy)
+    transposed_reads = []
+    recurrent_vjp = _heads.recurrent_vjp
+    monkeypatch.setattr(_heads, "recurrent_vjp", lambda *a: transposed_reads.append(1) or recurrent_vjp(*a))
     _, grads = gradients(cell, params, xs, carry, weights, "manual")
+    assert bool(transposed_reads) == (batch > _gated.FEW_ROWS or heads > 1)  # the form the rule names was traced
     assert_close(grads, expected_grads, 1e-10)
