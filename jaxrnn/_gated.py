@@ -276,14 +276,8 @@ def _carry_sizes(cell: GatedCell, hidden_size: int, num_heads: int = 1) -> int:
     return hidden_size
 
 
-# Up to this many rows, the reverse step's product ``d_gh W_hhᵀ`` reads ``W_hh`` as stored: for a
-# vector-matrix product the copy of ``W_hhᵀ`` made before the loop costs more than it saves (a third of the
-# LSTM's gradient at B1 X512 H512 T10); from two rows on the copy pays (benchmarks/RESULTS.md, "One row").
-FEW_ROWS = 1
-
-
 def _transposed_w_hh(params) -> Array:
-    # Once before the reverse scan, so each step's dz @ W_hhᵀ reads a contiguous matrix (B > FEW_ROWS, or heads).
+    # Once before the reverse scan, so each step's dz @ W_hhᵀ reads a contiguous matrix.
     return _heads.transposed(params.w_hh)
 
 
@@ -339,11 +333,7 @@ def _step_vjp(cell: GatedCell, params, w_hh_t, d_carry, h, h_prev, residual):
     # Whether h has a pointwise path of its own (None: zero), so that no zeros are added below.
     no_pointwise = d_prev is None or (isinstance(d_prev, (tuple, list)) and len(d_prev) > 0 and d_prev[0] is None)
     d_prev = _contract.carry_like(cell, "backward", "d_carry", d_prev, d_carry, allow_none=True)
-    if batch <= FEW_ROWS and params.w_hh.ndim == 2:
-        d_h = matmul(full, params.w_hh.T)  # W_hh as stored; w_hh_t goes unused, and XLA drops the copy
-    else:
-        d_h = _heads.recurrent_vjp(full, w_hh_t)
-    d_h = d_h.astype(state)
+    d_h = _heads.recurrent_vjp(full, w_hh_t).astype(state)
     d_prev = with_first(d_prev, d_h if no_pointwise else cell.hidden(d_prev) + d_h)
     return d_prev, d_gx, stash
 
