@@ -28,11 +28,15 @@ from jaxrnn import _bptt
 from jaxrnn.bench._main import _shapes
 
 
-def known(variant: str) -> str:
-    """``variant`` if this script knows it, else a ValueError naming those it does."""
-    suffix = variant.removeprefix("stacked")
-    if variant in ("autodiff", "in_place", "unrolled", "auto") or (suffix != variant and suffix.isdigit()):
-        return variant
+def rule(variant: str) -> tuple[int | None, int | None]:
+    """``(UNROLL_MAX_STEPS, scan unroll factor)`` that ``variant`` forces (None: the engine's own), or ValueError."""
+    factor = variant.removeprefix("stacked")
+    if variant in ("autodiff", "auto"):
+        return None, None
+    if variant in ("in_place", "unrolled"):
+        return (0 if variant == "in_place" else 10**9), None
+    if factor != variant and factor.isdigit():
+        return 10**9, int(factor)
     raise ValueError(f"unknown variant {variant!r}: use autodiff, in_place, unrolled, auto or stackedU (e.g. stacked2)")
 
 
@@ -40,13 +44,10 @@ def known(variant: str) -> str:
 def forced(variant: str):
     """The engine's strategy rule for one variant, restored afterwards."""
     saved = _bptt.UNROLL_MAX_STEPS, _bptt._unroll
-    if variant == "in_place":
-        _bptt.UNROLL_MAX_STEPS = 0
-    elif variant == "unrolled":
-        _bptt.UNROLL_MAX_STEPS = 10**9
-    elif variant.startswith("stacked"):
-        factor = int(variant.removeprefix("stacked"))
-        _bptt.UNROLL_MAX_STEPS = 10**9
+    max_steps, factor = rule(variant)
+    if max_steps is not None:
+        _bptt.UNROLL_MAX_STEPS = max_steps
+    if factor is not None:
         _bptt._unroll = lambda strategy, steps: min(max(steps, 1), factor) if strategy.unrolled else 1
     try:
         yield
@@ -76,7 +77,9 @@ def main() -> None:
     parser.add_argument("--variants", default="autodiff,in_place,unrolled,auto")
     parser.add_argument("--rounds", type=int, default=21)
     args = parser.parse_args()
-    variants = [known(v) for v in args.variants.split(",")]
+    variants = args.variants.split(",")
+    for variant in variants:
+        rule(variant)  # an unknown name fails before anything compiles
     base = "autodiff" if "autodiff" in variants else variants[0]  # what the ratios are to
     for batch, inputs, hidden, steps in args.shapes:
         for name in args.cells.split(","):

@@ -36,14 +36,15 @@ def forced(monkeypatch):
     return force
 
 
-def problem(cell, seed=0):
+def problem(cell, seed=0, batch=B, **init_options):
     rng = np.random.default_rng(seed)
-    params = cell.init(jax.random.key(seed), X, H, dtype=jnp.float64)
+    params = cell.init(jax.random.key(seed), X, H, dtype=jnp.float64, **init_options)
     params = jax.tree.map(lambda p: p + 0.2 * jnp.asarray(rng.normal(size=p.shape)), params)  # nonzero biases
-    xs = jnp.asarray(rng.normal(size=(T, B, X)))
-    carry = jax.tree.map(lambda z: jnp.asarray(rng.normal(size=z.shape)), cell.initial_carry(B, H, dtype=jnp.float64))
-    resets = rng.random((T, B)) < 0.3
-    weights = jnp.asarray(rng.normal(size=(T, B, cell.hidden(carry).shape[-1])))  # the output's size
+    xs = jnp.asarray(rng.normal(size=(T, batch, X)))
+    carry = jax.tree.map(lambda z: jnp.asarray(rng.normal(size=z.shape)),
+                         cell.initial_carry(batch, H, dtype=jnp.float64))
+    resets = rng.random((T, batch)) < 0.3
+    weights = jnp.asarray(rng.normal(size=(T, batch, cell.hidden(carry).shape[-1])))  # the output's size
     return params, xs, carry, resets, weights
 
 
@@ -179,13 +180,7 @@ GATED_CELLS = [name for name in MANUAL_CELLS if isinstance(jaxrnn.get_cell(name)
 def test_one_or_two_rows_dense_or_headed_match_autodiff(forced, strategy, batch, heads, name):
     """A batch of one row (vector-matrix products) and of two, with a dense and a block-diagonal W_hh."""
     cell = jaxrnn.get_cell(name)
-    rng = np.random.default_rng(2)
-    params = cell.init(jax.random.key(2), X, H, dtype=jnp.float64, num_heads=heads)
-    params = jax.tree.map(lambda p: p + 0.2 * jnp.asarray(rng.normal(size=p.shape)), params)
-    xs = jnp.asarray(rng.normal(size=(T, batch, X)))
-    carry = jax.tree.map(lambda z: jnp.asarray(rng.normal(size=z.shape)),
-                         cell.initial_carry(batch, H, dtype=jnp.float64))
-    weights = jnp.asarray(rng.normal(size=(T, batch, H)))
+    params, xs, carry, _, weights = problem(cell, seed=2, batch=batch, num_heads=heads)
     _, expected_grads = gradients(cell, params, xs, carry, weights, "autodiff")
     forced(strategy)
     _, grads = gradients(cell, params, xs, carry, weights, "manual")

@@ -15,7 +15,7 @@ backward pass does the same work as in training, without a readout.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +23,7 @@ import numpy as np
 
 import jaxrnn
 
-GATES = {"simple_rnn": 1, "lstm": 4, "gru": 3}
+GATES = {name: cast(jaxrnn.GatedCell, jaxrnn.get_cell(name)).num_gates for name in ("simple_rnn", "lstm", "gru")}
 """The cells the peers share, with their gate counts: their data is drawn as four arrays in torch's layout.
 Any other registered cell gets params from its own ``init``."""
 
@@ -54,7 +54,7 @@ class Problem(NamedTuple):
     def gates(self) -> int:
         """G, the gate blocks of the projection (1 for a cell that names none)."""
         cell = jaxrnn.get_cell(self.cell)
-        return GATES.get(self.cell) or getattr(cell, "num_gates", 0) or len(cell.gates) or 1
+        return getattr(cell, "num_gates", 0) or len(cell.gates) or 1
 
     def matmul_flops(self, gradient: bool = True) -> int:
         """Floating-point operations in the matmuls, the work the ceiling bounds.
