@@ -109,17 +109,31 @@ def linear_projection_vjp(params, x: Array, d_gx: Array):
 
 
 def column_sum(dz: Array) -> Array:
-    """``Σ dz`` over rows, a bias's cotangent, as a product with ones: float32 sums for 16-bit ``dz``."""
-    return matmul(jnp.ones((1, dz.shape[0]), dz.dtype), dz)[0]
+    """``Σ dz`` over rows, a bias's cotangent: float32 sums for 16-bit ``dz``."""
+    return jnp.sum(dz, axis=0, dtype=accumulation_dtype(dz.dtype))
+
+
+# Up to this many columns of h_prev, the bias's sum rides on the weight product (see weights_and_bias).
+FOLDED_BIAS_MAX_WIDTH = 512
 
 
 def weights_and_bias(h_prev: Array, dz: Array, w_hh: Array | None = None) -> tuple[Array, Array]:
     """``(h_prevᵀ dz, Σ dz)`` over rows: the weight cotangent and the bias's.
 
     The weight cotangent is shaped as ``w_hh``: per head if it has heads.
+    Without heads, and up to :data:`FOLDED_BIAS_MAX_WIDTH` columns of
+    ``h_prev``, both come from one product, ``[h_prev, 1]ᵀ dz``, so ``dz``'s
+    N rows are read once: the ones column is written where ``h_prev`` is
+    rebuilt from the outputs, at no extra pass. Wider, the product's one odd
+    row costs more than the pass it saves (benchmarks/RESULTS.md, "The
+    bias's sum").
     """
-    d_w = matmul(h_prev.T, dz) if w_hh is None else _heads.weight_grad(h_prev, dz, w_hh)
-    return d_w, column_sum(dz)
+    if w_hh is not None and w_hh.ndim != 2:
+        return _heads.weight_grad(h_prev, dz, w_hh), column_sum(dz)
+    if h_prev.shape[-1] > FOLDED_BIAS_MAX_WIDTH:
+        return matmul(h_prev.T, dz), column_sum(dz)
+    both = matmul(jnp.concatenate([h_prev, jnp.ones((h_prev.shape[0], 1), h_prev.dtype)], axis=-1).T, dz)
+    return both[:-1], both[-1]
 
 
 # --------------------------------------------------------------------------

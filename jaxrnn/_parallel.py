@@ -71,7 +71,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from jaxrnn import _registry
-from jaxrnn._gated import gate_biases, glorot_blocks, weights_and_bias
+from jaxrnn._gated import column_sum, gate_biases, glorot_blocks
 from jaxrnn._options import GRAD_MODES
 from jaxrnn._precision import matmul
 from jaxrnn._protocol import BPTT, Cell
@@ -230,8 +230,8 @@ def _project(params: _InputWeights, x: Array) -> Array:
 
 def _project_vjp(params: _InputWeights, x: Array, d_gx: Array):
     """``dW_ih = xᵀ d_gx``, ``db_ih = Σ d_gx`` and ``dx = d_gx W_ihᵀ`` over all rows."""
-    d_w, d_b = weights_and_bias(x, d_gx)
-    return type(params)(d_w, d_b), matmul(d_gx, params.w_ih.T)
+    # Not weights_and_bias: its ones column would copy the inputs, which nothing else builds.
+    return type(params)(matmul(x.T, d_gx), column_sum(d_gx)), matmul(d_gx, params.w_ih.T)
 
 
 def _no_recurrent_weights(params, h_prev, d_gx, stash):

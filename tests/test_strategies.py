@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import jaxrnn
-from jaxrnn import _bptt
+from jaxrnn import _bptt, _gated
 
 T, B, X, H = 9, 4, 3, 6  # T > UNROLL_MAX_STEPS: the automatic choice alone would loop in place
 LENGTHS = np.array([0, 9, 4, 6])
@@ -170,6 +170,19 @@ def test_backward_strategy_names_the_other_paths_and_refuses_what_unroll_refuses
 
 
 GATED_CELLS = [name for name in MANUAL_CELLS if isinstance(jaxrnn.get_cell(name), jaxrnn.GatedCell)]
+
+
+@pytest.mark.sweep(fast=("gru",))
+@pytest.mark.parametrize("name", [*GATED_CELLS, "projected_lstm"])
+def test_bias_sum_folded_or_apart_matches_autodiff(monkeypatch, name):
+    """``dW_hh`` and the bias's sum from one product ``[h_prev, 1]ᵀ dz``, or from a product and a sum."""
+    cell = jaxrnn.get_cell(name)
+    params, xs, carry, _, weights = problem(cell, seed=3)
+    _, expected = gradients(cell, params, xs, carry, weights, "autodiff")
+    for width in (0, 10**6):  # apart at any width, folded at any width
+        monkeypatch.setattr(_gated, "FOLDED_BIAS_MAX_WIDTH", width)
+        _, grads = gradients(cell, params, xs, carry, weights, "manual")
+        assert_close(grads, expected, 1e-10)
 
 
 @pytest.mark.sweep(fast=("lstm-1-1-in_place", "gru-2-1-unrolled"))
