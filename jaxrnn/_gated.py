@@ -123,10 +123,9 @@ def weights_and_bias(h_prev: Array, dz: Array, w_hh: Array | None = None) -> tup
     The weight cotangent is shaped as ``w_hh``: per head if it has heads.
     Without heads, and up to :data:`FOLDED_BIAS_MAX_WIDTH` columns of
     ``h_prev``, both come from one product, ``[h_prev, 1]ᵀ dz``, so ``dz``'s
-    N rows are read once: the ones column is written where ``h_prev`` is
-    rebuilt from the outputs, at no extra pass. Wider, the product's one odd
-    row costs more than the pass it saves (benchmarks/RESULTS.md, "The
-    bias's sum").
+    N rows are read once, at the cost of an (N, H + 1) copy of ``h_prev``.
+    Wider, the product's one odd row costs more than the pass it saves
+    (benchmarks/RESULTS.md, "The bias's sum").
     """
     if w_hh is not None and w_hh.ndim != 2:
         return _heads.weight_grad(h_prev, dz, w_hh), column_sum(dz)
