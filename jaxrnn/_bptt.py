@@ -59,11 +59,12 @@ class Residuals(NamedTuple):
         xs: the inputs (T, B, X), for the projection's cotangents.
         carry0: the initial carry, whose ``h`` starts ``h_prev``.
         hs: the outputs (T, B, H); ``h_prev`` is ``hs`` shifted by one step.
-        buf: (N, P) rows holding each step's residual first field, which the
-            backward pass overwrites with ``d_gx``; None for a cell that does not
-            declare ``residual_in_buffer`` (the backward pass then makes its own)
-            and with the ``"unrolled"`` strategy (the first field is then stacked
-            in ``rest``).
+        buf: the (N, P) rows of the projection, holding each step's residual
+            first field for a cell that declares ``residual_in_buffer``; the
+            backward pass overwrites them with ``d_gx`` (for any cell: a fresh
+            buffer of zeros cost more than the projection's kept rows). None
+            with the ``"unrolled"`` strategy (the first field is then stacked in
+            ``rest``).
         rest: the cell's per-step residual, stacked over time, with its first
             field None when it lives in ``buf``.
     """
@@ -192,7 +193,7 @@ def forward(cell, params, carry, xs: Array, init, valid, resets, reverse: bool, 
     (final, buf, _), (hs, rest) = jax.lax.scan(
         in_place, (carry, buf, _first_step(steps, reverse)), (valid, resets), length=steps, reverse=reverse
     )
-    return final, hs, Residuals(xs, carry, hs, buf if in_buffer else None, rest)
+    return final, hs, Residuals(xs, carry, hs, buf, rest)
 
 
 def _unroll(strategy: Strategy, steps: int) -> int:
@@ -310,9 +311,6 @@ def backward(cell, params, res: Residuals, d_final, d_hs: Array, init, valid, re
     # Summed in at least float32, whatever the params' dtype.
     d_sum0 = jax.tree.map(lambda p: jnp.zeros(p.shape, accumulation_dtype(p.dtype)), params) if summed else None
     if not strategy.unrolled:
-        if buf is None:  # the cotangents d_gx still go to one (N, P) buffer, written in place
-            gx = jax.eval_shape(cell.project_or_identity, params, _rows(xs))
-            buf = jnp.zeros(gx.shape, gx.dtype)
         first = _first_step(steps, not reverse)  # the backward pass's first step
         (d_carry, d_init, d_sum, d_gx, pending, _), stash = jax.lax.scan(
             body,
