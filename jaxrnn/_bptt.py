@@ -311,6 +311,7 @@ def backward(cell, params, res: Residuals, d_final, d_hs: Array, init, valid, re
     # Summed in at least float32, whatever the params' dtype.
     d_sum0 = jax.tree.map(lambda p: jnp.zeros(p.shape, accumulation_dtype(p.dtype)), params) if summed else None
     if not strategy.unrolled:
+        assert buf is not None, "the in-place forward pass keeps the projection's rows"
         first = _first_step(steps, not reverse)  # the backward pass's first step
         (d_carry, d_init, d_sum, d_gx, pending, _), stash = jax.lax.scan(
             body,
