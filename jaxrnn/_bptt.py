@@ -32,7 +32,8 @@ stacks each step's residual and ``d_gx`` as the scans' outputs
 Memory saved for the backward pass, per time step, beyond ``xs`` and the
 outputs ``hs`` (which the caller holds anyway): LSTM 6·B·H values (four
 gates, ``c_prev`` and ``tanh c'``), GRU 4·B·H, simple RNN B·H, the gates'
-share in the projection's buffer. The scans both grad modes share are in
+share in the projection's buffer. The (N, P) buffer itself is saved for every
+cell, the sLSTM's included, and takes ``d_gx`` in the backward pass. The scans both grad modes share are in
 :mod:`jaxrnn._scans`.
 """
 
@@ -61,9 +62,10 @@ class Residuals(NamedTuple):
         hs: the outputs (T, B, H); ``h_prev`` is ``hs`` shifted by one step.
         buf: the (N, P) rows of the projection, holding each step's residual
             first field for a cell that declares ``residual_in_buffer``; the
-            backward pass overwrites them with ``d_gx`` (for any cell: a fresh
-            buffer of zeros cost more than the projection's kept rows). None
-            with the ``"unrolled"`` strategy (the first field is then stacked in
+            backward pass overwrites them with ``d_gx``, so it needs no zeroed
+            (N, P) buffer. For a cell without ``residual_in_buffer`` this keeps
+            the projection alive between the passes. None with the
+            ``"unrolled"`` strategy (the first field is then stacked in
             ``rest``).
         rest: the cell's per-step residual, stacked over time, with its first
             field None when it lives in ``buf``.
@@ -311,7 +313,10 @@ def backward(cell, params, res: Residuals, d_final, d_hs: Array, init, valid, re
     # Summed in at least float32, whatever the params' dtype.
     d_sum0 = jax.tree.map(lambda p: jnp.zeros(p.shape, accumulation_dtype(p.dtype)), params) if summed else None
     if not strategy.unrolled:
-        assert buf is not None, "the in-place forward pass keeps the projection's rows"
+        if buf is None:
+            raise ValueError("jaxrnn: the in-place backward pass needs the projection's rows that the in-place "
+                             "forward pass keeps; got residuals from the unrolled strategy. Run both passes with "
+                             "one strategy.")
         first = _first_step(steps, not reverse)  # the backward pass's first step
         (d_carry, d_init, d_sum, d_gx, pending, _), stash = jax.lax.scan(
             body,
