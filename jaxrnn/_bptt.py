@@ -33,8 +33,8 @@ Memory saved for the backward pass, per time step, beyond ``xs`` and the
 outputs ``hs`` (which the caller holds anyway): LSTM 6·B·H values (four
 gates, ``c_prev`` and ``tanh c'``), GRU 4·B·H, simple RNN B·H, the gates'
 share in the projection's buffer. The (N, P) buffer itself is saved for every
-cell, the sLSTM's included, and takes ``d_gx`` in the backward pass. The scans both grad modes share are in
-:mod:`jaxrnn._scans`.
+cell, the sLSTM's included, and takes ``d_gx`` in the backward pass. The scans
+both grad modes share are in :mod:`jaxrnn._scans`.
 """
 
 from __future__ import annotations
